@@ -1,0 +1,30 @@
+"""q4gsw: ExecuTorch's linear_q4gsw (4-bit groupwise-symmetric weight-only linear) on WebGPU."""
+
+from .errors import (
+    ArgumentError,
+    DeviceError,
+    DTypeError,
+    GroupSizeError,
+    ProfilerError,
+    Q4gswError,
+    ShaderError,
+    ShapeError,
+    SizeLimitError,
+    UnsupportedShapeError,
+    ValueRangeError,
+)
+from .format import PackedWeight, linear_reference, pack_int4, unpack_int4
+from .ops.linear import linear, linear_q4gsw
+from .profile import profile
+from .quantize import QuantizationError, quantization_error, quantize
+from .runtime import get_runtime
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentError", "DeviceError", "DTypeError", "GroupSizeError", "ProfilerError", "Q4gswError",
+    "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
+    "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
+    "linear", "linear_q4gsw", "profile",
+    "QuantizationError", "quantization_error", "quantize", "get_runtime",
+]

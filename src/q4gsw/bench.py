@@ -1,0 +1,224 @@
+"""Benchmarks of linear_q4gsw kernels: GPU-timestamped, against the read ceiling of the same run."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from .format import PackedWeight, linear_reference
+from .kernels.registry import KERNELS, Problem
+from .errors import Q4gswError
+from .ops.linear import check_sizes, make_dispatch
+from .ops.weights import fits_one_binding, gpu_weight, release_gpu_weight
+from .runtime import get_runtime
+from .runtime.bandwidth import measure_read_bandwidth
+from .runtime.timing import time_dispatch
+
+#: (M, K, N) sets. "small" finishes in well under a minute on lavapipe.
+PRESETS = {
+    "small": [(1, 1024, 1024), (1, 1024, 2816), (1, 2816, 1024), (4, 1024, 1024), (32, 1024, 1024)],
+    "llama": [
+        (1, 4096, 4096), (1, 4096, 14336), (1, 14336, 4096), (1, 2048, 8192), (1, 8192, 2048),
+        (1, 4096, 128256),
+        (2, 4096, 14336), (4, 4096, 14336), (8, 4096, 14336),
+        (16, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096), (512, 4096, 4096),
+        (512, 4096, 14336), (512, 14336, 4096), (2048, 4096, 4096),
+    ],
+}
+#: On a GPU, timed passes rotate among copies of the weight totalling at least this much
+#: (5x the H100's 50 MB L2), so each pass reads its weight from device memory.
+ROTATE_BYTES = 256 << 20
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """'1x4096x4096,8x4096x14336' -> [(M, K, N), ...]; a preset name gives its list."""
+    if text in PRESETS:
+        return PRESETS[text]
+    shapes = []
+    for part in text.split(","):
+        try:
+            m, k, n = (int(v) for v in part.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"shape {part!r}: expected MxKxN, e.g. 1x4096x4096") from None
+        shapes.append((m, k, n))
+    return shapes
+
+
+def random_weight(rng, n: int, k: int, group_size: int) -> PackedWeight:
+    """Random bytes (every nibble value) and random-sign scales of LLM-like magnitude."""
+    weights = rng.integers(0, 256, size=(n, (k + 1) // 2), dtype=np.uint8)
+    groups = -(-k // group_size)
+    scales = (rng.standard_normal((groups, n)) * 0.01 + 0.02).astype(np.float32)
+    return PackedWeight(weights, scales, group_size, in_features=k)
+
+
+class Workload:
+    """One shape's GPU-resident inputs: `copies` uploads of the weight (for L2 rotation), x,
+    the output and a bias placeholder. dispatches(spec) gives one dispatch per copy."""
+
+    def __init__(self, rt, weight: PackedWeight, x: np.ndarray, copies: int = 1):
+        usage = rt.wgpu.BufferUsage
+        self.rt, self.weight, self.m = rt, weight, x.shape[0]
+        self.copies = [PackedWeight(weight.weights, weight.scales, weight.group_size, weight.in_features)
+                       for _ in range(copies - 1)]
+        self.chunks = [gpu_weight(rt, w)[0] for w in (weight, *self.copies)]
+        self.x = rt.buffers.upload(x, usage.STORAGE, "bench/x")
+        self.out = rt.buffers.create(4 * self.m * weight.out_features, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "bench/out")
+        self.bias = rt.buffers.upload(np.zeros(1, np.float32), usage.STORAGE, "bench/bias")
+        self._params = []
+
+    @classmethod
+    def rotating(cls, rt, weight, x):
+        """As many copies as make ROTATE_BYTES on a GPU (one on a CPU adapter)."""
+        copies = 1 if rt.caps.is_cpu else max(1, -(-ROTATE_BYTES // weight.nbytes))
+        return cls(rt, weight, x, copies)
+
+    def problem(self) -> Problem:
+        return Problem(self.m, self.weight.out_features, self.weight.in_features, self.weight.group_size)
+
+    def dispatches(self, spec) -> list:
+        result = []
+        for chunk in self.chunks:
+            d, params = make_dispatch(self.rt, spec, self.problem(), chunk, self.x, self.out, self.bias, self.weight)
+            self._params.append(params)
+            result.append(d)
+        return result
+
+    def read_out(self) -> np.ndarray:
+        return self.rt.buffers.read(self.out, 4 * self.m * self.weight.out_features).reshape(self.m, -1)
+
+    def release(self) -> None:
+        self.rt.buffers.destroy(self.x, self.out, self.bias, *self._params)
+        for w in (self.weight, *self.copies):
+            release_gpu_weight(w)
+
+
+def _reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> float:
+    """max |y - ref| / max |ref|, with the float64 reference computed in chunks of N."""
+    step = max(1, (64 << 20) // (8 * weight.in_features))
+    err = ref_max = 0.0
+    for n0 in range(0, weight.out_features, step):
+        part = PackedWeight(weight.weights[n0:n0 + step], weight.scales[:, n0:n0 + step],
+                            weight.group_size, in_features=weight.in_features)
+        ref = linear_reference(x, part)
+        err = max(err, float(np.abs(y[:, n0:n0 + step] - ref).max()))
+        ref_max = max(ref_max, float(np.abs(ref).max()))
+    return err / ref_max if ref_max else err
+
+
+def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, seed: int = 0,
+          log=print) -> dict:
+    """Time every kernel on every shape; return a JSON-ready dict with the run's ceiling.
+
+    Each kernel runs once and is compared with the float64 reference (rel_error), then is
+    timed with GPU timestamps, one compute pass per run, median of `repeats` after warm-up.
+    On a GPU the passes rotate among copies of the weight totalling >= 256 MiB (L2 is 50 MB
+    on an H100), so weights come from device memory. Kernels that take over 20 ms a run get
+    fewer repeats.
+    """
+    rt = get_runtime()
+    kernels = list(kernels or KERNELS)
+    rng = np.random.default_rng(seed)
+    ceiling = measure_read_bandwidth(rt)
+    log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s over {ceiling.nbytes >> 20} MiB")
+    rows = []
+    for m, k, n in shapes:
+        weight = random_weight(rng, n, k, group_size)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        p = Problem(m, n, k, group_size, False)
+        reasons = {}
+        for name in kernels:
+            spec = KERNELS[name]
+            reasons[name] = spec.supports(p, rt.caps)
+            if reasons[name] is None and not fits_one_binding(weight, rt.caps.max_binding_size):
+                reasons[name] = "weight split into several bindings"
+            if reasons[name] is None:
+                try:
+                    check_sizes("bench", p, rt.caps, spec)
+                except Q4gswError as exc:  # a size this kernel cannot take: reported, not fatal
+                    reasons[name] = str(exc)
+        if all(reasons.values()):
+            for name in kernels:
+                log(f"  M={m} K={k} N={n} {name}: skipped ({reasons[name]})")
+            continue
+        work = Workload.rotating(rt, weight, x)
+        for name in kernels:
+            if reasons[name]:
+                log(f"  M={m} K={k} N={n} {name}: skipped ({reasons[name]})")
+                continue
+            dispatches = work.dispatches(KERNELS[name])
+            rt.device.queue.write_buffer(work.out, 0, np.full(m * n, np.nan, np.float32))
+            t0 = time.perf_counter()
+            one = time_dispatch(rt, dispatches[0], repeats=1, warmup=0)[0]
+            rel = _reference_rel_error(work.read_out(), x, weight)
+            reps = repeats if one < 20e6 else max(3, min(repeats, int(2e9 / max(one, 1))))
+            times = time_dispatch(rt, dispatches, repeats=reps, warmup=2)
+            med = statistics.median(times)
+            d = dispatches[0]
+            row = {
+                "m": m, "k": k, "n": n, "group_size": group_size, "kernel": name,
+                "label": d.key.label, "median_us": med / 1e3,
+                "min_us": min(times) / 1e3, "repeats": reps, "weight_copies": len(dispatches),
+                "bytes": d.nbytes, "gb_per_s": d.nbytes / med,
+                "pct_of_ceiling": 100.0 * d.nbytes / (med * 1e-9) / ceiling.bytes_per_second,
+                "tflop_per_s": d.flops / med / 1e3,
+                "rel_error": rel, "wall_s": time.perf_counter() - t0,
+            }
+            rows.append(row)
+            log(f"  M={m} K={k} N={n} {name:>16}: {row['median_us']:10.1f} µs {row['gb_per_s']:8.1f} GB/s "
+                f"{row['pct_of_ceiling']:6.1f}% {row['tflop_per_s']:7.3f} TFLOP/s  rel.err {rel:.1e}")
+        work.release()
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "adapter": dataclasses.asdict(rt.caps) | {"features": sorted(rt.caps.features)},
+        "host": platform.node(),
+        "ceiling_gb_per_s": ceiling.bytes_per_second / 1e9,
+        "ceiling_bytes": ceiling.nbytes,
+        "l2_eviction": ("none (CPU adapter)" if rt.caps.is_cpu else
+                        f"passes rotate among weight copies totalling >= {ROTATE_BYTES >> 20} MiB"),
+        "timing": "GPU timestamp queries, one compute pass per dispatch, median",
+        "group_size": group_size,
+        "rows": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    """A Markdown table of a bench() result, with date, card, driver and ceiling."""
+    a = result["adapter"]
+    base = {(r["m"], r["k"], r["n"]): r["median_us"] for r in result["rows"] if r["kernel"] == "rowwise"}
+    lines = [
+        f"# linear_q4gsw benchmark, {result['date']}",
+        "",
+        f"- card: {a['adapter_name']} ({a['adapter_type']}, {a['backend']}); driver: {a['driver']}",
+        f"- read ceiling measured in this run: **{result['ceiling_gb_per_s']:.1f} GB/s** "
+        f"({result['ceiling_bytes'] >> 20} MiB read-only kernel)",
+        f"- timing: {result['timing']}; L2: {result['l2_eviction']}; group size {result['group_size']}",
+        "- GB/s counts weights + scales + x + out bytes; % is of the ceiling above; "
+        "'vs rowwise' is the baseline's time over this kernel's time on the same shape",
+        "",
+        "| M | K | N | kernel | µs (median) | GB/s | % of ceiling | TFLOP/s | vs rowwise | rel. error |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        b = base.get((r["m"], r["k"], r["n"]))
+        speedup = f"{b / r['median_us']:.1f}×" if b else "–"
+        lines.append(
+            f"| {r['m']} | {r['k']} | {r['n']} | {r['kernel']} | {r['median_us']:.1f} | {r['gb_per_s']:.1f} | "
+            f"{r['pct_of_ceiling']:.1f}% | {r['tflop_per_s']:.3f} | {speedup} | {r['rel_error']:.1e} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, stem: str) -> tuple[str, str]:
+    """Write stem.json and stem.md; return both paths."""
+    with open(f"{stem}.json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(f"{stem}.md", "w") as f:
+        f.write(markdown(result))
+    return f"{stem}.json", f"{stem}.md"

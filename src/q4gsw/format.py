@@ -1,0 +1,143 @@
+"""PackedWeight: ExecuTorch's linear_q4gsw weight format, int4 packing, and the float64 reference."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .checks import as_array, describe, positive_int
+from .errors import DTypeError, GroupSizeError, ShapeError, ValueRangeError
+
+QMIN, QMAX, OFFSET = -8, 7, 8
+
+
+def pack_int4(q: np.ndarray) -> np.ndarray:
+    """Pack signed int4 values into ExecuTorch's bytes.
+
+    Args:
+        q: (N, K) integer array with values in [-8, 7].
+    Returns:
+        (N, ceil(K/2)) uint8: byte k//2 holds element k, even k in the low nibble, odd k in
+        the high nibble, stored as q + 8. For odd K the last high nibble is padding (8, i.e. q=0).
+    """
+    q = np.asarray(q)
+    if q.ndim != 2 or q.dtype.kind not in "iu":
+        raise DTypeError("pack_int4", "q", "2-D integer array", describe(q))
+    if q.size and (q.min() < QMIN or q.max() > QMAX):
+        raise ValueRangeError("pack_int4", "q", f"values in [{QMIN}, {QMAX}]", f"range [{q.min()}, {q.max()}]")
+    n, k = q.shape
+    u = (q.astype(np.int16) + OFFSET).astype(np.uint8)
+    if k % 2:
+        u = np.concatenate([u, np.full((n, 1), OFFSET, np.uint8)], axis=1)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+
+
+def unpack_int4(weights: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of pack_int4.
+
+    Args:
+        weights: (N, ceil(K/2)) uint8.
+        k: K, the number of int4 elements per row (the padding nibble of odd K is dropped).
+    Returns:
+        (N, K) int8 with values in [-8, 7].
+    """
+    weights = as_array("unpack_int4", "weights", weights, np.uint8, ndim=2)
+    k = positive_int("unpack_int4", "k", k, error=ShapeError)
+    if weights.shape[1] != (k + 1) // 2:
+        raise ShapeError("unpack_int4", "weights", f"{(k + 1) // 2} bytes per row for K={k}", describe(weights))
+    u = np.empty((weights.shape[0], 2 * weights.shape[1]), np.int8)
+    u[:, 0::2] = weights & 0x0F
+    u[:, 1::2] = weights >> 4
+    return u[:, :k] - OFFSET
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedWeight:
+    """A 4-bit groupwise-symmetric weight, exactly as ExecuTorch serializes it.
+
+    Attributes:
+        weights: (N, ceil(K/2)) uint8, row n = output feature n, element k in byte k//2
+            (even k low nibble, odd k high nibble), stored value q + 8 with q in [-8, 7].
+        scales: (num_groups, padded_N) float32, num_groups >= ceil(K/group_size),
+            padded_N >= N; element (k, n) uses scales[k // group_size, n].
+        group_size: elements of K per scale.
+        in_features: K. Defaults to 2 * weights.shape[1]; pass it for odd K.
+
+    The arrays are kept as given (read-only views, no copy when already contiguous).
+    The GPU copy is made once per device, on first use, and cached on this object.
+    """
+
+    weights: np.ndarray
+    scales: np.ndarray
+    group_size: int
+    in_features: int | None = None
+    _gpu: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        fn = "PackedWeight"
+        weights = as_array(fn, "weights", self.weights, np.uint8, ndim=2)
+        scales = as_array(fn, "weight_scales", self.scales, np.float32, ndim=2)
+        gs = positive_int(fn, "group_size", self.group_size)
+        n, kb = weights.shape
+        k = 2 * kb if self.in_features is None else positive_int(fn, "in_features", self.in_features, ShapeError)
+        if kb != (k + 1) // 2:
+            raise ShapeError(fn, "weights", f"ceil(K/2) = {(k + 1) // 2} bytes per row for K={k}", describe(weights))
+        if n == 0 or kb == 0:
+            raise ShapeError(fn, "weights", "N >= 1 rows and K >= 1", describe(weights))
+        groups = -(-k // gs)
+        if scales.shape[0] < groups:
+            raise GroupSizeError(
+                fn, "weight_scales", f"at least ceil(K/group_size) = ceil({k}/{gs}) = {groups} rows", describe(scales)
+            )
+        if scales.shape[1] < n:
+            raise ShapeError(fn, "weight_scales", f"padded_N >= N = {n} columns", describe(scales))
+        for name, arr in (("weights", weights), ("scales", scales)):
+            view = arr.view()
+            view.flags.writeable = False
+            object.__setattr__(self, name, view)
+        object.__setattr__(self, "group_size", gs)
+        object.__setattr__(self, "in_features", k)
+
+    @property
+    def out_features(self) -> int:
+        """N, the number of output features."""
+        return self.weights.shape[0]
+
+    @property
+    def num_groups(self) -> int:
+        """ceil(K / group_size): the scale rows that are used."""
+        return -(-self.in_features // self.group_size)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a kernel must read: packed weights plus the used scales."""
+        return self.weights.nbytes + 4 * self.num_groups * self.out_features
+
+    def unpack(self) -> np.ndarray:
+        """(N, K) int8 q values in [-8, 7]."""
+        return unpack_int4(self.weights, self.in_features)
+
+    def dequantize(self) -> np.ndarray:
+        """(N, K) float64: q * scale."""
+        n, k = self.out_features, self.in_features
+        group_of_k = np.arange(k) // self.group_size
+        scale_nk = self.scales[group_of_k, :n].T.astype(np.float64)
+        return self.unpack().astype(np.float64) * scale_nk
+
+
+def linear_reference(x: np.ndarray, weight: PackedWeight, bias: np.ndarray | None = None) -> np.ndarray:
+    """The float64 reference of linear_q4gsw.
+
+    Args:
+        x: (..., K) float array.
+        weight: the PackedWeight.
+        bias: optional (N,) float array.
+    Returns:
+        (..., N) float64: x @ dequantize(weight).T (+ bias).
+    """
+    x64 = np.asarray(x, np.float64)
+    out = x64.reshape(-1, weight.in_features) @ weight.dequantize().T
+    if bias is not None:
+        out += np.asarray(bias, np.float64)
+    return out.reshape(*x64.shape[:-1], weight.out_features)

@@ -1,0 +1,188 @@
+"""Kernel specs and the pure choice among them: select(problem, caps) makes no GPU calls."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ..errors import UnsupportedShapeError
+from ..runtime.pipelines import KernelKey
+
+#: llvmpipe before Mesa 25 silently cuts loops past this many iterations per invocation.
+LLVMPIPE_LOOP_BUDGET = 65_535
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One linear_q4gsw call: x (M, K) against a (N, K) weight."""
+
+    m: int
+    n: int
+    k: int
+    group_size: int
+    has_bias: bool = False
+
+    @property
+    def row_bytes(self) -> int:
+        return (self.k + 1) // 2
+
+    @property
+    def num_groups(self) -> int:
+        return -(-self.k // self.group_size)
+
+
+class KernelSpec:
+    """A kernel and its decisions for a problem; the op computes the grid from them.
+
+    Subclasses set `name` and implement tiles(), loop_trips(), constants() and, when the
+    kernel has preconditions, _shape_reason().
+    """
+
+    name: str = ""
+    baseline: bool = False  # kept only for benchmarks; never chosen by default
+
+    def tiles(self, p: Problem) -> tuple[int, int]:
+        """(tiles along N, tiles along M): workgroups = their product."""
+        raise NotImplementedError
+
+    def loop_trips(self, p: Problem) -> int:
+        """Upper bound of loop iterations one invocation runs (all loops together)."""
+        raise NotImplementedError
+
+    def constants(self, p: Problem) -> tuple:
+        """Override constants beyond HAS_BIAS, as (name, value) pairs."""
+        return ()
+
+    def key(self, p: Problem) -> KernelKey:
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)))
+
+    def _shape_reason(self, p: Problem) -> str | None:
+        return None
+
+    def supports(self, p: Problem, caps) -> str | None:
+        """None when the kernel can run p on caps, else the reason it cannot."""
+        reason = self._shape_reason(p)
+        if reason:
+            return reason
+        if caps is not None and caps.has_loop_limit and self.loop_trips(p) > LLVMPIPE_LOOP_BUDGET:
+            return (f"{self.name} would loop {self.loop_trips(p)} times per invocation, past the "
+                    f"{LLVMPIPE_LOOP_BUDGET} that {caps.driver} runs correctly")
+        return None
+
+    def __repr__(self) -> str:
+        return f"<KernelSpec {self.name}>"
+
+
+class Rowwise(KernelSpec):
+    """ExecuTorch's original design: a workgroup per row of x, 64 invocations striding N."""
+
+    name = "rowwise"
+    baseline = True
+    wg = 64
+
+    def tiles(self, p):
+        return 1, p.m
+
+    def loop_trips(self, p):
+        return -(-p.n // self.wg) * (p.k + 1)
+
+
+class General(KernelSpec):
+    """Any shape: a workgroup per (output feature, 4 rows of x); invocations walk groups."""
+
+    name = "general"
+    wg = 64
+    rows_per_tile = 4
+
+    def tiles(self, p):
+        return p.n, -(-p.m // self.rows_per_tile)
+
+    def loop_trips(self, p):
+        return -(-p.num_groups // self.wg) * (min(p.group_size, p.k) + 1) + self.wg.bit_length()
+
+    def constants(self, p):
+        return (("WG", self.wg),)
+
+
+class Decode(KernelSpec):
+    """Small M at read bandwidth: x in registers, 16-byte weight loads, cheap unpack.
+
+    Two variants differ only in how a row's partial sums are added across invocations:
+    decode_subgroup (subgroupAdd; needs the `subgroup` feature) and decode_workgroup
+    (workgroup memory; any adapter).
+    """
+
+    max_m = 8
+    rows_per_workgroup = 16
+    rows_per_step = 4
+
+    def __init__(self, reduction: str, partial_capacity: int):
+        self.reduction = reduction
+        self.name = f"decode_{reduction}"
+        self.partial_capacity = partial_capacity  # RPW * WG bound from workgroup memory
+
+    def workgroup_size(self, p: Problem) -> int:
+        return max(32, -(-p.k // 1024) * 32)
+
+    def rpw(self, p: Problem) -> int:
+        cap = self.partial_capacity // self.workgroup_size(p)
+        return max(self.rows_per_step, min(self.rows_per_workgroup, cap) // self.rows_per_step * self.rows_per_step)
+
+    def tiles(self, p):
+        return -(-p.n // self.rpw(p)), p.m
+
+    def loop_trips(self, p):
+        wg, rpw = self.workgroup_size(p), self.rpw(p)
+        return rpw // self.rows_per_step + 2 * rpw + wg
+
+    def constants(self, p):
+        return (("RPW", self.rpw(p)), ("WG", self.workgroup_size(p)))
+
+    def key(self, p):
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
+                         files=("decode", f"reduce_{self.reduction}"))
+
+    def _shape_reason(self, p):
+        if p.m > self.max_m:
+            return f"M={p.m} > {self.max_m}"
+        if p.k % 32:
+            return f"K={p.k} is not a multiple of 32"
+        if p.group_size % 32:
+            return f"group_size={p.group_size} is not a multiple of 32"
+        if p.k > 32 * 1024:
+            return f"K={p.k} > 32768 (one vec4 of k per invocation, 1024 invocations)"
+        return None
+
+    def supports(self, p, caps):
+        if self.reduction == "subgroup" and caps is not None and not caps.has_subgroups:
+            return "the device has no `subgroup` feature"
+        return super().supports(p, caps)
+
+
+KERNELS: dict[str, KernelSpec] = {
+    spec.name: spec
+    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), General(), Rowwise())
+}
+
+
+def select(p: Problem, caps, kernel: str | None = None) -> KernelSpec:
+    """The kernel to run p: the one named, else the first supported non-baseline kernel
+    in KERNELS order (fastest first)."""
+    if kernel is not None:
+        spec = KERNELS.get(kernel)
+        if spec is None:
+            raise UnsupportedShapeError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+        reason = spec.supports(p, caps)
+        if reason:
+            raise UnsupportedShapeError(f"kernel {kernel!r} cannot run M={p.m} N={p.n} K={p.k} "
+                                        f"group_size={p.group_size}: {reason}")
+        return spec
+    reasons = []
+    for spec in KERNELS.values():
+        if spec.baseline:
+            continue
+        reason = spec.supports(p, caps)
+        if reason is None:
+            return spec
+        reasons.append(f"{spec.name}: {reason}")
+    raise UnsupportedShapeError(f"no kernel runs M={p.m} N={p.n} K={p.k} group_size={p.group_size}: "
+                                + "; ".join(reasons))

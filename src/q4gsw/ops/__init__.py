@@ -1,0 +1,1 @@
+"""The operators: linear_q4gsw and its PackedWeight form."""

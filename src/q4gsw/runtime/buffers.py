@@ -1,0 +1,68 @@
+"""GPU buffers: creation (counted), upload padded to 4-byte multiples, readback."""
+
+from __future__ import annotations
+
+import threading
+import weakref
+
+import numpy as np
+
+
+def padded_size(nbytes: int) -> int:
+    """nbytes rounded up to a multiple of 4 (and at least 4): WebGPU copies and bindings need it."""
+    return max(4, (nbytes + 3) // 4 * 4)
+
+
+class BufferAllocator:
+    """Creates buffers and counts them, so tests can prove an error path allocated nothing."""
+
+    def __init__(self, device):
+        self.device = device
+        self.created = 0
+        self._live = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    @property
+    def live(self) -> int:
+        """Buffers created here that are neither destroyed nor garbage-collected."""
+        with self._lock:
+            return sum(1 for b in self._live if not getattr(b, "_q4gsw_destroyed", False))
+
+    def create(self, nbytes: int, usage, label: str):
+        """An uninitialized buffer of at least nbytes (rounded up to 4)."""
+        buf = self.device.create_buffer(label=label, size=padded_size(nbytes), usage=usage)
+        with self._lock:
+            self.created += 1
+            self._live.add(buf)
+        return buf
+
+    def upload(self, array: np.ndarray, usage, label: str):
+        """A buffer holding array's bytes, zero-padded to a multiple of 4."""
+        data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
+        buf = self.create(data.nbytes, usage | self._copy_dst(), label)
+        whole = data.nbytes // 4 * 4
+        if whole:
+            self.device.queue.write_buffer(buf, 0, data[:whole])
+        if data.nbytes != whole or data.nbytes == 0:
+            tail = np.zeros(4, np.uint8)
+            tail[: data.nbytes - whole] = data[whole:]
+            self.device.queue.write_buffer(buf, whole, tail)
+        return buf
+
+    def read(self, buf, nbytes: int, dtype=np.float32) -> np.ndarray:
+        """The first nbytes of buf as a flat array of dtype (waits for the GPU)."""
+        size = padded_size(nbytes)
+        raw = self.device.queue.read_buffer(buf, 0, size)
+        return np.frombuffer(raw, dtype=np.uint8)[:nbytes].view(dtype).copy()
+
+    def destroy(self, *buffers) -> None:
+        """Free GPU memory now rather than at garbage collection."""
+        for buf in buffers:
+            if buf is not None and not getattr(buf, "_q4gsw_destroyed", False):
+                buf.destroy()
+                buf._q4gsw_destroyed = True
+
+    def _copy_dst(self):
+        import wgpu
+
+        return wgpu.BufferUsage.COPY_DST

@@ -1,0 +1,194 @@
+"""Adapter choice and the lazily created device, with what it offers recorded in Capabilities."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import threading
+
+from ..errors import DeviceError
+from .buffers import BufferAllocator
+from .pipelines import PipelineCache
+
+log = logging.getLogger("q4gsw")
+
+#: Optional features the kernels use, requested only when the adapter offers them.
+WANTED_FEATURES = ("timestamp-query", "shader-f16", "subgroup")
+#: Limits raised to the adapter's maxima.
+RAISED_LIMITS = (
+    "max-storage-buffer-binding-size",
+    "max-buffer-size",
+    "max-compute-workgroup-storage-size",
+    "max-compute-invocations-per-workgroup",
+    "max-compute-workgroup-size-x",
+    "max-compute-workgroup-size-y",
+    "max-compute-workgroup-size-z",
+    "max-compute-workgroups-per-dimension",
+    "max-storage-buffers-per-shader-stage",
+    "max-uniform-buffer-binding-size",
+)
+INSTALL_HINT = (
+    "no WebGPU adapter was found. On Debian/Ubuntu install a Vulkan driver, e.g. Mesa's CPU "
+    "driver: apt-get install mesa-vulkan-drivers libvulkan1 (or run scripts/install-webgpu-driver.sh)"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What the chosen adapter is and what the device was created with."""
+
+    adapter_name: str
+    vendor: str
+    backend: str
+    adapter_type: str
+    driver: str
+    features: frozenset
+    limits: dict
+    chosen_because: str
+
+    @property
+    def has_timestamps(self) -> bool:
+        return "timestamp-query" in self.features
+
+    @property
+    def has_f16(self) -> bool:
+        return "shader-f16" in self.features
+
+    @property
+    def has_subgroups(self) -> bool:
+        return "subgroup" in self.features
+
+    @property
+    def max_binding_size(self) -> int:
+        return int(self.limits["max-storage-buffer-binding-size"])
+
+    @property
+    def max_workgroups_per_dimension(self) -> int:
+        return int(self.limits["max-compute-workgroups-per-dimension"])
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.adapter_type.lower() == "cpu"
+
+    @property
+    def mesa_version(self) -> tuple[int, int] | None:
+        """(major, minor) when the driver is Mesa, else None."""
+        match = re.search(r"Mesa (\d+)\.(\d+)", self.driver)
+        return (int(match[1]), int(match[2])) if match else None
+
+    @property
+    def has_loop_limit(self) -> bool:
+        """llvmpipe from Mesa older than 25 silently cuts loops past 65 535 iterations per invocation."""
+        mesa = self.mesa_version
+        return "llvmpipe" in self.adapter_name and mesa is not None and mesa < (25, 0)
+
+
+def _choose_adapter(wgpu, selector: str | None, power_preference: str):
+    """Return (adapter, reason). selector: None, 'cpu', 'gpu', an index, or part of the name."""
+    if not selector:
+        adapter = wgpu.gpu.request_adapter_sync(power_preference=power_preference)
+        if adapter is None:
+            raise DeviceError(INSTALL_HINT)
+        return adapter, f"default adapter for power_preference={power_preference!r}"
+    adapters = wgpu.gpu.enumerate_adapters_sync()
+    if not adapters:
+        raise DeviceError(INSTALL_HINT)
+    names = [f"{i}: {a.info['device']} ({a.info['adapter_type']}, {a.info['backend_type']})" for i, a in enumerate(adapters)]
+    sel = selector.strip().lower()
+    if sel.isdigit() and int(sel) < len(adapters):
+        return adapters[int(sel)], f"Q4GSW_ADAPTER={selector!r} picked index {sel}"
+    for a in adapters:
+        kind = a.info["adapter_type"].lower()
+        if sel == "cpu" and kind == "cpu":
+            return a, "Q4GSW_ADAPTER='cpu' picked the first CPU adapter"
+        if sel == "gpu" and kind in ("discretegpu", "integratedgpu"):
+            return a, "Q4GSW_ADAPTER='gpu' picked the first GPU adapter"
+        if sel not in ("cpu", "gpu") and sel in a.info["device"].lower():
+            return a, f"Q4GSW_ADAPTER={selector!r} matched the adapter name"
+    raise DeviceError(f"Q4GSW_ADAPTER={selector!r} matches no adapter; adapters: " + "; ".join(names))
+
+
+class Runtime:
+    """One device: its capabilities, buffer allocator and pipeline cache."""
+
+    def __init__(self, selector: str | None = None, power_preference: str = "high-performance",
+                 disable_features: tuple[str, ...] = ()):
+        try:
+            import wgpu
+        except ImportError as exc:  # wgpu ships a native library; a broken install lands here
+            raise DeviceError(f"wgpu could not be imported: {exc}") from exc
+        self.wgpu = wgpu
+        adapter, reason = _choose_adapter(wgpu, selector, power_preference)
+        features = [f for f in WANTED_FEATURES if f in adapter.features and f not in disable_features]
+        limits = {name: adapter.limits[name] for name in RAISED_LIMITS if name in adapter.limits}
+        self.device = adapter.request_device_sync(
+            label="q4gsw", required_features=features, required_limits=limits
+        )
+        info = adapter.info
+        self.caps = Capabilities(
+            adapter_name=info["device"],
+            vendor=info["vendor"],
+            backend=info["backend_type"],
+            adapter_type=info["adapter_type"],
+            driver=info["description"],
+            features=frozenset(features),
+            limits=dict(self.device.limits),
+            chosen_because=reason + (f"; features disabled: {', '.join(disable_features)}" if disable_features else ""),
+        )
+        self.buffers = BufferAllocator(self.device)
+        self.pipelines = PipelineCache(self.device)
+        self._read_bandwidth: float | None = None
+        #: Fill every output buffer with a NaN pattern before its dispatch (tests set
+        #: Q4GSW_POISON_OUTPUTS=1), so an element no kernel wrote fails any comparison.
+        self.poison_outputs = os.environ.get("Q4GSW_POISON_OUTPUTS", "") not in ("", "0")
+        self._lock = threading.Lock()
+        if self.caps.has_loop_limit:
+            log.warning(
+                "q4gsw: %s (%s) cuts shader loops past 65 535 iterations silently; q4gsw routes to "
+                "kernels that stay within that budget, but install Mesa >= 25 for the baseline kernels",
+                self.caps.adapter_name, self.caps.driver,
+            )
+
+    def submit(self, encoder) -> None:
+        """Finish the encoder and submit it."""
+        self.device.queue.submit([encoder.finish()])
+
+    def read_bandwidth(self) -> float:
+        """The adapter's read bandwidth in bytes/s, measured once per runtime (see bandwidth.py)."""
+        if self._read_bandwidth is None:
+            from .bandwidth import measure_read_bandwidth
+
+            self._read_bandwidth = measure_read_bandwidth(self).bytes_per_second
+        return self._read_bandwidth
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's Runtime, created on first use.
+
+    Environment: Q4GSW_ADAPTER ('cpu', 'gpu', an index of `q4gsw info`'s list, or part of the
+    adapter name), Q4GSW_POWER_PREFERENCE ('high-performance' or 'low-power'),
+    Q4GSW_DISABLE_FEATURES (comma-separated features not to request, e.g. 'subgroup').
+    """
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            disabled = tuple(f.strip() for f in os.environ.get("Q4GSW_DISABLE_FEATURES", "").split(",") if f.strip())
+            _runtime = Runtime(
+                os.environ.get("Q4GSW_ADAPTER"),
+                os.environ.get("Q4GSW_POWER_PREFERENCE", "high-performance"),
+                disabled,
+            )
+        return _runtime
+
+
+def reset_runtime(runtime: Runtime | None = None) -> None:
+    """Replace the process's Runtime (None: the next get_runtime() creates a fresh one)."""
+    global _runtime
+    with _runtime_lock:
+        _runtime = runtime

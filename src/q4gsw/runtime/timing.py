@@ -1,0 +1,64 @@
+"""Benchmark timing: GPU timestamps around one dispatch, repeated, optionally evicting caches first."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .dispatch import Dispatch, encode
+
+
+def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int = 30, warmup: int = 3,
+                  batch: int = 10) -> list[float]:
+    """GPU nanoseconds of a dispatch, one compute pass per run, `repeats` runs after `warmup`.
+
+    `dispatch` may be a list of equivalent dispatches over different copies of the inputs;
+    runs cycle through them, so with copies that together exceed the L2 cache each pass
+    reads its weights from device memory. (Clearing a scratch buffer between passes does
+    not evict reliably: nothing orders the clear before the pass, and the two overlap.)
+    Passes that write the same output are ordered by the implementation, so they never
+    overlap one another. Without `timestamp-query` the wall-clock time of a submit + wait
+    per run is returned (host overhead included; say so when reporting).
+    """
+    wgpu = runtime.wgpu
+    device = runtime.device
+    rotation = dispatch if isinstance(dispatch, list) else [dispatch]
+    done = 0
+    sink = runtime.buffers.create(4, wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC, "q4gsw/sync")
+
+    def one_batch(count: int, timed: bool) -> list[float]:
+        encoder = device.create_command_encoder(label="q4gsw/bench")
+        query_set = resolved = None
+        if timed and runtime.caps.has_timestamps:
+            query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * count)
+            resolved = runtime.buffers.create(16 * count, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC, "q4gsw/timestamps")
+        nonlocal done
+        for i in range(count):
+            writes = None
+            if query_set is not None:
+                writes = {"query_set": query_set, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}
+            encode(encoder, rotation[done % len(rotation)], writes)
+            done += 1
+        if query_set is not None:
+            encoder.resolve_query_set(query_set, 0, 2 * count, resolved, 0)
+        t0 = time.perf_counter_ns()
+        runtime.submit(encoder)
+        if query_set is None:
+            runtime.buffers.read(sink, 4, np.uint32)  # wait for the GPU
+            return [(time.perf_counter_ns() - t0) / count] * count
+        stamps = runtime.buffers.read(resolved, 16 * count, np.uint64).astype(np.int64)
+        runtime.buffers.destroy(resolved)
+        query_set.destroy()
+        return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(count)]
+
+    try:
+        if warmup:
+            one_batch(warmup, timed=False)
+            runtime.buffers.read(sink, 4, np.uint32)
+        times: list[float] = []
+        while len(times) < repeats:
+            times += one_batch(min(batch, repeats - len(times)), timed=True)
+        return times
+    finally:
+        runtime.buffers.destroy(sink)

@@ -1,0 +1,297 @@
+"""GPU tests of q4gsw.ops.linear: every registered kernel against the float64 reference."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+import numpy as np
+import pytest
+from hypothesis import given
+
+import q4gsw
+from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem
+from q4gsw.ops.weights import gpu_weight, release_gpu_weight, rows_per_chunk
+
+from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
+from .utils import assert_matches_reference, random_problem, random_scales, random_weights
+
+#: (id, M, N, K, group_size, batch): batch, when given, replaces M as x's leading shape.
+CASES = [
+    ("odd-K", 3, 8, 33, 8, None),
+    ("odd-N", 2, 17, 64, 16, None),
+    ("odd-N-odd-K", 5, 13, 45, 7, None),
+    ("bytes-not-u32-words", 2, 7, 10, 4, None),  # N * ceil(K/2) = 35
+    ("rows-not-u32-aligned", 3, 9, 14, 8, None),  # 7 bytes per row: rows start mid-word
+    ("gs-not-dividing-K", 3, 16, 100, 32, None),
+    ("gs-above-K", 2, 9, 40, 256, None),
+    ("gs-1", 2, 6, 9, 1, None),
+    ("gs-3", 4, 10, 50, 3, None),
+    ("gs-5", 3, 11, 64, 5, None),
+    ("gs-7", 2, 12, 99, 7, None),
+    ("K-1", 3, 5, 1, 8, None),
+    ("K-2", 2, 3, 2, 1, None),
+    ("N-1", 3, 1, 64, 32, None),
+    *[(f"gs-{gs}-K-512", 2, 12, 512, gs, None) for gs in POW2_GROUP_SIZES],
+    *[(f"gs-{gs}-K-520", 2, 12, 520, gs, None) for gs in POW2_GROUP_SIZES],
+    *[(f"M-{m}", m, 24, 96, 32, None) for m in (1, 2, 3, 17, 64, 130)],
+    ("small-M-odd-N-K-256", 3, 17, 256, 64, None),
+    ("M-1-N-5-K-1024", 1, 5, 1024, 32, None),
+    ("M-2-K-1056", 2, 9, 1056, 32, None),
+    ("M-8-K-2048", 8, 33, 2048, 128, None),
+    ("batch-2x3", None, 20, 64, 32, (2, 3)),
+    ("batch-2x3-odd-K", None, 11, 37, 8, (2, 3)),
+    ("batch-1x1x5", None, 6, 32, 32, (1, 1, 5)),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def run_kernel(runtime, case, name):
+    """linear(case, kernel=name), or skip when the kernel does not support the shape (general must)."""
+    m = int(np.prod(case.x.shape[:-1]))
+    p = Problem(m, case.pw.out_features, case.pw.in_features, case.group_size, case.bias is not None)
+    reason = KERNELS[name].supports(p, runtime.caps)
+    if reason:
+        assert name != "general", f"general must run every shape, but: {reason}"
+        pytest.skip(reason)
+    return q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
+
+
+def check_all_kernels(runtime, shape, seed):
+    """Every kernel that supports shape matches the reference on data from seed; general must support it."""
+    m, n, k, gs = shape
+    case = random_problem(np.random.default_rng(seed), m, n, k, gs, bias=bool(seed % 2))
+    p = Problem(m, n, k, gs, case.bias is not None)
+    assert KERNELS["general"].supports(p, runtime.caps) is None
+    for name, spec in KERNELS.items():
+        if spec.supports(p, runtime.caps) is None:
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
+            assert_matches_reference(y, case.x, case.pw, case.bias)
+
+
+class TestLinear:
+    def test_outputs_poisoned(self, runtime):
+        """The suite runs with output poisoning on, so an unwritten element shows up as NaN."""
+        assert runtime.poison_outputs
+
+    @pytest.mark.parametrize("kernel", list(KERNELS))
+    @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize("case_id,m,n,k,gs,batch", CASES, ids=CASE_IDS)
+    def test_matches_reference(self, runtime, make_problem, kernel, with_bias, case_id, m, n, k, gs, batch):
+        """Every kernel matches the float64 reference within fp32 accumulation error and writes every element."""
+        case = make_problem(m, n, k, gs, batch=batch, bias=with_bias)
+        y = run_kernel(runtime, case, kernel)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @given(shapes(), seeds)
+    def test_property(self, runtime, shape, seed):
+        """For random small shapes, every kernel that supports the shape matches the reference; general always does."""
+        check_all_kernels(runtime, shape, seed)
+
+    @given(aligned_shapes(), seeds)
+    def test_property_aligned(self, runtime, shape, seed):
+        """For random decode-like shapes (K, group size multiples of 32), every supporting kernel matches the reference."""
+        check_all_kernels(runtime, shape, seed)
+
+    def test_default_kernel(self, runtime, make_problem):
+        """Without kernel=, the chosen kernel's result matches the reference."""
+        for m, n, k, gs in ((1, 40, 256, 32), (5, 7, 33, 5), (64, 24, 128, 64)):
+            case = make_problem(m, n, k, gs)
+            assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias), case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize("kernel", list(KERNELS))
+    def test_padding_nibble_ignored(self, runtime, rng, kernel):
+        """For odd K, the padding nibble of each row's last byte never changes the output."""
+        n, k, gs = 9, 65, 16
+        weights = random_weights(rng, n, k)
+        clean = weights.copy()
+        clean[:, -1] = (clean[:, -1] & 0x0F) | 0x80
+        assert (weights[:, -1] >> 4 != 8).all()
+        scales = random_scales(rng, -(-k // gs), n)
+        x = rng.standard_normal((3, k)).astype(np.float32)
+        dirty_pw = q4gsw.PackedWeight(weights, scales, gs, in_features=k)
+        clean_pw = q4gsw.PackedWeight(clean, scales, gs, in_features=k)
+        p = Problem(3, n, k, gs)
+        if KERNELS[kernel].supports(p, runtime.caps):
+            pytest.skip(KERNELS[kernel].supports(p, runtime.caps))
+        y_dirty = q4gsw.linear(x, dirty_pw, kernel=kernel)
+        np.testing.assert_array_equal(y_dirty, q4gsw.linear(x, clean_pw, kernel=kernel))
+        assert_matches_reference(y_dirty, x, dirty_pw)
+
+    @pytest.mark.parametrize("lead", [(0,), (2, 0), (0, 3)])
+    def test_empty_batch(self, runtime, make_problem, no_new_buffers, lead):
+        """M = 0 returns a float32 (..., 0, N) array without touching the GPU."""
+        case = make_problem(1, 6, 20, 8)
+        x = np.zeros((*lead, 20), np.float32)
+        with no_new_buffers():
+            y = q4gsw.linear(x, case.pw, case.bias)
+            y_named = q4gsw.linear(x, case.pw, kernel="general")
+        assert y.shape == y_named.shape == (*lead, 6)
+        assert y.dtype == np.float32
+
+    def test_x_layouts(self, runtime, make_problem, rng):
+        """A non-contiguous x is read correctly and no input array is modified."""
+        case = make_problem(4, 10, 24, 8)
+        wide = rng.standard_normal((4, 48)).astype(np.float32)
+        x = wide[:, ::2]
+        before = (wide.copy(), case.weights.copy(), case.scales.copy(), case.bias.copy())
+        y = q4gsw.linear(x, case.pw, case.bias)
+        assert_matches_reference(y, x, case.pw, case.bias)
+        for arr, saved in zip((wide, case.weights, case.scales, case.bias), before):
+            np.testing.assert_array_equal(arr, saved)
+
+    def test_weight_uploaded_once(self, runtime, make_problem):
+        """The weight is uploaded on first use and reused: later calls create only per-call buffers."""
+        case = make_problem(2, 10, 40, 8)
+        counts = []
+        for _ in range(3):
+            before = runtime.buffers.created
+            y = q4gsw.linear(case.x, case.pw, case.bias)
+            counts.append(runtime.buffers.created - before)
+            assert_matches_reference(y, case.x, case.pw, case.bias)
+        assert counts[1] == counts[2] == counts[0] - 2  # weights and scales: once
+        live = runtime.buffers.live
+        release_gpu_weight(case.pw)
+        assert runtime.buffers.live == live - 2 and not case.pw._gpu
+
+    def test_loop_budget_shape(self, runtime, make_problem):
+        """At M=1, N=K=4096, gs=128 (rowwise would loop 262 208 times), general stays in budget and is correct."""
+        case = make_problem(1, 4096, 4096, 128, bias=True)
+        p = Problem(1, 4096, 4096, 128, True)
+        assert KERNELS["rowwise"].loop_trips(p) > LLVMPIPE_LOOP_BUDGET
+        assert KERNELS["general"].loop_trips(p) <= LLVMPIPE_LOOP_BUDGET
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel="general")
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        release_gpu_weight(case.pw)
+
+    @pytest.mark.parametrize("kernel", list(KERNELS))
+    def test_split_along_n(self, runtime, fake_limits, make_problem, kernel):
+        """A weight larger than the binding limit is split along N into chunks that together match the reference."""
+        limit = 512
+        case = make_problem(1, 50, 64, 16, extra_cols=5)  # 32 bytes per row: 16 rows per chunk
+        p = Problem(1, 50, 64, 16, True)
+        if KERNELS[kernel].supports(p, runtime.caps):
+            pytest.skip(KERNELS[kernel].supports(p, runtime.caps))
+        assert rows_per_chunk(case.pw, limit) == 16
+        with fake_limits(max_storage_buffer_binding_size=limit):
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=kernel)
+            chunks = gpu_weight(runtime, case.pw)
+        assert [(c.n0, c.n) for c in chunks] == [(0, 16), (16, 16), (32, 16), (48, 2)]
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        release_gpu_weight(case.pw)
+
+    def test_split_along_n_odd_sizes(self, runtime, fake_limits, make_problem):
+        """Chunks of odd N and odd K, with bias, stitch together into the reference result."""
+        case = make_problem(3, 29, 37, 5, extra_groups=2, extra_cols=7)  # 19 bytes / 32 scale bytes per row
+        with fake_limits(max_storage_buffer_binding_size=4 * 3 * 37):
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel="general")
+            assert len(gpu_weight(runtime, case.pw)) > 1
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        release_gpu_weight(case.pw)
+
+    def test_chunks_fit_binding_limit(self, runtime, fake_limits, rng):
+        """Every weight and scale buffer bound for a dispatch fits the storage binding limit, padded scales included."""
+        limit = 256
+        n, k, gs = 3, 16, 8
+        weights = random_weights(rng, n, k)
+        scales = random_scales(rng, 2, n, extra_groups=0, extra_cols=97)  # padded_N = 100: 800 bytes
+        pw = q4gsw.PackedWeight(weights, scales, gs)
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        with fake_limits(max_storage_buffer_binding_size=limit):
+            y = q4gsw.linear(x, pw, kernel="general")
+            chunks = gpu_weight(runtime, pw)
+        assert_matches_reference(y, x, pw)
+        sizes = [(c.weights.size, c.scales.size) for c in chunks]
+        release_gpu_weight(pw)
+        for weight_bytes, scale_bytes in sizes:
+            assert weight_bytes <= limit
+            assert scale_bytes <= limit, f"a scales binding of {scale_bytes} bytes exceeds the {limit}-byte limit"
+
+    @pytest.mark.slow
+    def test_padded_scales_beyond_real_binding_limit(self, runtime, rng):
+        """Scales whose padded_N row exceeds the real binding limit still run (N = 1, padded_N = limit / 4 + 8)."""
+        limit = runtime.caps.max_binding_size
+        scales = np.ones((1, limit // 4 + 8), np.float32)
+        pw = q4gsw.PackedWeight(np.full((1, 1), 0x99, np.uint8), scales, 2)
+        x = np.ones((1, 2), np.float32)
+        try:
+            assert_matches_reference(q4gsw.linear(x, pw), x, pw)
+        finally:
+            release_gpu_weight(pw)
+
+    def test_folds_grid(self, runtime, fake_limits, make_problem):
+        """More workgroups than max-compute-workgroups-per-dimension fold into a 2-D grid that covers all tiles."""
+        case = make_problem(9, 40, 48, 16)  # general: 40 * 3 = 120 tiles, rowwise: 9
+        with fake_limits(max_compute_workgroups_per_dimension=4):
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel="rowwise")
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        with fake_limits(max_compute_workgroups_per_dimension=11):
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel="general")
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+
+class TestLinearQ4gsw:
+    @pytest.mark.parametrize("kernel", list(KERNELS))
+    @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize("m,n,k,gs,extra_groups,extra_cols", [
+        (3, 8, 33, 8, 2, 5),
+        (2, 17, 64, 16, 1, 3),
+        (1, 12, 512, 128, 3, 4),
+        (4, 7, 10, 3, 0, 1),
+        (5, 6, 100, 32, 1, 0),
+    ], ids=["odd-K", "odd-N", "K-512", "gs-3", "gs-not-dividing-K"])
+    def test_matches_reference(self, runtime, make_problem, kernel, with_bias, m, n, k, gs, extra_groups, extra_cols):
+        """ExecuTorch's entry point matches the reference; the NaN-filled padding of scales is never read."""
+        case = make_problem(m, n, k, gs, bias=with_bias, extra_groups=extra_groups, extra_cols=extra_cols)
+        p = Problem(m, n, k, gs, with_bias)
+        if KERNELS[kernel].supports(p, runtime.caps):
+            assert kernel != "general"
+            pytest.skip(KERNELS[kernel].supports(p, runtime.caps))
+        y = q4gsw.linear_q4gsw(case.x, case.weights, case.scales, gs, case.bias, kernel=kernel)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_default_kernel(self, runtime, make_problem):
+        """Without kernel=, linear_q4gsw matches the reference for a batched x."""
+        case = make_problem(None, 10, 64, 32, batch=(2, 3))
+        y = q4gsw.linear_q4gsw(case.x, case.weights, case.scales, 32, case.bias)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_k_from_x(self, runtime, rng):
+        """K comes from x: the same bytes serve K = 2B (all nibbles) and K = 2B - 1 (padding nibble ignored)."""
+        n, kb, gs = 6, 11, 4
+        weights = random_weights(rng, n, 2 * kb)
+        scales = random_scales(rng, -(-2 * kb // gs), n)
+        for k in (2 * kb, 2 * kb - 1):
+            x = rng.standard_normal((3, k)).astype(np.float32)
+            y = q4gsw.linear_q4gsw(x, weights, scales, gs)
+            assert_matches_reference(y, x, q4gsw.PackedWeight(weights, scales, gs, in_features=k))
+
+    @pytest.mark.parametrize("lead", [(0,), (2, 0)])
+    def test_empty_batch(self, runtime, make_problem, no_new_buffers, lead):
+        """M = 0 returns a float32 (..., 0, N) array without touching the GPU."""
+        case = make_problem(1, 5, 9, 4)
+        with no_new_buffers():
+            y = q4gsw.linear_q4gsw(np.zeros((*lead, 9), np.float32), case.weights, case.scales, 4, case.bias)
+        assert y.shape == (*lead, 5) and y.dtype == np.float32
+
+    def test_weight_cached(self, runtime, make_problem):
+        """Repeated calls with the same arrays upload the weight once."""
+        case = make_problem(2, 10, 40, 8)
+        counts = []
+        for _ in range(3):
+            before = runtime.buffers.created
+            y = q4gsw.linear_q4gsw(case.x, case.weights, case.scales, 8, case.bias)
+            counts.append(runtime.buffers.created - before)
+            assert_matches_reference(y, case.x, case.pw, case.bias)
+        assert counts[1] == counts[2] == counts[0] - 2
+
+    def test_cache_releases_arrays(self, runtime, rng):
+        """The weight cache does not keep ExecuTorch's arrays (nor their GPU copies) alive after the caller drops them."""
+        weights = random_weights(rng, 4, 16)
+        scales = random_scales(rng, 2, 4)
+        x = rng.standard_normal((2, 16)).astype(np.float32)
+        q4gsw.linear_q4gsw(x, weights, scales, 8)
+        alive = weakref.ref(weights), weakref.ref(scales)
+        del weights, scales
+        gc.collect()
+        assert alive[0]() is None and alive[1]() is None, "the weight cache keeps the arrays alive"
