@@ -5,7 +5,9 @@ kernel to see what limits it.
   base      decode.wgsl + reduce_subgroup.wgsl as shipped
   loadonly  the unpack+FMA replaced by an XOR of the words: the memory-side ceiling
   exact     unpack as f32 bits 0x4B000000|u minus 2^23+8 (one more FADD per weight)
+  rb8       bench/experiments/decode_rb8.wgsl: 8 rows a step instead of 4
   empty     a kernel that returns at once: the fixed cost of a timed pass
+Each variant is timed one pass per dispatch and chained (32 dispatches in one pass).
 Usage: python bench/explore_variants.py [--shapes ...] [--rpw 16]
 """
 
@@ -13,18 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import numpy as np
 
-from q4gsw.bench import EVICT_BYTES, parse_shapes, random_weight
-from q4gsw.kernels.registry import KERNELS, Problem
-from q4gsw.ops.linear import make_dispatch
-from q4gsw.ops.weights import gpu_weight, release_gpu_weight
+from q4gsw.bench import Workload, parse_shapes, random_weight
+from q4gsw.kernels.registry import KERNELS
 from q4gsw.runtime import get_runtime
 from q4gsw.runtime.bandwidth import measure_read_bandwidth
 from q4gsw.runtime.dispatch import Dispatch
 from q4gsw.runtime.pipelines import load_wgsl
-from q4gsw.runtime.timing import time_dispatch
+from q4gsw.runtime.timing import time_chain, time_dispatch
 
 DOT32_LOADONLY = """fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
          x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
@@ -51,6 +52,9 @@ def _replace_fn(src: str, name: str, new: str) -> str:
 
 
 def variant_source(name: str) -> str:
+    if name == "rb8":
+        body = (Path(__file__).parent / "experiments" / "decode_rb8.wgsl").read_text()
+        return body + "\n" + load_wgsl("reduce_subgroup")
     src = load_wgsl("decode") + "\n" + load_wgsl("reduce_subgroup")
     if name == "loadonly":
         return _replace_fn(src, "dot32", DOT32_LOADONLY)
@@ -63,7 +67,7 @@ def variant_source(name: str) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="1x4096x4096,1x4096x14336,1x14336x4096,1x4096x128256")
-    ap.add_argument("--variants", default="base,loadonly,exact")
+    ap.add_argument("--variants", default="base,loadonly,exact,rb8")
     args = ap.parse_args()
     rt = get_runtime()
     dev = rt.device
@@ -76,35 +80,33 @@ def main():
         "module": dev.create_shader_module(code=EMPTY), "entry_point": "main"})
     bg = dev.create_bind_group(layout=pipe.get_bind_group_layout(0), entries=[{"binding": 0, "resource": {"buffer": sink}}])
     for groups in (1, 1024):
-        t = statistics.median(time_dispatch(rt, Dispatch(None, pipe, bg, (groups, 1, 1)), repeats=50))
-        print(f"empty kernel, {groups} workgroups: {t / 1e3:.2f} µs")
+        empty = Dispatch(None, pipe, bg, (groups, 1, 1))
+        t = statistics.median(time_dispatch(rt, empty, repeats=50, warmup_s=0.2))
+        tc = statistics.median(time_chain(rt, [empty]))
+        print(f"empty kernel, {groups} workgroups: {t / 1e3:.2f} µs a pass, {tc / 1e3:.2f} µs chained")
     spec = KERNELS["decode_subgroup"]
     rng = np.random.default_rng(2)
     for m, k, n in parse_shapes(args.shapes):
-        weight = random_weight(rng, n, k, 128)
-        p = Problem(m, n, k, 128)
-        chunk = gpu_weight(rt, weight)[0]
-        x = rt.buffers.upload(rng.standard_normal((m, k)).astype(np.float32), usage.STORAGE, "x")
-        out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC, "out")
-        bias = rt.buffers.upload(np.zeros(1, np.float32), usage.STORAGE, "bias")
-        d, _ = make_dispatch(rt, spec, p, chunk, x, out, bias, weight)
+        work = Workload.rotating(rt, random_weight(rng, n, k, 128), rng.standard_normal((m, k)).astype(np.float32))
+        shipped = work.dispatches(spec)
+        params = work._params[-len(shipped):]
         for name in args.variants.split(","):
             module = dev.create_shader_module(code=variant_source(name))
             pipeline = dev.create_compute_pipeline(layout="auto", compute={
                 "module": module, "entry_point": "main",
-                "constants": {k: float(v) for k, v in d.key.constants}})
-            bind = dev.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
-                {"binding": i, "resource": {"buffer": b}}
-                for i, b in enumerate((out, x, chunk.weights, chunk.scales, bias))] + [
-                {"binding": 5, "resource": {"buffer": rt.buffers.upload(np.array(
-                    [m, n, k, k // 2, 128, -(-k // 128), chunk.scale_stride, n, 0,
-                     spec.tiles(p)[0], spec.tiles(p)[0] * spec.tiles(p)[1], 0], np.uint32), usage.UNIFORM, "p")}}])
-            t = statistics.median(time_dispatch(rt, Dispatch(d.key, pipeline, bind, d.grid), repeats=50,
-                                                warmup=3, evict_bytes=EVICT_BYTES))
-            print(f"M={m} K={k} N={n} {name:>9}: {t / 1e3:8.1f} µs {d.nbytes / t:7.0f} GB/s "
-                  f"{100 * d.nbytes / (t * 1e-9) / ceiling:5.1f}%")
-        release_gpu_weight(weight)
-
+                "constants": {c: float(v) for c, v in shipped[0].key.constants}})
+            variants = [
+                Dispatch(d.key, pipeline, dev.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
+                    {"binding": i, "resource": {"buffer": b}}
+                    for i, b in enumerate((work.out, work.x, chunk.weights, chunk.scales, work.bias, prm))]), d.grid)
+                for d, chunk, prm in zip(shipped, work.chunks, params)
+            ]
+            t = statistics.median(time_dispatch(rt, variants, repeats=60, warmup=3, warmup_s=0.2))
+            tc = statistics.median(time_chain(rt, variants))
+            nbytes = shipped[0].nbytes
+            print(f"M={m} K={k} N={n} {name:>9}: {t / 1e3:7.1f} µs {100 * nbytes / (t * 1e-9) / ceiling:5.1f}% a pass; "
+                  f"chained {tc / 1e3:7.1f} µs {100 * nbytes / (tc * 1e-9) / ceiling:5.1f}%  ({len(variants)} copies)")
+        work.release()
 
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from .dispatch import Dispatch, encode
 
 
 def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int = 30, warmup: int = 3,
-                  batch: int = 10) -> list[float]:
+                  batch: int = 10, warmup_s: float = 0.0) -> list[float]:
     """GPU nanoseconds of a dispatch, one compute pass per run, `repeats` runs after `warmup`.
 
     `dispatch` may be a list of equivalent dispatches over different copies of the inputs;
@@ -18,7 +18,8 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
     reads its weights from device memory. (Clearing a scratch buffer between passes does
     not evict reliably: nothing orders the clear before the pass, and the two overlap.)
     Passes that write the same output are ordered by the implementation, so they never
-    overlap one another. Without `timestamp-query` the wall-clock time of a submit + wait
+    overlap one another. warmup_s > 0 first runs the dispatches for that long (GPU clocks
+    drop while the host computes references; a few warm-up runs do not bring them back). Without `timestamp-query` the wall-clock time of a submit + wait
     per run is returned (host overhead included; say so when reporting).
     """
     wgpu = runtime.wgpu
@@ -53,6 +54,8 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
         return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(count)]
 
     try:
+        if warmup_s:
+            _warm_up(runtime, rotation, warmup_s)
         if warmup:
             one_batch(warmup, timed=False)
             runtime.buffers.read(sink, 4, np.uint32)
@@ -62,3 +65,52 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
         return times
     finally:
         runtime.buffers.destroy(sink)
+
+
+def time_chain(runtime, dispatches: list[Dispatch], *, per_pass: int = 32, repeats: int = 10,
+               warmup_s: float = 0.2) -> list[float]:
+    """GPU nanoseconds per dispatch when `per_pass` dispatches (cycling through `dispatches`)
+    run back to back in one compute pass, as a chain of layers would: the pass is timed and
+    divided by per_pass. One value per repeat."""
+    wgpu = runtime.wgpu
+    device = runtime.device
+    query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * repeats)
+    resolved = runtime.buffers.create(16 * repeats, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC, "q4gsw/timestamps")
+    _warm_up(runtime, dispatches, warmup_s)
+    encoder = device.create_command_encoder(label="q4gsw/chain")
+    for i in range(repeats):
+        cpass = encoder.begin_compute_pass(label="q4gsw/chain", timestamp_writes={
+            "query_set": query_set, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
+        for j in range(per_pass):
+            d = dispatches[(i * per_pass + j) % len(dispatches)]
+            cpass.set_pipeline(d.pipeline)
+            cpass.set_bind_group(0, d.bind_group)
+            cpass.dispatch_workgroups(*d.grid)
+        cpass.end()
+    encoder.resolve_query_set(query_set, 0, 2 * repeats, resolved, 0)
+    runtime.submit(encoder)
+    stamps = runtime.buffers.read(resolved, 16 * repeats, np.uint64).astype(np.int64)
+    runtime.buffers.destroy(resolved)
+    query_set.destroy()
+    return [float(stamps[2 * i + 1] - stamps[2 * i]) / per_pass for i in range(repeats)]
+
+
+def _warm_up(runtime, dispatches: list[Dispatch], seconds: float) -> None:
+    """Run the dispatches for about `seconds` of wall-clock time, so clocks are up."""
+    t_end = time.perf_counter() + seconds
+    while True:
+        encoder = runtime.device.create_command_encoder(label="q4gsw/warm-up")
+        for d in dispatches[:8]:
+            encode(encoder, d)
+        runtime.submit(encoder)
+        runtime.device.queue.read_buffer(_sync_buffer(runtime), 0, 4)
+        if time.perf_counter() >= t_end:
+            return
+
+
+def _sync_buffer(runtime):
+    buf = getattr(runtime, "_q4gsw_sync", None)
+    if buf is None:
+        buf = runtime.buffers.create(4, runtime.wgpu.BufferUsage.COPY_SRC | runtime.wgpu.BufferUsage.COPY_DST, "q4gsw/sync")
+        runtime._q4gsw_sync = buf
+    return buf

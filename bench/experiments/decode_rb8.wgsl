@@ -1,0 +1,120 @@
+// EXPERIMENT (bench/explore_variants.py): decode.wgsl with 8 rows a step (two steps = 16 rows in flight).
+// linear_q4gsw/decode_*: small M (decode), built for read bandwidth.
+//
+// Invocation c of a workgroup owns 32 consecutive k (one vec4<u32> of every weight row:
+// c < K/32) and keeps x[m, 32c .. 32c+31] in eight vec4 registers for the whole dispatch.
+// The workgroup walks RPW consecutive output rows, RB = 4 rows per step; the loads of the
+// next step are issued before the current step is computed (two steps in flight), and
+// every row is one coalesced 16-byte load per invocation.
+// Unpack: each nibble u lands in the top 4 mantissa bits of 1.0f with one shift and one
+// and-or, giving 1 + u/16 exactly, so a nibble costs shift, and-or, fma:
+//   sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x
+// with sum x over the invocation's 32 k computed once. The group's scale is read once per
+// row (needs group_size % 32 == 0). Row sums across invocations: reduce_subgroup.wgsl or
+// reduce_workgroup.wgsl, composed after this file, supply `Invocation`,
+// store_partials, reduce_partials and row_total.
+// M rows of x are separate workgroups, m varying fastest so the workgroups that read the
+// same weight rows run together (L2 serves the repeats).
+// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | RPW, RPW <= WG.
+//
+// Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
+//                     5 params: as general.wgsl.
+// Overrides: WG (>= K/32, multiple of 32), RPW (rows per workgroup), HAS_BIAS.
+
+override WG: u32 = 128u;
+override RPW: u32 = 16u;
+override HAS_BIAS: bool = false;
+const RB: u32 = 8u;
+const MANTISSA_TOP4: u32 = 0x00780000u;
+const ONE: u32 = 0x3F800000u;
+
+struct Params {
+  m: u32, n: u32, k: u32, row_bytes: u32,
+  group_size: u32, num_groups: u32, scale_stride: u32, out_stride: u32,
+  out_offset: u32, n_tiles: u32, tiles: u32, pad0: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<vec4<u32>>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+// acc + (x_j * (1 + u_j / 16)) for the 8 nibbles j of word w (element j = nibble j):
+// lo holds x of nibbles 0..3, hi of nibbles 4..7.
+fn dot8(w: u32, lo: vec4<f32>, hi: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
+  let a = (vec4<u32>(w << 19u, w << 15u, w << 11u, w << 7u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE);
+  let b = (vec4<u32>(w << 3u, w >> 1u, w >> 5u, w >> 9u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE);
+  return fma(bitcast<vec4<f32>>(b), hi, fma(bitcast<vec4<f32>>(a), lo, acc));
+}
+
+// sum over 32 k of x_k * (1 + u_k / 16); word i of w holds k = 8i .. 8i+7.
+fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+         x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>) -> f32 {
+  var v = dot8(w.x, x0, x1, vec4<f32>(0.0));
+  v = dot8(w.y, x2, x3, v);
+  v = dot8(w.z, x4, x5, v);
+  v = dot8(w.w, x6, x7, v);
+  return (v.x + v.y) + (v.z + v.w);
+}
+
+@compute @workgroup_size(WG)
+fn main(inv: Invocation) {
+  let tile = inv.wid.x + inv.wid.y * inv.nwg.x;
+  if (tile >= params.tiles) { return; }
+  let m = tile % params.m;
+  let n0 = (tile / params.m) * RPW;
+  let words = params.k / 32u;
+  let owns_k = inv.lid < words;
+  let c = min(inv.lid, words - 1u);
+  let xb = (m * params.k) / 4u + 8u * c;
+  let x0 = x[xb];      let x1 = x[xb + 1u]; let x2 = x[xb + 2u]; let x3 = x[xb + 3u];
+  let x4 = x[xb + 4u]; let x5 = x[xb + 5u]; let x6 = x[xb + 6u]; let x7 = x[xb + 7u];
+  let xs = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
+  let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
+  let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
+  let last_row = params.n - 1u;
+  var w0 = weights[min(n0, last_row) * words + c];
+  var w1 = weights[min(n0 + 1u, last_row) * words + c];
+  var w2 = weights[min(n0 + 2u, last_row) * words + c];
+  var w3 = weights[min(n0 + 3u, last_row) * words + c];
+  var w4 = weights[min(n0 + 4u, last_row) * words + c];
+  var w5 = weights[min(n0 + 5u, last_row) * words + c];
+  var w6 = weights[min(n0 + 6u, last_row) * words + c];
+  var w7 = weights[min(n0 + 7u, last_row) * words + c];
+  for (var r = 0u; r < RPW; r += RB) {
+    let nb = n0 + r;
+    let sa = vec4<f32>(scales[scale_base + min(nb, last_row)], scales[scale_base + min(nb + 1u, last_row)],
+                       scales[scale_base + min(nb + 2u, last_row)], scales[scale_base + min(nb + 3u, last_row)]);
+    let sb = vec4<f32>(scales[scale_base + min(nb + 4u, last_row)], scales[scale_base + min(nb + 5u, last_row)],
+                       scales[scale_base + min(nb + 6u, last_row)], scales[scale_base + min(nb + 7u, last_row)]);
+    let nn = n0 + min(r + RB, RPW - RB);
+    let v0 = weights[min(nn, last_row) * words + c];
+    let v1 = weights[min(nn + 1u, last_row) * words + c];
+    let v2 = weights[min(nn + 2u, last_row) * words + c];
+    let v3 = weights[min(nn + 3u, last_row) * words + c];
+    let v4 = weights[min(nn + 4u, last_row) * words + c];
+    let v5 = weights[min(nn + 5u, last_row) * words + c];
+    let v6 = weights[min(nn + 6u, last_row) * words + c];
+    let v7 = weights[min(nn + 7u, last_row) * words + c];
+    let da = vec4<f32>(dot32(w0, x0, x1, x2, x3, x4, x5, x6, x7), dot32(w1, x0, x1, x2, x3, x4, x5, x6, x7),
+                       dot32(w2, x0, x1, x2, x3, x4, x5, x6, x7), dot32(w3, x0, x1, x2, x3, x4, x5, x6, x7));
+    let db = vec4<f32>(dot32(w4, x0, x1, x2, x3, x4, x5, x6, x7), dot32(w5, x0, x1, x2, x3, x4, x5, x6, x7),
+                       dot32(w6, x0, x1, x2, x3, x4, x5, x6, x7), dot32(w7, x0, x1, x2, x3, x4, x5, x6, x7));
+    store_partials(select(vec4<f32>(0.0), sa * (16.0 * da - 24.0 * x_sum), owns_k), r, inv);
+    store_partials(select(vec4<f32>(0.0), sb * (16.0 * db - 24.0 * x_sum), owns_k), r + 4u, inv);
+    w0 = v0; w1 = v1; w2 = v2; w3 = v3; w4 = v4; w5 = v5; w6 = v6; w7 = v7;
+  }
+  workgroupBarrier();
+  reduce_partials(inv);
+  workgroupBarrier();
+  if (inv.lid < RPW) {
+    let n = n0 + inv.lid;
+    if (n < params.n) {
+      var total = row_total(inv.lid, inv);
+      if (HAS_BIAS) { total += bias[params.out_offset + n]; }
+      out[m * params.out_stride + params.out_offset + n] = total;
+    }
+  }
+}
