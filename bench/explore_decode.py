@@ -36,7 +36,7 @@ class Fixed:
 
     def key(self, p):
         from q4gsw.runtime.pipelines import KernelKey
-        return KernelKey(self.spec.name, (("HAS_BIAS", False), ("RPW", self.rpw_value),
+        return KernelKey(self.spec.name, (("HAS_BIAS", False), ("ROWS", self.rpw_value),
                                           ("WG", self.spec.workgroup_size(p))),
                          files=self.spec.key(p).files)
 

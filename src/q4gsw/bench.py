@@ -113,22 +113,30 @@ def _reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> 
 
 
 def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, seed: int = 0,
-          log=print) -> dict:
+          yardsticks: bool = False, log=print) -> dict:
     """Time every kernel on every shape; return a JSON-ready dict with the run's ceiling.
 
     Each kernel runs once and is compared with the float64 reference (rel_error), then is
     timed with GPU timestamps, one compute pass per run, median of `repeats` after warm-up.
     On a GPU the passes rotate among copies of the weight totalling >= 256 MiB (L2 is 50 MB
     on an H100), so weights come from device memory. Kernels that take over 20 ms a run get
-    fewer repeats.
+    fewer repeats. With yardsticks, decode shapes (M <= 8) also time a dense fp32 WGSL GEMV
+    and, where torch has CUDA, torch's int4 tinygemm and cuBLAS fp16 (see yardsticks.py).
     """
     rt = get_runtime()
     kernels = list(kernels or KERNELS)
     rng = np.random.default_rng(seed)
     ceiling = measure_read_bandwidth(rt)
     log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s over {ceiling.nbytes >> 20} MiB")
-    rows = []
+    rows, sticks = [], []
     for m, k, n in shapes:
+        if yardsticks and m <= 8:
+            from .yardsticks import dense_gemv, torch_yardsticks
+
+            entry = {"m": m, "k": k, "n": n, "dense_f32_wgsl": dense_gemv(rt, m, k, n, rng, ROTATE_BYTES)}
+            entry.update(torch_yardsticks(m, k, n, group_size, ROTATE_BYTES))
+            sticks.append(entry)
+            log(f"  M={m} K={k} N={n} yardsticks: {entry}")
         weight = random_weight(rng, n, k, group_size)
         x = rng.standard_normal((m, k)).astype(np.float32)
         p = Problem(m, n, k, group_size, False)
@@ -190,6 +198,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
                    "'chained': 32 dispatches back to back in one timed pass, per dispatch"),
         "group_size": group_size,
         "rows": rows,
+        "yardsticks": sticks,
     }
 
 
@@ -219,6 +228,21 @@ def markdown(result: dict) -> str:
             f"| {r['m']} | {r['k']} | {r['n']} | {r['kernel']} | {r['median_us']:.1f} | {r['gb_per_s']:.1f} | "
             f"{r['pct_of_ceiling']:.1f}% | {r['tflop_per_s']:.3f} | {speedup} | {chained} | {r['rel_error']:.1e} |"
         )
+    if result.get("yardsticks"):
+        lines += ["", "## Yardsticks (same run)", "",
+                  "Best q4gsw kernel vs a dense fp32 WGSL GEMV of ours, torch's int4 tinygemm "
+                  "(`_weight_int4pack_mm`, bf16 x) and cuBLAS fp16 (`F.linear`), both via CUDA "
+                  "events; every weight rotated past L2.", "",
+                  "| M | K | N | best q4gsw | µs | dense fp32 WGSL µs | tinygemm int4 µs | cuBLAS fp16 µs |",
+                  "|---:|---:|---:|---|---:|---:|---:|---:|"]
+        for y in result["yardsticks"]:
+            mine = [r for r in result["rows"] if (r["m"], r["k"], r["n"]) == (y["m"], y["k"], y["n"])]
+            best = min(mine, key=lambda r: r["median_us"]) if mine else None
+            dense = y["dense_f32_wgsl"].get("median_us")
+            fmt = lambda v: f"{v:.1f}" if isinstance(v, (int, float)) else "–"
+            lines.append(f"| {y['m']} | {y['k']} | {y['n']} | {best['kernel'] if best else '–'} | "
+                         f"{fmt(best['median_us']) if best else '–'} | {fmt(dense)} | "
+                         f"{fmt(y.get('tinygemm_int4_us'))} | {fmt(y.get('cublas_fp16_us'))} |")
     return "\n".join(lines) + "\n"
 
 

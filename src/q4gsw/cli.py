@@ -38,7 +38,7 @@ def _bench(args) -> int:
     from .bench import bench, parse_shapes, write_results
 
     result = bench(parse_shapes(args.shapes), args.kernels.split(",") if args.kernels else None,
-                   group_size=args.group_size, repeats=args.repeats)
+                   group_size=args.group_size, repeats=args.repeats, yardsticks=args.yardsticks)
     if args.out:
         stem = args.out
         paths = write_results(result, stem)
@@ -63,6 +63,8 @@ def main(argv=None) -> int:
     b.add_argument("--kernels", default=None, help="comma-separated kernel names (default: all)")
     b.add_argument("--group-size", type=int, default=128)
     b.add_argument("--repeats", type=int, default=30)
+    b.add_argument("--yardsticks", action="store_true",
+                   help="also time a dense fp32 WGSL GEMV and (torch with CUDA) tinygemm int4 and cuBLAS fp16")
     b.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. bench/results/<date>-<card>)")
     b.set_defaults(func=_bench)
     d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile")

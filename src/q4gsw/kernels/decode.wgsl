@@ -2,7 +2,7 @@
 //
 // Invocation c of a workgroup owns 32 consecutive k (one vec4<u32> of every weight row:
 // c < K/32) and keeps x[m, 32c .. 32c+31] in eight vec4 registers for the whole dispatch.
-// The workgroup walks RPW consecutive output rows, RB = 4 rows per step; the loads of the
+// The workgroup walks ROWS consecutive output rows, RB = 4 rows per step; the loads of the
 // next step are issued before the current step is computed (two steps in flight), and
 // every row is one coalesced 16-byte load per invocation.
 // Unpack: each nibble u lands in the top 4 mantissa bits of 1.0f with one shift and one
@@ -10,18 +10,18 @@
 //   sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x
 // with sum x over the invocation's 32 k computed once. The group's scale is read once per
 // row (needs group_size % 32 == 0). Row sums across invocations: reduce_subgroup.wgsl or
-// reduce_workgroup.wgsl, composed after this file, supply `Invocation`,
+// reduce_workgroup.wgsl, composed after this file, supply `Invocation`, clear_partials,
 // store_partials, reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
 // same weight rows run together (L2 serves the repeats).
-// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | RPW, RPW <= WG.
+// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | ROWS, ROWS <= WG.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32, multiple of 32), RPW (rows per workgroup), HAS_BIAS.
+// Overrides: WG (>= K/32, multiple of 32), ROWS (rows per workgroup), HAS_BIAS.
 
 override WG: u32 = 128u;
-override RPW: u32 = 16u;
+override ROWS: u32 = 16u;
 override HAS_BIAS: bool = false;
 const RB: u32 = 4u;
 const MANTISSA_TOP4: u32 = 0x00780000u;
@@ -63,12 +63,14 @@ fn main(inv: Invocation) {
   let tile = inv.wid.x + inv.wid.y * inv.nwg.x;
   if (tile >= params.tiles) { return; }
   let m = tile % params.m;
-  let n0 = (tile / params.m) * RPW;
+  let n0 = (tile / params.m) * ROWS;
   let words = params.k / 32u;          // vec4<u32> per weight row
   let owns_k = inv.lid < words;
   let c = min(inv.lid, words - 1u);
 
   // x[m, 32c .. 32c+31] as eight vec4: x(2i) and x(2i+1) are k = 8i .. 8i+7 (word i).
+  // (Staging x through workgroup memory for coalesced loads was tried: 2x slower, as the
+  // 16 KiB per workgroup cut residency; see docs/kernels-decode.md.)
   let xb = (m * params.k) / 4u + 8u * c;
   let x0 = x[xb];      let x1 = x[xb + 1u]; let x2 = x[xb + 2u]; let x3 = x[xb + 3u];
   let x4 = x[xb + 4u]; let x5 = x[xb + 5u]; let x6 = x[xb + 6u]; let x7 = x[xb + 7u];
@@ -76,13 +78,14 @@ fn main(inv: Invocation) {
   let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
   let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
   let last_row = params.n - 1u;
+  clear_partials(inv);
 
   // Step r covers rows n0 + r .. n0 + r + 3 (clamped to the last row; extra rows unwritten).
   var w_a = weights[min(n0, last_row) * words + c];
   var w_b = weights[min(n0 + 1u, last_row) * words + c];
   var w_c = weights[min(n0 + 2u, last_row) * words + c];
   var w_d = weights[min(n0 + 3u, last_row) * words + c];
-  for (var r = 0u; r < RPW; r += RB) {
+  for (var r = 0u; r < ROWS; r += RB) {
     let n_a = min(n0 + r, last_row);
     let n_b = min(n0 + r + 1u, last_row);
     let n_c = min(n0 + r + 2u, last_row);
@@ -90,7 +93,7 @@ fn main(inv: Invocation) {
     let s = vec4<f32>(scales[scale_base + n_a], scales[scale_base + n_b],
                       scales[scale_base + n_c], scales[scale_base + n_d]);
     // the next step's rows (the last step re-reads its own rows: cache hits)
-    let r_next = min(r + RB, RPW - RB);
+    let r_next = min(r + RB, ROWS - RB);
     let next_a = weights[min(n0 + r_next, last_row) * words + c];
     let next_b = weights[min(n0 + r_next + 1u, last_row) * words + c];
     let next_c = weights[min(n0 + r_next + 2u, last_row) * words + c];
@@ -105,7 +108,7 @@ fn main(inv: Invocation) {
   workgroupBarrier();
   reduce_partials(inv);
   workgroupBarrier();
-  if (inv.lid < RPW) {
+  if (inv.lid < ROWS) {
     let n = n0 + inv.lid;
     if (n < params.n) {
       var total = row_total(inv.lid, inv);

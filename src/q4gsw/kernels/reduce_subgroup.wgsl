@@ -1,11 +1,13 @@
 // Row reduction for decode.wgsl through subgroup operations (needs the `subgroup` feature).
 // Composed after decode.wgsl (the op concatenates the two files): it supplies the entry
 // point's inputs and the three functions the body calls.
-//   store_partials(p, r, inv): p[i] is this invocation's share of row r + i (i < 4).
+//   clear_partials(inv):        first, before any store_partials.
+//   store_partials(p, r, inv): adds p[i], this invocation's share of row r + i (i < 4).
 //   reduce_partials(inv):       between the two barriers (nothing to do here).
 //   row_total(row, inv) -> f32: after them, the workgroup's sum for `row`.
 // Each subgroup adds its invocations' shares with subgroupAdd, and its first invocation
-// writes one value per row; a row's total is the sum over subgroups.
+// adds one value per row into the subgroup's own slot (no other invocation touches it, so
+// no barrier is needed before the final one); a row's total is the sum over subgroups.
 
 struct Invocation {
   @builtin(workgroup_id) wid: vec3<u32>,
@@ -15,18 +17,25 @@ struct Invocation {
   @builtin(subgroup_size) lanes: u32,
 }
 
-// [RPW][subgroups]; a subgroup has at least 4 invocations.
-var<workgroup> partial: array<f32, RPW * WG / 4u>;
+// [ROWS][subgroups]; a subgroup has at least 4 invocations.
+var<workgroup> partial: array<f32, ROWS * WG / 4u>;
+
+fn clear_partials(inv: Invocation) {
+  if (inv.lane == 0u) {
+    let groups = (WG + inv.lanes - 1u) / inv.lanes;
+    for (var r = 0u; r < ROWS; r++) { partial[r * groups + inv.lid / inv.lanes] = 0.0; }
+  }
+}
 
 fn store_partials(p: vec4<f32>, r: u32, inv: Invocation) {
   let s = subgroupAdd(p);
   if (inv.lane == 0u) {
     let groups = (WG + inv.lanes - 1u) / inv.lanes;
     let sg = inv.lid / inv.lanes;
-    partial[r * groups + sg] = s.x;
-    partial[(r + 1u) * groups + sg] = s.y;
-    partial[(r + 2u) * groups + sg] = s.z;
-    partial[(r + 3u) * groups + sg] = s.w;
+    partial[r * groups + sg] += s.x;
+    partial[(r + 1u) * groups + sg] += s.y;
+    partial[(r + 2u) * groups + sg] += s.z;
+    partial[(r + 3u) * groups + sg] += s.w;
   }
 }
 

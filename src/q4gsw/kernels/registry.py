@@ -114,10 +114,11 @@ class Decode(KernelSpec):
     max_m = 8
     rows_per_workgroup = 16
     rows_per_step = 4
+    file = "decode"
 
     def __init__(self, reduction: str, partial_capacity: int):
         self.reduction = reduction
-        self.name = f"decode_{reduction}"
+        self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # RPW * WG bound from workgroup memory
 
     def workgroup_size(self, p: Problem) -> int:
@@ -135,11 +136,11 @@ class Decode(KernelSpec):
         return rpw // self.rows_per_step + 2 * rpw + wg
 
     def constants(self, p):
-        return (("RPW", self.rpw(p)), ("WG", self.workgroup_size(p)))
+        return (("ROWS", self.rpw(p)), ("WG", self.workgroup_size(p)))
 
     def key(self, p):
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
-                         files=("decode", f"reduce_{self.reduction}"))
+                         files=(self.file, f"reduce_{self.reduction}"))
 
     def _shape_reason(self, p):
         if p.m > self.max_m:
@@ -152,10 +153,21 @@ class Decode(KernelSpec):
             return f"K={p.k} > 32768 (one vec4 of k per invocation, 1024 invocations)"
         return None
 
+    def workgroup_bytes(self, p: Problem) -> int:
+        """Workgroup memory the kernel declares (partial sums)."""
+        wg, rows = self.workgroup_size(p), self.rpw(p)
+        partials = rows * wg // 4 if self.reduction == "subgroup" else rows * wg + wg
+        return 4 * partials
+
     def supports(self, p, caps):
         if self.reduction == "subgroup" and caps is not None and not caps.has_subgroups:
             return "the device has no `subgroup` feature"
-        return super().supports(p, caps)
+        reason = super().supports(p, caps)
+        if reason is None and caps is not None and self._shape_reason(p) is None:
+            limit = int(caps.limits.get("max-compute-workgroup-storage-size", 16384))
+            if self.workgroup_bytes(p) > limit:
+                return f"needs {self.workgroup_bytes(p)} bytes of workgroup memory, the device has {limit}"
+        return reason
 
 
 KERNELS: dict[str, KernelSpec] = {

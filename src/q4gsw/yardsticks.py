@@ -1,0 +1,95 @@
+"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV of our own, and (where torch with
+CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events."""
+
+from __future__ import annotations
+
+import statistics
+
+import numpy as np
+
+from .runtime.dispatch import Dispatch, fold_grid
+from .runtime.pipelines import KernelKey
+from .runtime.timing import time_chain, time_dispatch
+
+DENSE_WG = 256
+
+
+def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
+    """Median µs of dense_gemv.wgsl (fp32 weights) over rotating weight copies, and its error."""
+    usage = rt.wgpu.BufferUsage
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    copies = 1 if rt.caps.is_cpu else max(1, -(-rotate_bytes // w.nbytes))
+    if w.nbytes > rt.caps.max_binding_size:
+        return {"skipped": f"{w.nbytes} bytes of fp32 weight exceed one binding"}
+    key = KernelKey("dense_gemv", (("WG", DENSE_WG),), family="dense_f32")
+    pipeline = rt.pipelines.get(key)
+    tiles = -(-n // 4) * m
+    x_buf = rt.buffers.upload(x, usage.STORAGE, "dense/x")
+    out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC, "dense/out")
+    params = rt.buffers.upload(np.array([m, n, k, tiles], np.uint32), usage.UNIFORM, "dense/params")
+    w_bufs = [rt.buffers.upload(w, usage.STORAGE, "dense/w") for _ in range(copies)]
+    dispatches = [
+        Dispatch(key, pipeline, rt.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
+            {"binding": i, "resource": {"buffer": b}} for i, b in enumerate((out, x_buf, wb, params))]),
+            fold_grid(tiles, rt.caps.max_workgroups_per_dimension), nbytes=w.nbytes + x.nbytes + 4 * m * n,
+            flops=2 * m * n * k)
+        for wb in w_bufs
+    ]
+    try:
+        single = statistics.median(time_dispatch(rt, dispatches, repeats=30, warmup_s=0.3))
+        chained = statistics.median(time_chain(rt, dispatches))
+        y = rt.buffers.read(out, 4 * m * n).reshape(m, n)
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+        rel = float(np.abs(y - ref).max() / np.abs(ref).max())
+    finally:
+        rt.buffers.destroy(x_buf, out, params, *w_bufs)
+    return {"median_us": single / 1e3, "chained_us": chained / 1e3, "bytes": dispatches[0].nbytes,
+            "weight_copies": copies, "rel_error": rel}
+
+
+def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int) -> dict:
+    """torch int4 tinygemm (_weight_int4pack_mm, bf16 activations) and cuBLAS fp16
+    (F.linear), median µs over CUDA events, weights rotated past L2. {} without CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    dev = torch.device("cuda")
+    result = {"torch": torch.__version__, "cuda_device": torch.cuda.get_device_name()}
+
+    def timed(fn, args_list):
+        for _ in range(10):
+            fn(*args_list[0])
+        torch.cuda.synchronize()
+        times = []
+        for i in range(50):
+            a = args_list[i % len(args_list)]
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(*a)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) * 1e3)
+        return statistics.median(times)
+
+    x16 = torch.randn(m, k, device=dev, dtype=torch.float16)
+    w16 = torch.randn(n, k, device=dev, dtype=torch.float16)
+    copies = max(1, -(-rotate_bytes // (w16.numel() * 2)))
+    ws = [w16.clone() for _ in range(copies)]
+    result["cublas_fp16_us"] = timed(torch.nn.functional.linear, [(x16, wc) for wc in ws])
+    del ws
+    try:
+        q = torch.randint(0, 16, (n, k), device=dev, dtype=torch.int32)
+        packed_u8 = (q[:, ::2] << 4 | q[:, 1::2]).to(torch.uint8)
+        packed = torch.ops.aten._convert_weight_to_int4pack(packed_u8, 8)
+        sz = torch.randn(k // group_size, n, 2, device=dev, dtype=torch.bfloat16)
+        xb = x16.to(torch.bfloat16)
+        copies = max(1, -(-rotate_bytes // (n * k // 2)))
+        args = [(xb, packed.clone(), group_size, sz) for _ in range(copies)]
+        result["tinygemm_int4_us"] = timed(torch.ops.aten._weight_int4pack_mm, args)
+    except Exception as exc:  # the private op's signature moves between torch releases
+        result["tinygemm_int4_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return result
