@@ -49,8 +49,9 @@ def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
 
 
 def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int) -> dict:
-    """torch int4 tinygemm (_weight_int4pack_mm, bf16 activations) and cuBLAS fp16
-    (F.linear), median µs over CUDA events, weights rotated past L2. {} without CUDA."""
+    """torch int4 tinygemm (_weight_int4pack_mm, bf16 activations), cuBLAS fp16 and fp32
+    without TF32 (F.linear), median µs over CUDA events, weights rotated past L2.
+    {} without CUDA."""
     try:
         import torch
     except ImportError:
@@ -80,6 +81,12 @@ def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int)
     copies = max(1, -(-rotate_bytes // (w16.numel() * 2)))
     ws = [w16.clone() for _ in range(copies)]
     result["cublas_fp16_us"] = timed(torch.nn.functional.linear, [(x16, wc) for wc in ws])
+    del ws
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x32, w32 = x16.float(), w16.float()
+    copies = max(1, -(-rotate_bytes // (w32.numel() * 4)))
+    ws = [w32.clone() for _ in range(copies)]
+    result["cublas_fp32_us"] = timed(torch.nn.functional.linear, [(x32, wc) for wc in ws])
     del ws
     try:
         q = torch.randint(0, 16, (n, k), device=dev, dtype=torch.int32)

@@ -58,6 +58,11 @@ class KernelSpec:
     def _shape_reason(self, p: Problem) -> str | None:
         return None
 
+    def prefers(self, p: Problem) -> bool:
+        """Whether the default routing picks this kernel for p when it supports it (pure; the
+        M thresholds come from the H100 benchmarks in bench/results/)."""
+        return not self.baseline
+
     def supports(self, p: Problem, caps) -> str | None:
         """None when the kernel can run p on caps, else the reason it cannot."""
         reason = self._shape_reason(p)
@@ -111,7 +116,8 @@ class Decode(KernelSpec):
     (workgroup memory; any adapter).
     """
 
-    max_m = 8
+    max_m = 64
+    preferred_max_m = 64
     rows_per_workgroup = 16
     rows_per_step = 4
     file = "decode"
@@ -142,6 +148,9 @@ class Decode(KernelSpec):
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
                          files=(self.file, f"reduce_{self.reduction}"))
 
+    def prefers(self, p):
+        return p.m <= self.preferred_max_m
+
     def _shape_reason(self, p):
         if p.m > self.max_m:
             return f"M={p.m} > {self.max_m}"
@@ -170,15 +179,40 @@ class Decode(KernelSpec):
         return reason
 
 
+class Tiled(KernelSpec):
+    """Prefill: 128 x 128 output tiles, the weight tile dequantized once into workgroup
+    memory per 32 k and reused by 128 rows of x; 8 x 8 register tile per invocation."""
+
+    name = "tiled"
+    tile = 128
+    preferred_min_m = 65  # up to 64 rows the decode kernels are faster (H100, 4096x4096)
+
+    def prefers(self, p):
+        return p.m >= self.preferred_min_m
+
+    def tiles(self, p):
+        return -(-p.n // self.tile), -(-p.m // self.tile)
+
+    def loop_trips(self, p):
+        return p.k + p.k // 32
+
+    def _shape_reason(self, p):
+        if p.k % 32:
+            return f"K={p.k} is not a multiple of 32"
+        if p.group_size % 32:
+            return f"group_size={p.group_size} is not a multiple of 32"
+        return None
+
+
 KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), General(), Rowwise())
+    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), Tiled(), General(), Rowwise())
 }
 
 
 def select(p: Problem, caps, kernel: str | None = None) -> KernelSpec:
-    """The kernel to run p: the one named, else the first supported non-baseline kernel
-    in KERNELS order (fastest first)."""
+    """The kernel to run p: the one named, else the first kernel in KERNELS order (fastest
+    first) that supports p and prefers it, else the first that supports it."""
     if kernel is not None:
         spec = KERNELS.get(kernel)
         if spec is None:
@@ -188,13 +222,18 @@ def select(p: Problem, caps, kernel: str | None = None) -> KernelSpec:
             raise UnsupportedShapeError(f"kernel {kernel!r} cannot run M={p.m} N={p.n} K={p.k} "
                                         f"group_size={p.group_size}: {reason}")
         return spec
-    reasons = []
+    reasons, fallback = [], None
     for spec in KERNELS.values():
         if spec.baseline:
             continue
         reason = spec.supports(p, caps)
-        if reason is None:
+        if reason is None and spec.prefers(p):
             return spec
-        reasons.append(f"{spec.name}: {reason}")
+        if reason is None:
+            fallback = fallback or spec
+        else:
+            reasons.append(f"{spec.name}: {reason}")
+    if fallback is not None:
+        return fallback
     raise UnsupportedShapeError(f"no kernel runs M={p.m} N={p.n} K={p.k} group_size={p.group_size}: "
                                 + "; ".join(reasons))
