@@ -77,6 +77,22 @@ class KernelSpec:
         return f"<KernelSpec {self.name}>"
 
 
+# Default routing between the decode and tiled kernels: a cost model with constants fitted
+# to the H100 runs in bench/results/ (2026-11-25). Decode time grows with M * N * K; tiled
+# time with the number of waves of 128 x 128 tiles (one resident per SM, 132 SMs) times K.
+DECODE_SECONDS_PER_MAC = 2.5e-13
+TILED_SECONDS_PER_K_PER_WAVE = 1.7e-7
+TILED_TILES_PER_WAVE = 132
+
+
+def decode_beats_tiled(p: Problem) -> bool:
+    """Whether the decode kernel is predicted faster than the tiled one for p."""
+    decode = DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
+    tiles = -(-p.m // 128) * -(-p.n // 128)
+    tiled = TILED_SECONDS_PER_K_PER_WAVE * p.k * -(-tiles // TILED_TILES_PER_WAVE)
+    return decode <= tiled
+
+
 class Rowwise(KernelSpec):
     """ExecuTorch's original design: a workgroup per row of x, 64 invocations striding N."""
 
@@ -107,6 +123,9 @@ class General(KernelSpec):
     def constants(self, p):
         return (("WG", self.wg),)
 
+    def prefers(self, p):
+        return False  # the fallback: chosen only when no faster kernel supports p
+
 
 class Decode(KernelSpec):
     """Small M at read bandwidth: x in registers, 16-byte weight loads, cheap unpack.
@@ -116,8 +135,7 @@ class Decode(KernelSpec):
     (workgroup memory; any adapter).
     """
 
-    max_m = 64
-    preferred_max_m = 64
+    max_m = 1024  # capability; routing prefers it only while the cost model says so
     rows_per_workgroup = 16
     rows_per_step = 4
     file = "decode"
@@ -149,7 +167,7 @@ class Decode(KernelSpec):
                          files=(self.file, f"reduce_{self.reduction}"))
 
     def prefers(self, p):
-        return p.m <= self.preferred_max_m
+        return decode_beats_tiled(p)
 
     def _shape_reason(self, p):
         if p.m > self.max_m:
@@ -185,10 +203,9 @@ class Tiled(KernelSpec):
 
     name = "tiled"
     tile = 128
-    preferred_min_m = 65  # up to 64 rows the decode kernels are faster (H100, 4096x4096)
 
     def prefers(self, p):
-        return p.m >= self.preferred_min_m
+        return not decode_beats_tiled(p)
 
     def tiles(self, p):
         return -(-p.n // self.tile), -(-p.m // self.tile)
