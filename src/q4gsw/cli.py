@@ -43,6 +43,10 @@ def _bench(args) -> int:
         stem = args.out
         paths = write_results(result, stem)
         print("wrote " + ", ".join(paths))
+    if args.plot:
+        from .plot import roofline
+
+        print("wrote " + roofline(result, args.plot))
     return 0
 
 
@@ -51,6 +55,50 @@ def _demo(args) -> int:
 
     run_demo(layers=args.layers, group_size=args.group_size)
     return 0
+
+
+def _export_web(args) -> int:
+    from .web.export import export_web, load_npz_layer, random_layer
+
+    layers = [load_npz_layer(path) for path in args.weight]
+    for i, spec in enumerate(args.random or ([] if layers else ["256x256"])):
+        n, _, k = spec.lower().partition("x")
+        name = f"random_{int(n)}x{int(k)}"
+        name = name if name not in {layer.name for layer in layers} else f"{name}_{i}"
+        layers.append(random_layer(name, int(n), int(k), group_size=args.group_size, bias=not args.no_bias,
+                                   seed=args.seed + i))
+    path = export_web(args.out_dir, layers)
+    print(f"wrote {path.parent}/ ({', '.join(layer.name for layer in layers)}); serve it, e.g. "
+          f"python -m http.server -b 127.0.0.1 -d {path.parent}, and open index.html")
+    return 0
+
+
+def _quantize(args) -> int:
+    from .io import quantize_file
+
+    report = quantize_file(args.input, args.output, group_size=args.group_size, progress=_progress())
+    print(f"wrote {args.output}: {report.count('quantized')} quantized, "
+          f"{report.count('imported')} imported losslessly (Q4_0), {report.count('skipped')} skipped")
+    reasons = {}
+    for t in report.tensors:
+        if t.action == "skipped":
+            reasons.setdefault(t.detail.split(":", 1)[-1].strip(), []).append(t.name)
+    for reason, names in reasons.items():
+        print(f"  skipped {len(names)} ({reason}): {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+    return 0
+
+
+def _progress():
+    """tqdm when installed, else one plain line per tensor on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        def plain(items, total):
+            for i, item in enumerate(items, 1):
+                print(f"[{i}/{total}] {getattr(item, 'name', item)}", file=sys.stderr, flush=True)
+                yield item
+        return plain
+    return lambda items, total: tqdm(items, total=total, unit="tensor", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -65,12 +113,29 @@ def main(argv=None) -> int:
     b.add_argument("--repeats", type=int, default=30)
     b.add_argument("--yardsticks", action="store_true",
                    help="also time a dense fp32 WGSL GEMV and (torch with CUDA) tinygemm int4 and cuBLAS fp16")
+    b.add_argument("--plot", default=None, metavar="PNG", help="write a roofline plot (needs matplotlib)")
     b.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. bench/results/<date>-<card>)")
     b.set_defaults(func=_bench)
     d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile")
     d.add_argument("--layers", type=int, default=2)
     d.add_argument("--group-size", type=int, default=128)
     d.set_defaults(func=_demo)
+    w = sub.add_parser("export-web", help="write a static browser bundle: kernels, packed weights, q4gsw.js, demo page")
+    w.add_argument("out_dir", metavar="OUT_DIR")
+    w.add_argument("--weight", action="append", default=[], metavar="FILE.npz",
+                   help="a layer: weights, weight_scales, group_size[, in_features, bias] (repeatable)")
+    w.add_argument("--random", action="append", metavar="NxK",
+                   help="a random quantized layer, N out x K in features (repeatable; default 256x256 without --weight)")
+    w.add_argument("--group-size", type=int, default=128, help="group size of --random layers")
+    w.add_argument("--no-bias", action="store_true", help="--random layers without bias")
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=_export_web)
+    q = sub.add_parser("quantize", help="a safetensors or GGUF checkpoint to a q4gsw safetensors file")
+    q.add_argument("input", metavar="IN", help="safetensors (2-D float *weight tensors are quantized) or GGUF "
+                   "(Q4_0 tensors imported losslessly, 2-D float *weight tensors quantized)")
+    q.add_argument("output", metavar="OUT", help="the q4gsw safetensors file to write")
+    q.add_argument("--group-size", type=int, default=128, help="group size for quantized float tensors (default 128)")
+    q.set_defaults(func=_quantize)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
