@@ -5,11 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import tempfile
 import zlib
 
 # Before any Runtime exists: fill every output buffer with NaN before each dispatch, so an
 # output element that no kernel writes fails every comparison.
 os.environ.setdefault("Q4GSW_POISON_OUTPUTS", "1")
+# Never pick up the user's autotuning cache: tests see default routing unless they tune.
+os.environ["Q4GSW_CACHE_DIR"] = tempfile.mkdtemp(prefix="q4gsw-test-cache-")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

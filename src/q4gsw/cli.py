@@ -101,6 +101,14 @@ def _progress():
     return lambda items, total: tqdm(items, total=total, unit="tensor", file=sys.stderr)
 
 
+def _tune(args) -> int:
+    from .bench import parse_shapes
+    from .tune import tune
+
+    tune(parse_shapes(args.shapes), group_size=args.group_size, repeats=args.repeats)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="q4gsw", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -116,6 +124,11 @@ def main(argv=None) -> int:
     b.add_argument("--plot", default=None, metavar="PNG", help="write a roofline plot (needs matplotlib)")
     b.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. bench/results/<date>-<card>)")
     b.set_defaults(func=_bench)
+    t = sub.add_parser("tune", help="time kernel configurations per shape and cache the fastest for this adapter")
+    t.add_argument("--shapes", default="small", help="preset (small, llama) or MxKxN[,MxKxN...]")
+    t.add_argument("--group-size", type=int, default=128)
+    t.add_argument("--repeats", type=int, default=20)
+    t.set_defaults(func=_tune)
     d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile")
     d.add_argument("--layers", type=int, default=2)
     d.add_argument("--group-size", type=int, default=128)

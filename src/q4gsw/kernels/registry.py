@@ -63,6 +63,18 @@ class KernelSpec:
         M thresholds come from the H100 benchmarks in bench/results/)."""
         return not self.baseline
 
+    def variants(self, p: Problem) -> list["KernelSpec"]:
+        """The configurations `q4gsw tune` tries for p (each a KernelSpec); default: itself."""
+        return [self]
+
+    def settings(self) -> dict:
+        """The tunable settings of this configuration, as stored in the tuning cache."""
+        return {}
+
+    def with_settings(self, settings: dict) -> "KernelSpec":
+        """This kernel with tuned settings applied (unknown keys are ignored)."""
+        return self
+
     def supports(self, p: Problem, caps) -> str | None:
         """None when the kernel can run p on caps, else the reason it cannot."""
         reason = self._shape_reason(p)
@@ -136,14 +148,27 @@ class Decode(KernelSpec):
     """
 
     max_m = 1024  # capability; routing prefers it only while the cost model says so
-    rows_per_workgroup = 16
     rows_per_step = 4
     file = "decode"
 
-    def __init__(self, reduction: str, partial_capacity: int):
+    def __init__(self, reduction: str, partial_capacity: int, rows_per_workgroup: int = 16):
         self.reduction = reduction
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # RPW * WG bound from workgroup memory
+        self.rows_per_workgroup = rows_per_workgroup
+
+    def variants(self, p):
+        return [self.with_settings({"rows_per_workgroup": r}) for r in (8, 16, 32)
+                if r * self.workgroup_size(p) <= self.partial_capacity or r == 8]
+
+    def settings(self):
+        return {"rows_per_workgroup": self.rows_per_workgroup}
+
+    def with_settings(self, settings):
+        rows = int(settings.get("rows_per_workgroup", self.rows_per_workgroup))
+        if rows % self.rows_per_step or not 4 <= rows <= 64:
+            return self
+        return Decode(self.reduction, self.partial_capacity, rows)
 
     def workgroup_size(self, p: Problem) -> int:
         return max(32, -(-p.k // 1024) * 32)
@@ -227,9 +252,24 @@ KERNELS: dict[str, KernelSpec] = {
 }
 
 
-def select(p: Problem, caps, kernel: str | None = None) -> KernelSpec:
-    """The kernel to run p: the one named, else the first kernel in KERNELS order (fastest
-    first) that supports p and prefers it, else the first that supports it."""
+def tuning_bucket(p: Problem) -> str:
+    """The tuning cache's key for p: M rounded up to a power of two, exact K, N, group size."""
+    m = 1 << max(0, (p.m - 1).bit_length())
+    return f"m{m}_k{p.k}_n{p.n}_g{p.group_size}"
+
+
+def select(p: Problem, caps, kernel: str | None = None, tuned: dict | None = None) -> KernelSpec:
+    """The kernel to run p: the one named, else the tuned choice for p's bucket (see
+    q4gsw.tune; `tuned` maps bucket -> {"kernel", "settings"}) when it supports p, else the
+    first kernel in KERNELS order (fastest first) that supports p and prefers it, else the
+    first that supports it."""
+    if kernel is None and tuned:
+        entry = tuned.get(tuning_bucket(p))
+        spec = KERNELS.get(entry["kernel"]) if entry else None
+        if spec is not None:
+            spec = spec.with_settings(entry.get("settings", {}))
+            if spec.supports(p, caps) is None:
+                return spec
     if kernel is not None:
         spec = KERNELS.get(kernel)
         if spec is None:

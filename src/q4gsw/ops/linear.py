@@ -15,6 +15,7 @@ from ..kernels.registry import KERNELS, Problem, select
 from ..profile import run
 from ..runtime import get_runtime
 from ..runtime.dispatch import Dispatch, fold_grid
+from ..tuning_cache import tuned_choices
 from .weights import gpu_weight
 
 POISON = np.uint32(0x7FBADBAD)  # a NaN: an output element no kernel wrote fails any comparison
@@ -127,7 +128,7 @@ def _linear(fn, x, weight, bias, kernel):
             select(p, None, kernel)  # raises for an unknown name
         return _wrap(np.zeros((*lead, p.n), np.float32), was_torch)
     runtime = get_runtime()
-    spec = select(p, runtime.caps, kernel)
+    spec = select(p, runtime.caps, kernel, tuned=tuned_choices(runtime))
     check_sizes(fn, p, runtime.caps, spec)
     out = _run(runtime, spec, p, x2d, weight, ba)
     return _wrap(out.reshape(*lead, p.n), was_torch)
