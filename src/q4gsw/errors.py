@@ -53,3 +53,17 @@ class ShaderError(Q4gswError):
 
 class ProfilerError(Q4gswError):
     """Profiling was asked for on an adapter without `timestamp-query`."""
+
+
+class FormatError(ArgumentError):
+    """A file or foreign tensor is not in a form q4gsw can read: another quant type, not a
+    q4gsw file, a newer q4gsw format version, inconsistent metadata."""
+
+
+class AsymmetricError(FormatError):
+    """A foreign int4 weight has zero points that a symmetric q * scale format cannot carry
+    exactly (the message says which group and why)."""
+
+
+class DependencyError(Q4gswError, ImportError):
+    """An optional dependency (safetensors, gguf, onnx, torch, torchao) is not installed."""

@@ -58,9 +58,12 @@ fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32
   return (v.x + v.y) + (v.z + v.w);
 }
 
+// (workgroup_id and num_workgroups are separate parameters, not members of Invocation:
+// a struct holding per-invocation values is non-uniform as a whole, and the WGSL
+// uniformity analysis of browsers then rejects the barriers after the early return.)
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-  let tile = inv.wid.x + inv.wid.y * inv.nwg.x;
+fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
   let m = tile % params.m;
   let n0 = (tile / params.m) * ROWS;

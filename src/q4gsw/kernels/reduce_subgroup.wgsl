@@ -10,8 +10,6 @@
 // no barrier is needed before the final one); a row's total is the sum over subgroups.
 
 struct Invocation {
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
   @builtin(subgroup_invocation_id) lane: u32,
   @builtin(subgroup_size) lanes: u32,

@@ -9,8 +9,6 @@
 //   row_total(row, inv) -> f32: after them, the workgroup's sum for `row`.
 
 struct Invocation {
-  @builtin(workgroup_id) wid: vec3<u32>,
-  @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) lid: u32,
 }
 

@@ -1,0 +1,322 @@
+"""Device-resident chains: GpuTensor, and a Chain that records ops once and replays them in one submit."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .checks import as_array, describe, positive_int
+from .errors import DTypeError, ShapeError
+from .format import PackedWeight
+from .kernels.registry import Problem, select
+from .ops.linear import POISON, check_sizes, make_dispatch
+from .ops.weights import gpu_weight
+from .profile import active_profiler
+from .runtime import get_runtime
+from .runtime.dispatch import Dispatch, fold_grid
+from .runtime.pipelines import KernelKey
+
+#: Invocations per workgroup of the elementwise kernels and of rms_norm.
+ELEMENTWISE_WG = 256
+RMS_NORM_WG = 128
+
+
+class GpuTensor:
+    """A float32 tensor that lives in a GPU buffer: made by upload() or returned by Chain ops.
+
+    Attributes:
+        shape: the tensor's shape (row-major, contiguous).
+        buffer: the wgpu buffer (at least 4 * size bytes).
+        runtime: the Runtime whose device holds the buffer.
+    """
+
+    __slots__ = ("shape", "buffer", "runtime", "__weakref__")
+
+    def __init__(self, buffer, shape: tuple[int, ...], runtime):
+        self.buffer = buffer
+        self.shape = tuple(int(s) for s in shape)
+        self.runtime = runtime
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return 4 * self.size
+
+    def numpy(self) -> np.ndarray:
+        """Read back: a new float32 ndarray of `shape` (waits for the GPU work submitted so far)."""
+        return self.runtime.buffers.read(self.buffer, self.nbytes, np.float32).reshape(self.shape)
+
+    def write(self, array) -> None:
+        """Overwrite the contents with a float32 array (ndarray or CPU torch.Tensor) of `shape`."""
+        arr = as_array("GpuTensor.write", "array", array, np.float32)
+        if arr.shape != self.shape:
+            raise ShapeError("GpuTensor.write", "array", f"shape {self.shape}", describe(array))
+        self.runtime.device.queue.write_buffer(self.buffer, 0, arr)
+
+    def release(self) -> None:
+        """Free the GPU buffer now (it is also freed when garbage-collected)."""
+        self.runtime.buffers.destroy(self.buffer)
+
+    def __repr__(self) -> str:
+        return f"GpuTensor(shape={self.shape}, dtype=float32)"
+
+
+def _usage(runtime):
+    u = runtime.wgpu.BufferUsage
+    return u.STORAGE | u.COPY_SRC | u.COPY_DST
+
+
+def upload(x, *, runtime=None) -> GpuTensor:
+    """Copy a float32 array to the GPU.
+
+    Args:
+        x: float32 ndarray or CPU torch.Tensor of any shape with at least one element.
+        runtime: the Runtime (default: the process's).
+    Returns:
+        a GpuTensor of x's shape.
+    """
+    arr = as_array("upload", "x", x, np.float32)
+    if arr.size == 0:
+        raise ShapeError("upload", "x", "at least one element", describe(x))
+    runtime = runtime or get_runtime()
+    return GpuTensor(runtime.buffers.upload(arr, _usage(runtime), "q4gsw/tensor"), arr.shape, runtime)
+
+
+def empty(shape, *, runtime=None) -> GpuTensor:
+    """An uninitialized GpuTensor of `shape` (e.g. an input a Chain is fed through)."""
+    shape = tuple(shape)
+    for s in shape:
+        positive_int("empty", "shape", s, ShapeError)
+    runtime = runtime or get_runtime()
+    return GpuTensor(runtime.buffers.create(4 * math.prod(shape), _usage(runtime), "q4gsw/tensor"), shape, runtime)
+
+
+class Chain:
+    """Ops recorded once against GpuTensors, replayed by run() in one compute pass and one submit.
+
+    Recording creates every output buffer, params buffer and bind group; run() only encodes
+    the recorded dispatches (set_pipeline, set_bind_group, dispatch_workgroups each) and
+    submits, so replaying a chain allocates nothing on the GPU. Outputs are distinct buffers
+    that stay valid (and hold the latest run's values) until release().
+
+    Example:
+        chain = Chain()
+        x = chain.input((1, 4096))
+        h = chain.add(x, chain.linear(chain.rms_norm(x, norm_w), pw))
+        chain.run({x: x_np})
+        y = h.numpy()
+    """
+
+    def __init__(self, *, runtime=None, label: str = "q4gsw/chain"):
+        self.runtime = runtime or get_runtime()
+        self.label = label
+        self.dispatches: list[Dispatch] = []
+        self._owned: list = []  # buffers freed by release()
+        self._outputs: list[GpuTensor] = []
+        self._zero = None
+
+    # --- tensors -----------------------------------------------------------------------------
+
+    def input(self, shape) -> GpuTensor:
+        """A tensor owned by the chain, filled through run(feeds) or GpuTensor.write."""
+        t = empty(shape, runtime=self.runtime)
+        self._owned.append(t.buffer)
+        return t
+
+    def constant(self, array) -> GpuTensor:
+        """A float32 array uploaded once and owned by the chain (norm weights, biases, …)."""
+        t = upload(array, runtime=self.runtime)
+        self._owned.append(t.buffer)
+        return t
+
+    def _output(self, shape) -> GpuTensor:
+        t = empty(shape, runtime=self.runtime)
+        self._owned.append(t.buffer)
+        self._outputs.append(t)
+        return t
+
+    def _params(self, words) -> object:
+        buf = self.runtime.buffers.upload(np.asarray(words, np.uint32), self.runtime.wgpu.BufferUsage.UNIFORM, "q4gsw/params")
+        self._owned.append(buf)
+        return buf
+
+    def _tensor(self, fn: str, name: str, t) -> GpuTensor:
+        if not isinstance(t, GpuTensor):
+            raise DTypeError(fn, name, "a q4gsw.chain.GpuTensor (see upload, Chain.input)", describe(t))
+        if t.runtime is not self.runtime:
+            raise DTypeError(fn, name, "a GpuTensor of this chain's device", "one of another Runtime")
+        return t
+
+    def _add_dispatch(self, name: str, constants: tuple, buffers, grid, nbytes: int) -> None:
+        key = KernelKey(name, constants, family="chain")
+        pipeline = self.runtime.pipelines.get(key)
+        bind_group = self.runtime.device.create_bind_group(
+            label=str(key), layout=pipeline.get_bind_group_layout(0),
+            entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)],
+        )
+        self.dispatches.append(Dispatch(key, pipeline, bind_group, grid, nbytes))
+
+    def _grid(self, workgroups: int):
+        return fold_grid(workgroups, self.runtime.caps.max_workgroups_per_dimension)
+
+    # --- ops ---------------------------------------------------------------------------------
+
+    def linear(self, x: GpuTensor, weight: PackedWeight, bias=None, *, kernel: str | None = None) -> GpuTensor:
+        """out = x @ dequantize(weight).T (+ bias), as q4gsw.linear computes it.
+
+        Args:
+            x: (..., K) GpuTensor.
+            weight: the PackedWeight (uploaded once per device and cached on it).
+            bias: optional (N,) float32 ndarray / CPU torch.Tensor (uploaded now), or a GpuTensor.
+            kernel: force a kernel by name (default: chosen as q4gsw.linear chooses).
+        Returns:
+            (..., N) GpuTensor.
+        """
+        fn = "Chain.linear"
+        x = self._tensor(fn, "x", x)
+        if not isinstance(weight, PackedWeight):
+            raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
+        k, n = weight.in_features, weight.out_features
+        if x.shape[-1] != k:
+            raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
+        if isinstance(bias, GpuTensor):
+            bias_t = self._tensor(fn, "bias", bias)
+        elif bias is not None:
+            arr = as_array(fn, "bias", bias, np.float32)
+            bias_t = None if arr.shape != (n,) else self.constant(arr)
+        if bias is not None and (bias_t is None or bias_t.shape != (n,)):
+            raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+        m = math.prod(x.shape[:-1])
+        p = Problem(m, n, k, weight.group_size, bias is not None)
+        caps = self.runtime.caps
+        spec = select(p, caps, kernel)
+        check_sizes(fn, p, caps, spec)
+        out = self._output((*x.shape[:-1], n))
+        bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
+        for chunk in gpu_weight(self.runtime, weight):
+            dispatch, params_buf = make_dispatch(self.runtime, spec, p, chunk, x.buffer, out.buffer, bias_buf, weight)
+            self._owned.append(params_buf)
+            self.dispatches.append(dispatch)
+        return out
+
+    def _elementwise(self, fn: str, name: str, a, b) -> GpuTensor:
+        a, b = self._tensor(fn, "a", a), self._tensor(fn, "b", b)
+        if a.shape != b.shape:
+            raise ShapeError(fn, "b", f"shape {a.shape} (the shape of the first argument)", f"shape {b.shape}")
+        out = self._output(a.shape)
+        count = a.size
+        params = self._params([count, 0, 0, 0])
+        grid = self._grid(-(-count // ELEMENTWISE_WG))
+        self._add_dispatch(name, (("WG", ELEMENTWISE_WG),), (out.buffer, a.buffer, b.buffer, params), grid, 12 * count)
+        return out
+
+    def add(self, a: GpuTensor, b: GpuTensor) -> GpuTensor:
+        """a + b, elementwise (same shapes)."""
+        return self._elementwise("Chain.add", "add", a, b)
+
+    def silu_mul(self, gate: GpuTensor, up: GpuTensor) -> GpuTensor:
+        """silu(gate) * up, elementwise (same shapes): SwiGLU's glue, silu(g) = g / (1 + exp(-g))."""
+        return self._elementwise("Chain.silu_mul", "silu_mul", gate, up)
+
+    def rms_norm(self, x: GpuTensor, weight, *, eps: float = 1e-6) -> GpuTensor:
+        """x / sqrt(mean(x**2, axis=-1) + eps) * weight, per row of the last axis.
+
+        Args:
+            x: (..., D) GpuTensor.
+            weight: (D,) float32 ndarray / CPU torch.Tensor (uploaded now) or GpuTensor.
+            eps: added to the mean square, > 0.
+        """
+        fn = "Chain.rms_norm"
+        x = self._tensor(fn, "x", x)
+        d = x.shape[-1]
+        w = self._tensor(fn, "weight", weight) if isinstance(weight, GpuTensor) else None
+        if w is None:
+            arr = as_array(fn, "weight", weight, np.float32)
+            if arr.shape != (d,):
+                raise ShapeError(fn, "weight", f"shape ({d},) (x's last dimension)", describe(weight))
+            w = self.constant(arr)
+        elif w.shape != (d,):
+            raise ShapeError(fn, "weight", f"shape ({d},) (x's last dimension)", f"shape {w.shape}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0 or not math.isfinite(eps):
+            raise DTypeError(fn, "eps", "a finite float > 0", describe(eps))
+        rows = x.size // d
+        out = self._output(x.shape)
+        params = np.array([rows, d, 0, 0], np.uint32)
+        params[2] = np.float32(eps).view(np.uint32)
+        params_buf = self._params(params)
+        self._add_dispatch("rms_norm", (("WG", RMS_NORM_WG),), (out.buffer, x.buffer, w.buffer, params_buf),
+                           self._grid(rows), 8 * x.size + 4 * d)
+        return out
+
+    def repeat_heads(self, x: GpuTensor, *, head_dim: int, repeats: int) -> GpuTensor:
+        """Grouped-query attention's expansion: (..., H * head_dim) -> (..., H * repeats * head_dim),
+        output head h being input head h // repeats."""
+        fn = "Chain.repeat_heads"
+        x = self._tensor(fn, "x", x)
+        head_dim = positive_int(fn, "head_dim", head_dim, ShapeError)
+        repeats = positive_int(fn, "repeats", repeats, ShapeError)
+        if x.shape[-1] % head_dim:
+            raise ShapeError(fn, "head_dim", f"a divisor of x's last dimension {x.shape[-1]}", repr(head_dim))
+        out_row = x.shape[-1] * repeats
+        out = self._output((*x.shape[:-1], out_row))
+        count = out.size
+        params = self._params([count, head_dim, repeats, out_row])
+        self._add_dispatch("repeat_heads", (("WG", ELEMENTWISE_WG),), (out.buffer, x.buffer, params),
+                           self._grid(-(-count // ELEMENTWISE_WG)), 4 * x.size + 4 * count)
+        return out
+
+    def _zero_buffer(self):
+        if self._zero is None:
+            self._zero = self.runtime.buffers.upload(np.zeros(1, np.float32), self.runtime.wgpu.BufferUsage.STORAGE, "q4gsw/bias")
+            self._owned.append(self._zero)
+        return self._zero
+
+    # --- replay ------------------------------------------------------------------------------
+
+    def run(self, feeds: dict | None = None) -> None:
+        """Write `feeds` ({GpuTensor: float32 array}) and run every recorded op, in order.
+
+        One command encoder, one compute pass (dispatches in a pass see each other's writes),
+        one submit; returns without waiting (read results with GpuTensor.numpy()). Inside
+        q4gsw.profile() each dispatch gets its own timed pass instead.
+        """
+        for tensor, value in (feeds or {}).items():
+            self._tensor("Chain.run", "feeds", tensor).write(value)
+        rt = self.runtime
+        if rt.poison_outputs:
+            for t in self._outputs:
+                rt.device.queue.write_buffer(t.buffer, 0, np.full(t.size, POISON, np.uint32))
+        prof = active_profiler()
+        if prof is not None:
+            prof.run(self.dispatches)
+            return
+        encoder = rt.device.create_command_encoder(label=self.label)
+        cpass = encoder.begin_compute_pass(label=self.label)
+        for d in self.dispatches:
+            cpass.set_pipeline(d.pipeline)
+            cpass.set_bind_group(0, d.bind_group)
+            cpass.dispatch_workgroups(*d.grid)
+        cpass.end()
+        rt.submit(encoder)
+
+    def release(self) -> None:
+        """Free every buffer the chain owns (its inputs, constants, outputs and params)."""
+        self.runtime.buffers.destroy(*self._owned)
+        self._owned.clear()
+        self._outputs.clear()
+        self.dispatches.clear()
+        self._zero = None
+
+    def __enter__(self) -> "Chain":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def __len__(self) -> int:
+        """The number of recorded dispatches."""
+        return len(self.dispatches)

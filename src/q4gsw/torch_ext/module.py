@@ -1,0 +1,99 @@
+"""Q4Linear: an nn.Module holding one PackedWeight (+ bias) whose forward runs q4gsw::linear_q4gsw."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checks import as_array, describe
+from ..errors import DTypeError, ShapeError
+from ..format import PackedWeight
+from ..quantize import quantize
+from .ops import linear_q4gsw_op
+
+
+class Q4Linear(nn.Module):
+    """A 4-bit groupwise-symmetric linear layer, run on q4gsw's WebGPU device. Inference only.
+
+    The packed bytes, scales and bias are buffers (`weights` uint8 (N, ceil(K/2)),
+    `weight_scales` float32 (num_groups, padded_N), `bias` float32 (N,) or None), so they
+    travel with state_dict(); there are no parameters. forward takes and returns float32 CPU
+    tensors; nothing is differentiated (the op has no autograd formula; run it under
+    torch.no_grad() / torch.inference_mode()). The GPU copy of the weight is made on the
+    first forward and cached while the `weights` tensor lives.
+
+    Args:
+        weight: the PackedWeight (its arrays are copied into the buffers).
+        bias: optional (N,) float32 ndarray or tensor.
+    """
+
+    def __init__(self, weight: PackedWeight, bias=None):
+        super().__init__()
+        fn = "Q4Linear"
+        if not isinstance(weight, PackedWeight):
+            raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
+        self.in_features = weight.in_features
+        self.out_features = weight.out_features
+        self.group_size = weight.group_size
+        self.register_buffer("weights", torch.from_numpy(np.array(weight.weights)))
+        self.register_buffer("weight_scales", torch.from_numpy(np.array(weight.scales)))
+        b = None
+        if bias is not None:
+            b = as_array(fn, "bias", bias, np.float32)
+            if b.shape != (self.out_features,):
+                raise ShapeError(fn, "bias", f"shape ({self.out_features},) (the weight's out_features)", describe(bias))
+            b = torch.from_numpy(np.array(b))
+        self.register_buffer("bias", b)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> "Q4Linear":
+        """Quantize a float nn.Linear (torchao's symmetric int4 rule, see q4gsw.quantize).
+
+        Args:
+            linear: nn.Linear with a floating-point weight (N, K) on the CPU; it is not modified.
+            group_size: elements of K per scale (any K works; the last group may be shorter).
+        """
+        fn = "Q4Linear.from_linear"
+        if not isinstance(linear, nn.Linear):
+            raise DTypeError(fn, "linear", "a torch.nn.Linear", describe(linear))
+        w = linear.weight
+        if not w.is_floating_point() or w.device.type != "cpu":
+            raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+        packed = quantize(w.detach().to(torch.float32).contiguous().numpy(), group_size)
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
+        return cls(packed, bias)
+
+    @classmethod
+    def from_executorch(cls, weights, weight_scales, group_size: int, bias=None, *,
+                        in_features: int | None = None) -> "Q4Linear":
+        """Wrap ExecuTorch's serialized linear_q4gsw tensors, used as they are.
+
+        Args:
+            weights: (N, ceil(K/2)) uint8 ndarray or tensor.
+            weight_scales: (num_groups, padded_N) float32.
+            group_size: elements of K per scale.
+            bias: optional (N,) float32.
+            in_features: K (default 2 * weights.shape[1]; pass it for odd K).
+        """
+        return cls(PackedWeight(weights, weight_scales, group_size, in_features=in_features), bias)
+
+    @property
+    def packed(self) -> PackedWeight:
+        """The PackedWeight over the current buffers (no copy)."""
+        return PackedWeight(self.weights.numpy(), self.weight_scales.numpy(), self.group_size,
+                            in_features=self.in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., K) float32 CPU tensor -> (..., N) float32 CPU tensor."""
+        fn = "Q4Linear.forward"
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu":
+            raise DTypeError(fn, "input", "a float32 CPU torch.Tensor", describe(x) + (
+                f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ShapeError(fn, "input", f"(..., K) with K = {self.in_features}", describe(x))
+        return linear_q4gsw_op(x, self.weights, self.weight_scales, self.group_size, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")

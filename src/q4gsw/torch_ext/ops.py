@@ -1,0 +1,58 @@
+"""The torch.library custom op q4gsw::linear_q4gsw: the WebGPU kernel on CPU tensors, and its fake kernel."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import Q4gswError
+from ..ops.linear import linear_q4gsw
+
+#: ExecuTorch's et_vk::linear_q4gsw schema, under the q4gsw namespace.
+SCHEMA = "(Tensor self, Tensor weights, Tensor weight_scales, int group_size, Tensor? bias=None) -> Tensor"
+
+torch.library.define("q4gsw::linear_q4gsw", SCHEMA)
+
+
+@torch.library.impl("q4gsw::linear_q4gsw", "cpu")
+def _linear_q4gsw_cpu(x, weights, weight_scales, group_size, bias=None):
+    """CPU tensors in and out; the work runs on q4gsw's WebGPU device (q4gsw.linear_q4gsw)."""
+    return linear_q4gsw(x, weights, weight_scales, group_size, bias)
+
+
+@torch.library.register_fake("q4gsw::linear_q4gsw")
+def _linear_q4gsw_fake(x, weights, weight_scales, group_size, bias=None):
+    """Shape and dtype only: (..., K) -> (..., N), N = weights.shape[0], x's dtype."""
+    torch._check(x.dim() >= 1, lambda: "q4gsw::linear_q4gsw: x must be (..., K)")
+    torch._check(weights.dim() == 2, lambda: "q4gsw::linear_q4gsw: weights must be (N, ceil(K/2))")
+    torch._check(weights.shape[1] * 2 - x.shape[-1] in (0, 1),
+                 lambda: "q4gsw::linear_q4gsw: weights must have ceil(K/2) bytes per row")
+    return x.new_empty((*x.shape[:-1], weights.shape[0]))
+
+
+def _setup_context(ctx, inputs, output):
+    pass
+
+
+def _backward(ctx, grad):
+    raise Q4gswError("q4gsw::linear_q4gsw is inference-only: it has no gradient (run the model under "
+                     "torch.no_grad() or torch.inference_mode())")
+
+
+# An autograd kernel that refuses backward with a clear error (without one, torch warns and
+# returns no gradient for the op's inputs).
+torch.library.register_autograd("q4gsw::linear_q4gsw", _backward, setup_context=_setup_context)
+
+
+def linear_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
+    """torch.ops.q4gsw.linear_q4gsw: traceable by torch.export and torch.compile.
+
+    Args:
+        x: (..., K) float32 CPU tensor.
+        weights: (N, ceil(K/2)) uint8 CPU tensor, ExecuTorch's packed bytes.
+        weight_scales: (num_groups, padded_N) float32 CPU tensor.
+        group_size: elements of K per scale.
+        bias: optional (N,) float32 CPU tensor.
+    Returns:
+        (..., N) float32 CPU tensor (no autograd: inference only).
+    """
+    return torch.ops.q4gsw.linear_q4gsw(x, weights, weight_scales, group_size, bias)
