@@ -27,18 +27,21 @@ def is_torch_tensor(value) -> bool:
     return torch is not None and isinstance(value, torch.Tensor)
 
 
-def as_array(function: str, argument: str, value, dtype: np.dtype, ndim: int | None = None) -> np.ndarray:
-    """Return value as a C-contiguous ndarray of exactly `dtype`; never converts dtypes.
+def as_array(function: str, argument: str, value, dtype: np.dtype, ndim: int | None = None,
+             *, contiguous: bool = True) -> np.ndarray:
+    """Return value as an ndarray of exactly `dtype`; never converts dtypes.
 
     Torch tensors are accepted (moved to the CPU); other array-likes are refused, so that
-    nothing is cast silently.
+    nothing is cast silently. With contiguous=False a strided view is returned as it is, so
+    that the caller can check shapes and sizes before paying for a copy (a broadcast view
+    can describe far more elements than memory holds).
     """
     dtype = np.dtype(dtype)
     if is_torch_tensor(value):
         arr = value.detach().cpu()
         if str(arr.dtype) != f"torch.{dtype.name}":
             raise DTypeError(function, argument, f"{dtype.name} tensor", describe(value))
-        arr = arr.contiguous().numpy()
+        arr = arr.numpy()
     elif isinstance(value, np.ndarray):
         arr = value
     else:
@@ -47,7 +50,9 @@ def as_array(function: str, argument: str, value, dtype: np.dtype, ndim: int | N
         raise DTypeError(function, argument, f"dtype {dtype.name}", describe(value))
     if ndim is not None and arr.ndim != ndim:
         raise ShapeError(function, argument, f"{ndim}-D array", describe(value))
-    return arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
+    if not contiguous or arr.flags.c_contiguous:
+        return arr
+    return arr.copy(order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
 
 
 def positive_int(function: str, argument: str, value, error=GroupSizeError) -> int:

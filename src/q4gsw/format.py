@@ -76,8 +76,9 @@ class PackedWeight:
 
     def __post_init__(self):
         fn = "PackedWeight"
-        weights = as_array(fn, "weights", self.weights, np.uint8, ndim=2)
-        scales = as_array(fn, "weight_scales", self.scales, np.float32, ndim=2)
+        # shapes first, on the arrays as given: a copy of a broadcast view could be huge
+        weights = as_array(fn, "weights", self.weights, np.uint8, ndim=2, contiguous=False)
+        scales = as_array(fn, "weight_scales", self.scales, np.float32, ndim=2, contiguous=False)
         gs = positive_int(fn, "group_size", self.group_size)
         n, kb = weights.shape
         k = 2 * kb if self.in_features is None else positive_int(fn, "in_features", self.in_features, ShapeError)
@@ -93,7 +94,7 @@ class PackedWeight:
         if scales.shape[1] < n:
             raise ShapeError(fn, "weight_scales", f"padded_N >= N = {n} columns", describe(scales))
         for name, arr in (("weights", weights), ("scales", scales)):
-            view = arr.view()
+            view = np.ascontiguousarray(arr).view()
             view.flags.writeable = False
             object.__setattr__(self, name, view)
         object.__setattr__(self, "group_size", gs)

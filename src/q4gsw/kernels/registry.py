@@ -45,7 +45,8 @@ class KernelSpec:
         raise NotImplementedError
 
     def loop_trips(self, p: Problem) -> int:
-        """Upper bound of loop iterations one invocation runs (all loops together)."""
+        """What one invocation's loops cost against llvmpipe's budget: nested loops count
+        outer x (inner + 2), as measured on Mesa 22 (ENVIRONMENT.md)."""
         raise NotImplementedError
 
     def constants(self, p: Problem) -> tuple:
@@ -116,7 +117,7 @@ class Rowwise(KernelSpec):
         return 1, p.m
 
     def loop_trips(self, p):
-        return -(-p.n // self.wg) * (p.k + 1)
+        return -(-p.n // self.wg) * (p.k + 2)
 
 
 class General(KernelSpec):
@@ -130,7 +131,7 @@ class General(KernelSpec):
         return p.n, -(-p.m // self.rows_per_tile)
 
     def loop_trips(self, p):
-        return -(-p.num_groups // self.wg) * (min(p.group_size, p.k) + 1) + self.wg.bit_length()
+        return -(-p.num_groups // self.wg) * (min(p.group_size, p.k) + 2) + self.wg.bit_length()
 
     def constants(self, p):
         return (("WG", self.wg),)
@@ -236,7 +237,7 @@ class Tiled(KernelSpec):
         return -(-p.n // self.tile), -(-p.m // self.tile)
 
     def loop_trips(self, p):
-        return p.k + p.k // 32
+        return (p.k // 32) * (32 + 2)
 
     def _shape_reason(self, p):
         if p.k % 32:

@@ -50,7 +50,7 @@ def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kerne
     constants, as ExecuTorch does.
     """
     fn = "linear_q4gsw"
-    xa = as_array(fn, "x", x, np.float32)
+    xa = as_array(fn, "x", x, np.float32, contiguous=False)
     if xa.ndim < 1 or xa.shape[-1] < 1:
         raise ShapeError(fn, "x", "(..., K) array with K >= 1", describe(x))
     positive_int(fn, "group_size", group_size)
@@ -88,17 +88,17 @@ def _share_gpu_cache(weight: PackedWeight, weights, scales) -> None:
 def _validate(fn, x, weight, bias):
     if not isinstance(weight, PackedWeight):
         raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
-    xa = as_array(fn, "x", x, np.float32)
+    xa = as_array(fn, "x", x, np.float32, contiguous=False)  # copied after the size checks
     k, n = weight.in_features, weight.out_features
     if xa.ndim < 1 or xa.shape[-1] != k:
         raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", describe(x))
     ba = None
     if bias is not None:
-        ba = as_array(fn, "bias", bias, np.float32)
+        ba = as_array(fn, "bias", bias, np.float32, contiguous=False)
         if ba.shape != (n,):
             raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
     m = math.prod(xa.shape[:-1])
-    return xa.reshape(m, k), xa.shape[:-1], ba, Problem(m, n, k, weight.group_size, ba is not None)
+    return xa, ba, Problem(m, n, k, weight.group_size, ba is not None)
 
 
 def check_sizes(fn: str, p: Problem, caps, spec) -> None:
@@ -122,7 +122,8 @@ def check_sizes(fn: str, p: Problem, caps, spec) -> None:
 
 def _linear(fn, x, weight, bias, kernel):
     was_torch = is_torch_tensor(x)
-    x2d, lead, ba, p = _validate(fn, x, weight, bias)
+    xa, ba, p = _validate(fn, x, weight, bias)
+    lead = xa.shape[:-1]
     if p.m == 0:
         if kernel is not None and kernel not in KERNELS:
             select(p, None, kernel)  # raises for an unknown name
@@ -130,7 +131,11 @@ def _linear(fn, x, weight, bias, kernel):
     runtime = get_runtime()
     spec = select(p, runtime.caps, kernel, tuned=tuned_choices(runtime))
     check_sizes(fn, p, runtime.caps, spec)
-    out = _run(runtime, spec, p, x2d, weight, ba)
+    x2d = np.ascontiguousarray(xa).reshape(p.m, p.k)
+    if ba is not None:
+        ba = np.ascontiguousarray(ba)
+    with runtime.device_calls():
+        out = _run(runtime, spec, p, x2d, weight, ba)
     return _wrap(out.reshape(*lead, p.n), was_torch)
 
 
@@ -169,7 +174,8 @@ def make_dispatch(runtime, spec, p: Problem, chunk, x_buf, out_buf, bias_buf, we
     cp = Problem(p.m, chunk.n, p.k, p.group_size, p.has_bias)
     n_tiles, m_tiles = spec.tiles(cp)
     tiles = n_tiles * m_tiles
-    params = np.array([cp.m, cp.n, cp.k, cp.row_bytes, cp.group_size, cp.num_groups, chunk.scale_stride,
+    # min(group_size, K): the same groups for every k < K, and always fits a u32
+    params = np.array([cp.m, cp.n, cp.k, cp.row_bytes, min(cp.group_size, cp.k), cp.num_groups, chunk.scale_stride,
                        p.n, chunk.n0, n_tiles, tiles, 0], np.uint32)
     params_buf = runtime.buffers.upload(params, runtime.wgpu.BufferUsage.UNIFORM, "q4gsw/params")
     key = spec.key(cp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -137,6 +138,7 @@ class Runtime:
             limits=dict(self.device.limits),
             chosen_because=reason + (f"; features disabled: {', '.join(disable_features)}" if disable_features else ""),
         )
+        self.lost = False
         self.buffers = BufferAllocator(self.device)
         self.pipelines = PipelineCache(self.device)
         self._read_bandwidth: float | None = None
@@ -150,6 +152,20 @@ class Runtime:
                 "kernels that stay within that budget, but install Mesa >= 25 for the baseline kernels",
                 self.caps.adapter_name, self.caps.driver,
             )
+
+    @contextlib.contextmanager
+    def device_calls(self):
+        """Turn wgpu's error for a lost device into DeviceError and mark this runtime lost,
+        so that get_runtime() makes a new one on the next call."""
+        try:
+            yield
+        except self.wgpu.GPUError as exc:
+            if "lost" not in str(exc).lower():
+                raise
+            self.lost = True
+            reason = next((line.strip() for line in str(exc).splitlines() if "lost" in line.lower()), "")
+            raise DeviceError(f"the WebGPU device was lost ({reason}); the next call creates a new device "
+                              f"(weights are uploaded again)") from exc
 
     def submit(self, encoder) -> None:
         """Finish the encoder and submit it."""
@@ -169,7 +185,7 @@ _runtime_lock = threading.Lock()
 
 
 def get_runtime() -> Runtime:
-    """The process's Runtime, created on first use.
+    """The process's Runtime, created on first use (and again after its device was lost).
 
     Environment: Q4GSW_ADAPTER ('cpu', 'gpu', an index of `q4gsw info`'s list, or part of the
     adapter name), Q4GSW_POWER_PREFERENCE ('high-performance' or 'low-power'),
@@ -177,7 +193,7 @@ def get_runtime() -> Runtime:
     """
     global _runtime
     with _runtime_lock:
-        if _runtime is None:
+        if _runtime is None or _runtime.lost:
             disabled = tuple(f.strip() for f in os.environ.get("Q4GSW_DISABLE_FEATURES", "").split(",") if f.strip())
             _runtime = Runtime(
                 os.environ.get("Q4GSW_ADAPTER"),
