@@ -53,6 +53,23 @@ def nbits_model(b, scales, zero_points, k, n, block_size, bits=4):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
 
 
+class TestAgainstOnnxRuntime:
+    @pytest.mark.parametrize(("n", "k", "block_size"), [(8, 64, 32), (5, 128, 16), (6, 256, 128)])
+    def test_imported_weight_matches_ort(self, rng, n, k, block_size):
+        """ONNX Runtime's own MatMulNBits kernel (the producing library) and q4gsw on the imported
+        weight agree on Y = A B^T to fp32 rounding, on the CPU reference and on WebGPU."""
+        ort = pytest.importorskip("onnxruntime")
+        b, scales = random_nbits(rng, n, k, block_size)
+        model = nbits_model(b, scales, None, k, n, block_size)
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        a = rng.standard_normal((1, k)).astype(np.float32)
+        y_ort = session.run(None, {"A": a})[0].astype(np.float64)
+        pw = from_matmul_nbits(b, scales, in_features=k, out_features=n, block_size=block_size)
+        scale = np.abs(a).astype(np.float64) @ np.abs(pw.dequantize()).T
+        np.testing.assert_array_less(np.abs(q4gsw.linear_reference(a, pw) - y_ort), 1e-5 * scale + 1e-6)
+        np.testing.assert_array_less(np.abs(q4gsw.linear(a, pw) - y_ort), 1e-5 * scale + 1e-6)
+
+
 class TestFromMatmulNbits:
     @pytest.mark.parametrize(("n", "k", "block_size"), [(4, 64, 32), (5, 100, 16), (3, 33, 32), (2, 256, 128)])
     def test_exact_without_zero_points(self, rng, n, k, block_size):
