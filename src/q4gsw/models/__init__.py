@@ -1,0 +1,1 @@
+"""Real models run with q4gsw linears (optional: each needs the `model` extra)."""

