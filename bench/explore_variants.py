@@ -6,6 +6,9 @@ kernel to see what limits it.
   loadonly  the unpack+FMA replaced by an XOR of the words: the memory-side ceiling
   exact     unpack as f32 bits 0x4B000000|u minus 2^23+8 (one more FADD per weight)
   rb8       bench/experiments/decode_rb8.wgsl: 8 rows a step instead of 4
+  noscale   base without the per-row scale loads (scale 1): what the scattered scale reads cost
+  nox       base with x from registers set to a constant (no x loads): what loading x costs
+  lo-noscale-nox  loadonly without scale and x loads: weights alone
   empty     a kernel that returns at once: the fixed cost of a timed pass
 Each variant is timed one pass per dispatch and chained (32 dispatches in one pass).
 Usage: python bench/explore_variants.py [--shapes ...] [--rpw 16]
@@ -56,8 +59,20 @@ def variant_source(name: str) -> str:
         body = (Path(__file__).parent / "experiments" / "decode_rb8.wgsl").read_text()
         return body + "\n" + load_wgsl("reduce_subgroup")
     src = load_wgsl("decode") + "\n" + load_wgsl("reduce_subgroup")
+    if name.startswith("lo-"):
+        src = _replace_fn(src, "dot32", DOT32_LOADONLY)
     if name == "loadonly":
         return _replace_fn(src, "dot32", DOT32_LOADONLY)
+    if "noscale" in name:
+        src = src.replace("let s = vec4<f32>(scales[scale_base + n_a], scales[scale_base + n_b],\n"
+                          "                      scales[scale_base + n_c], scales[scale_base + n_d]);",
+                          "let s = vec4<f32>(1.0 + 0.0 * scales[0]);")
+    if "nox" in name:
+        for i in range(8):
+            src = src.replace(f"x{i} = x[xb" + ("" if i == 0 else f" + {i}u") + "];",
+                              f"x{i} = vec4<f32>(f32(xb + {i}u) * 1e-7) + 0.0 * x[0];")
+    if name in ("noscale", "nox", "lo-noscale-nox"):
+        return src
     if name == "exact":
         src = _replace_fn(src, "dot8", DOT8_EXACT)
         return src.replace("s * (16.0 * d - 24.0 * x_sum)", "s * d")
@@ -67,7 +82,7 @@ def variant_source(name: str) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="1x4096x4096,1x4096x14336,1x14336x4096,1x4096x128256")
-    ap.add_argument("--variants", default="base,loadonly,exact,rb8")
+    ap.add_argument("--variants", default="base,loadonly,exact,rb8,noscale,nox,lo-noscale-nox")
     args = ap.parse_args()
     rt = get_runtime()
     dev = rt.device
