@@ -203,3 +203,53 @@ class TestQuantizationError:
         w = rng.standard_normal((4, 16)).astype(np.float32)
         with pytest.raises(ShapeError, match="'w'"):
             q4gsw.quantization_error(w[:, :15], q4gsw.quantize(w, 8))
+
+
+class TestQuantizeGptq:
+    @staticmethod
+    def _problem(rng, n=48, k=96, samples=400):
+        """Weights and inputs with unequal, correlated channels (where GPTQ should help)."""
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        mix = rng.standard_normal((k, k)) * 0.3 + np.diag(rng.uniform(0.2, 3.0, k))
+        x = (rng.standard_normal((samples, k)) @ mix).astype(np.float32)
+        return w, x
+
+    def test_format(self, rng):
+        """The result is a valid PackedWeight of the same layout as quantize()'s."""
+        w, x = self._problem(rng)
+        pw = q4gsw.quantize_gptq(w, x, 32)
+        ref = q4gsw.quantize(w, 32)
+        assert pw.weights.shape == ref.weights.shape and pw.scales.shape == ref.scales.shape
+        assert pw.group_size == 32 and pw.in_features == w.shape[1]
+        assert (pw.scales > 0).all()
+        assert pw.unpack().min() >= -8 and pw.unpack().max() <= 7
+
+    def test_lower_output_error_than_round_to_nearest(self, rng):
+        """On held-out inputs of the same distribution, ||x W^T - x Q^T|| is smaller than with quantize()."""
+        w, x = self._problem(rng, samples=800)
+        fit, held_out = x[:400], x[400:]
+        exact = held_out.astype(np.float64) @ w.T.astype(np.float64)
+        err_rtn = np.linalg.norm(q4gsw.linear_reference(held_out, q4gsw.quantize(w, 32)) - exact)
+        err_gptq = np.linalg.norm(q4gsw.linear_reference(held_out, q4gsw.quantize_gptq(w, fit, 32)) - exact)
+        assert err_gptq < 0.9 * err_rtn
+
+    def test_runs_on_the_gpu(self, runtime, rng):
+        """A GPTQ weight runs through linear() like any PackedWeight, matching its reference."""
+        w, x = self._problem(rng, n=33, k=64)
+        pw = q4gsw.quantize_gptq(w, x, 32)
+        x1 = x[:3]
+        y = q4gsw.linear(x1, pw)
+        ref = q4gsw.linear_reference(x1, pw)
+        assert np.abs(y - ref).max() <= 1e-5 * np.abs(ref).max() + 1e-6
+
+    @pytest.mark.parametrize("bad", ["w-int", "x-wrong-k", "x-empty", "nan", "gs-0"])
+    def test_bad_input(self, rng, bad):
+        """Malformed arguments raise the matching Q4gswError naming the argument."""
+        w, x = self._problem(rng, n=4, k=32, samples=8)
+        args = {"w-int": (w.astype(np.int32), x, 32, q4gsw.DTypeError, "'w'"),
+                "x-wrong-k": (w, x[:, :16], 32, q4gsw.ShapeError, "'x'"),
+                "x-empty": (w, x[:0], 32, q4gsw.ShapeError, "'x'"),
+                "nan": (np.where(w > 1, np.nan, w).astype(np.float32), x, 32, q4gsw.ValueRangeError, "'w'"),
+                "gs-0": (w, x, 0, q4gsw.GroupSizeError, "'group_size'")}[bad]
+        with pytest.raises(args[3], match=args[4]):
+            q4gsw.quantize_gptq(*args[:3])

@@ -19,7 +19,7 @@ from .errors import (
 from .format import PackedWeight, linear_reference, pack_int4, unpack_int4
 from .ops.linear import linear, linear_q4gsw
 from .profile import profile
-from .quantize import QuantizationError, quantization_error, quantize
+from .quantize import QuantizationError, quantization_error, quantize, quantize_gptq
 from .runtime import get_runtime
 
 __version__ = "0.1.0"
@@ -39,6 +39,6 @@ __all__ = [
     "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
     "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
     "linear", "linear_q4gsw", "profile",
-    "QuantizationError", "quantization_error", "quantize", "get_runtime",
+    "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "get_runtime",
     "AsymmetricError", "DependencyError", "FormatError", "save", "load",
 ]

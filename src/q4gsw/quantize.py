@@ -89,3 +89,60 @@ def quantization_error(w: np.ndarray, weight: PackedWeight) -> QuantizationError
         max_abs=float(diff.max()),
         max_abs_over_scale=float((diff / scale_nk).max()),
     )
+
+
+def quantize_gptq(w: np.ndarray, x: np.ndarray, group_size: int = 128, *, damp: float = 0.01) -> PackedWeight:
+    """Quantize with GPTQ (Frantar et al., 2022): same format and scale rule as quantize(),
+    but each column's rounding error is pushed onto the columns not yet quantized, weighted
+    by the inverse Hessian of the layer's inputs, so that x @ w.T is kept rather than w.
+
+    Columns are taken in order (no reordering); a group's scale is chosen (torchao's rule,
+    as in quantize) from the error-updated weights when the group starts.
+
+    Args:
+        w: (N, K) float weight.
+        x: (S, K) float inputs of the layer on calibration data (S samples, S >= 1).
+        group_size: elements of K per scale.
+        damp: added to the Hessian's diagonal, as a fraction of its mean.
+    Returns:
+        PackedWeight (dequantize() differs from quantize()'s, x @ W.T usually less).
+    """
+    fn = "quantize_gptq"
+    if not isinstance(w, np.ndarray) or w.dtype not in (np.float32, np.float64) or w.ndim != 2 or 0 in w.shape:
+        raise DTypeError(fn, "w", "(N, K) float32 or float64 ndarray", describe(w))
+    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64) or x.ndim != 2 \
+            or x.shape[1] != w.shape[1] or x.shape[0] == 0:
+        raise ShapeError(fn, "x", f"(S, K={w.shape[1]}) float array with S >= 1", describe(x))
+    if not (np.isfinite(w).all() and np.isfinite(x).all()):
+        raise ValueRangeError(fn, "w", "finite w and x", "NaN or Inf")
+    gs = positive_int(fn, "group_size", group_size)
+    n, k = w.shape
+    x64 = x.astype(np.float64)
+    hessian = x64.T @ x64 / x64.shape[0]
+    dead = np.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    hessian += damp * np.mean(np.diag(hessian)) * np.eye(k)
+    # upper Cholesky factor of H^-1: row i holds how column i's error spreads to columns > i
+    hinv = np.linalg.cholesky(np.linalg.inv(hessian)).T
+    work = w.astype(np.float64)
+    work[:, dead] = 0.0
+    groups = -(-k // gs)
+    q = np.zeros((n, k), np.int8)
+    scales = np.zeros((groups, n), np.float32)
+    for g in range(groups):
+        b0, b1 = g * gs, min((g + 1) * gs, k)
+        block = work[:, b0:b1].copy()
+        amax = np.maximum(-np.minimum(block.min(axis=1), 0), np.maximum(block.max(axis=1), 0))
+        s = np.maximum(amax / ((QMAX - QMIN) / 2), _EPS).astype(np.float32)
+        scales[g] = s
+        inv = (np.float32(1.0) / s).astype(np.float64)
+        errors = np.zeros_like(block)
+        for j in range(b1 - b0):
+            col = block[:, j]
+            qj = np.clip(np.round(col * inv), QMIN, QMAX)
+            q[:, b0 + j] = qj
+            err = (col - qj * s) / hinv[b0 + j, b0 + j]
+            block[:, j:] -= np.outer(err, hinv[b0 + j, b0 + j:b1])
+            errors[:, j] = err
+        work[:, b1:] -= errors @ hinv[b0:b1, b1:]
+    return PackedWeight(pack_int4(q), np.ascontiguousarray(scales), gs, in_features=k)
