@@ -6,6 +6,7 @@ kernel to see what limits it.
   loadonly  the unpack+FMA replaced by an XOR of the words: the memory-side ceiling
   exact     unpack as f32 bits 0x4B000000|u minus 2^23+8 (one more FADD per weight)
   rb8       bench/experiments/decode_rb8.wgsl: 8 rows a step instead of 4
+  scalar-scales  bench/experiments/decode_scalar_scales.wgsl: 4 scalar scale loads a step
   noscale   base without the per-row scale loads (scale 1): what the scattered scale reads cost
   nox       base with x from registers set to a constant (no x loads): what loading x costs
   lo-noscale-nox  loadonly without scale and x loads: weights alone
@@ -55,6 +56,9 @@ def _replace_fn(src: str, name: str, new: str) -> str:
 
 
 def variant_source(name: str) -> str:
+    if name == "scalar-scales":
+        body = (Path(__file__).parent / "experiments" / "decode_scalar_scales.wgsl").read_text()
+        return body + "\n" + load_wgsl("reduce_subgroup")
     if name == "rb8":
         body = (Path(__file__).parent / "experiments" / "decode_rb8.wgsl").read_text()
         return body + "\n" + load_wgsl("reduce_subgroup")

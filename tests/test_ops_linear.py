@@ -295,3 +295,20 @@ class TestLinearQ4gsw:
         del weights, scales
         gc.collect()
         assert alive[0]() is None and alive[1]() is None, "the weight cache keeps the arrays alive"
+
+
+class TestDecodeScaleStrides:
+    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
+    @pytest.mark.parametrize(("n", "pad"), [(30, 2), (64, 0), (33, 0), (17, 3)])
+    def test_vector_and_scalar_scale_paths(self, runtime, rng, name, n, pad):
+        """Scale row strides that are multiples of 4 (one 16-byte load a step, rows past N
+        reading padding) and those that are not (scalar loads) both match the reference."""
+        spec = KERNELS[name]
+        k, gs = 128, 32
+        weights = rng.integers(0, 256, (n, k // 2), dtype=np.uint8)
+        scales = rng.standard_normal((k // gs + 1, n + pad)).astype(np.float32)
+        pw = q4gsw.PackedWeight(weights, scales, gs, in_features=k)
+        x = rng.standard_normal((2, k)).astype(np.float32)
+        if spec.supports(Problem(2, n, k, gs), runtime.caps):
+            pytest.skip(f"{name} unsupported here")
+        assert_matches_reference(q4gsw.linear(x, pw, kernel=name), x, pw)

@@ -3,7 +3,7 @@
 //
 // Invocation c of a workgroup owns 32 consecutive k (one vec4<u32> of every weight row:
 // c < K/32) and keeps x[m, 32c .. 32c+31] in eight vec4 registers for the whole dispatch.
-// The workgroup walks RPW consecutive output rows, RB = 4 rows per step; the loads of the
+// The workgroup walks ROWS consecutive output rows, RB = 4 rows per step; the loads of the
 // next step are issued before the current step is computed (two steps in flight), and
 // every row is one coalesced 16-byte load per invocation.
 // Unpack: each nibble u lands in the top 4 mantissa bits of 1.0f with one shift and one
@@ -15,14 +15,14 @@
 // store_partials, reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
 // same weight rows run together (L2 serves the repeats).
-// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | RPW, RPW <= WG.
+// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | ROWS, ROWS <= WG.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32, multiple of 32), RPW (rows per workgroup), HAS_BIAS.
+// Overrides: WG (>= K/32, multiple of 32), ROWS (rows per workgroup), HAS_BIAS.
 
 override WG: u32 = 128u;
-override RPW: u32 = 16u;
+override ROWS: u32 = 16u;
 override HAS_BIAS: bool = false;
 const RB: u32 = 8u;
 const MANTISSA_TOP4: u32 = 0x00780000u;
@@ -60,11 +60,11 @@ fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation) {
-  let tile = inv.wid.x + inv.wid.y * inv.nwg.x;
+fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+  let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
   let m = tile % params.m;
-  let n0 = (tile / params.m) * RPW;
+  let n0 = (tile / params.m) * ROWS;
   let words = params.k / 32u;
   let owns_k = inv.lid < words;
   let c = min(inv.lid, words - 1u);
@@ -75,6 +75,7 @@ fn main(inv: Invocation) {
   let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
   let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
   let last_row = params.n - 1u;
+  clear_partials(inv);
   var w0 = weights[min(n0, last_row) * words + c];
   var w1 = weights[min(n0 + 1u, last_row) * words + c];
   var w2 = weights[min(n0 + 2u, last_row) * words + c];
@@ -83,13 +84,13 @@ fn main(inv: Invocation) {
   var w5 = weights[min(n0 + 5u, last_row) * words + c];
   var w6 = weights[min(n0 + 6u, last_row) * words + c];
   var w7 = weights[min(n0 + 7u, last_row) * words + c];
-  for (var r = 0u; r < RPW; r += RB) {
+  for (var r = 0u; r < ROWS; r += RB) {
     let nb = n0 + r;
     let sa = vec4<f32>(scales[scale_base + min(nb, last_row)], scales[scale_base + min(nb + 1u, last_row)],
                        scales[scale_base + min(nb + 2u, last_row)], scales[scale_base + min(nb + 3u, last_row)]);
     let sb = vec4<f32>(scales[scale_base + min(nb + 4u, last_row)], scales[scale_base + min(nb + 5u, last_row)],
                        scales[scale_base + min(nb + 6u, last_row)], scales[scale_base + min(nb + 7u, last_row)]);
-    let nn = n0 + min(r + RB, RPW - RB);
+    let nn = n0 + min(r + RB, ROWS - RB);
     let v0 = weights[min(nn, last_row) * words + c];
     let v1 = weights[min(nn + 1u, last_row) * words + c];
     let v2 = weights[min(nn + 2u, last_row) * words + c];
@@ -109,7 +110,7 @@ fn main(inv: Invocation) {
   workgroupBarrier();
   reduce_partials(inv);
   workgroupBarrier();
-  if (inv.lid < RPW) {
+  if (inv.lid < ROWS) {
     let n = n0 + inv.lid;
     if (n < params.n) {
       var total = row_total(inv.lid, inv);

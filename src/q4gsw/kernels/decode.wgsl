@@ -9,7 +9,8 @@
 // and-or, giving 1 + u/16 exactly, so a nibble costs shift, and-or, fma:
 //   sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x
 // with sum x over the invocation's 32 k computed once. The group's scale is read once per
-// row (needs group_size % 32 == 0). Row sums across invocations: reduce_subgroup.wgsl or
+// row (needs group_size % 32 == 0), the 4 rows of a step in one 16-byte load when the
+// scale row stride is a multiple of 4 (the scale buffer is padded to 16 bytes). Row sums across invocations: reduce_subgroup.wgsl or
 // reduce_workgroup.wgsl, composed after this file, supply `Invocation`, clear_partials,
 // store_partials, reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
@@ -36,9 +37,11 @@ struct Params {
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> weights: array<vec4<u32>>;
-@group(0) @binding(3) var<storage, read> scales: array<f32>;
+@group(0) @binding(3) var<storage, read> scales: array<vec4<f32>>;  // f32 scales, 16-byte padded
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
+
+fn scale_at(i: u32) -> f32 { return scales[i >> 2u][i & 3u]; }
 
 // acc + (x_j * (1 + u_j / 16)) for the 8 nibbles j of word w (element j = nibble j):
 // lo holds x of nibbles 0..3, hi of nibbles 4..7.
@@ -93,8 +96,15 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let n_b = min(n0 + r + 1u, last_row);
     let n_c = min(n0 + r + 2u, last_row);
     let n_d = min(n0 + r + 3u, last_row);
-    let s = vec4<f32>(scales[scale_base + n_a], scales[scale_base + n_b],
-                      scales[scale_base + n_c], scales[scale_base + n_d]);
+    var s: vec4<f32>;
+    if ((params.scale_stride & 3u) == 0u) {
+      // rows n0 + r .. +3 start at a multiple of 4: one 16-byte load (rows past N read
+      // padding or other columns of the same group row; they are never written)
+      s = scales[(scale_base + n0 + r) >> 2u];
+    } else {
+      s = vec4<f32>(scale_at(scale_base + n_a), scale_at(scale_base + n_b),
+                    scale_at(scale_base + n_c), scale_at(scale_base + n_d));
+    }
     // the next step's rows (the last step re-reads its own rows: cache hits)
     let r_next = min(r + RB, ROWS - RB);
     let next_a = weights[min(n0 + r_next, last_row) * words + c];

@@ -58,7 +58,7 @@ def gpu_weight(runtime, weight: PackedWeight) -> list[WeightChunk]:
         chunks.append(WeightChunk(
             n0, n,
             runtime.buffers.upload(weight.weights[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
-            runtime.buffers.upload(scales, usage, f"q4gsw/scales[{n0}:{n0 + n}]"),
+            runtime.buffers.upload(scales, usage, f"q4gsw/scales[{n0}:{n0 + n}]", align=16),  # read as vec4
             stride,
         ))
     weight._gpu[id(runtime)] = (runtime, chunks)

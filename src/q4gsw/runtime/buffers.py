@@ -8,9 +8,10 @@ import weakref
 import numpy as np
 
 
-def padded_size(nbytes: int) -> int:
-    """nbytes rounded up to a multiple of 4 (and at least 4): WebGPU copies and bindings need it."""
-    return max(4, (nbytes + 3) // 4 * 4)
+def padded_size(nbytes: int, align: int = 4) -> int:
+    """nbytes rounded up to a multiple of `align` (4 by default: WebGPU copies and bindings
+    need it; 16 for buffers that kernels read as vec4), and at least `align`."""
+    return max(align, (nbytes + align - 1) // align * align)
 
 
 class BufferAllocator:
@@ -28,18 +29,18 @@ class BufferAllocator:
         with self._lock:
             return sum(1 for b in self._live if not getattr(b, "_q4gsw_destroyed", False))
 
-    def create(self, nbytes: int, usage, label: str):
-        """An uninitialized buffer of at least nbytes (rounded up to 4)."""
-        buf = self.device.create_buffer(label=label, size=padded_size(nbytes), usage=usage)
+    def create(self, nbytes: int, usage, label: str, *, align: int = 4):
+        """An uninitialized buffer of at least nbytes (rounded up to a multiple of align)."""
+        buf = self.device.create_buffer(label=label, size=padded_size(nbytes, align), usage=usage)
         with self._lock:
             self.created += 1
             self._live.add(buf)
         return buf
 
-    def upload(self, array: np.ndarray, usage, label: str):
-        """A buffer holding array's bytes, zero-padded to a multiple of 4."""
+    def upload(self, array: np.ndarray, usage, label: str, *, align: int = 4):
+        """A buffer holding array's bytes, zero-padded to a multiple of align (4 or more)."""
         data = np.ascontiguousarray(array).view(np.uint8).reshape(-1)
-        buf = self.create(data.nbytes, usage | self._copy_dst(), label)
+        buf = self.create(data.nbytes, usage | self._copy_dst(), label, align=align)
         whole = data.nbytes // 4 * 4
         if whole:
             self.device.queue.write_buffer(buf, 0, data[:whole])

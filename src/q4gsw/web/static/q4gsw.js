@@ -327,16 +327,17 @@ export class Runtime {
       const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST;
       cached = {
         weights: this._upload(weight.weights, usage, "q4gsw/weights"),
-        scales: this._upload(weight.scales.subarray(0, weight.numGroups * weight.paddedN), usage, "q4gsw/scales"),
+        // 16-byte padded, as in Python (ops/weights.py): the decode kernels read scales as vec4
+        scales: this._upload(weight.scales.subarray(0, weight.numGroups * weight.paddedN), usage, "q4gsw/scales", 16),
       };
       weight._gpu.set(this.device, cached);
     }
     return cached;
   }
 
-  _upload(array, usage, label) {
+  _upload(array, usage, label, align = 4) {
     const bytes = new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
-    const size = Math.max(4, Math.ceil(bytes.length / 4) * 4);
+    const size = Math.max(align, Math.ceil(bytes.length / align) * align);
     const buffer = this.device.createBuffer({ label, size, usage: usage | GPUBufferUsage.COPY_DST });
     const padded = new Uint8Array(size);
     padded.set(bytes);
