@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from .chain import Chain
+from .demo import BlockShape
 from .format import PackedWeight, linear_reference
 from .runtime import get_runtime
 
@@ -15,25 +16,15 @@ EPS = 1e-6
 
 
 @dataclasses.dataclass(frozen=True)
-class DecodeShape:
-    """A Llama-style decoder (grouped-query attention, SwiGLU MLP, RMSNorm); default: a ~1B-class width."""
+class DecodeShape(BlockShape):
+    """A Llama-style decoder (grouped-query attention, SwiGLU MLP, RMSNorm): the block shape of
+    q4gsw demo plus a vocabulary; default: a ~1B-class width."""
 
-    hidden: int = 1024
-    intermediate: int = 2816
-    heads: int = 16
-    kv_heads: int = 4
     vocab: int = 32000
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
-
-    @property
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """name -> (out_features N, in_features K) of one block."""
-        d, f, kv = self.hidden, self.intermediate, self.hidden // self.heads * self.kv_heads
-        return {"q_proj": (d, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, d),
-                "gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}
 
 
 def random_packed(rng, n: int, k: int, group_size: int) -> PackedWeight:
