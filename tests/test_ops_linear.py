@@ -312,3 +312,28 @@ class TestDecodeScaleStrides:
         if spec.supports(Problem(2, n, k, gs), runtime.caps):
             pytest.skip(f"{name} unsupported here")
         assert_matches_reference(q4gsw.linear(x, pw, kernel=name), x, pw)
+
+
+class TestWithoutSubgroups:
+    def test_device_without_subgroup_routes_to_workgroup_reduction(self, runtime, rng):
+        """On a device created without the `subgroup` feature, decode_subgroup is refused, the
+        default route takes decode_workgroup, and the result matches the reference."""
+        import q4gsw.runtime.device as device_module
+        from q4gsw.runtime import Runtime, reset_runtime
+
+        saved = device_module._runtime
+        rt = Runtime(disable_features=("subgroup",))
+        reset_runtime(rt)
+        try:
+            assert not rt.caps.has_subgroups
+            k, n, gs = 256, 40, 64
+            pw = q4gsw.quantize(rng.standard_normal((n, k)).astype(np.float32), gs)
+            x = rng.standard_normal((1, k)).astype(np.float32)
+            with pytest.raises(q4gsw.UnsupportedShapeError, match="subgroup"):
+                q4gsw.linear(x, pw, kernel="decode_subgroup")
+            with q4gsw.profile() as prof:
+                y = q4gsw.linear(x, pw)
+            assert [r["label"] for r in prof.rows()] == ["linear_q4gsw/decode_workgroup"]
+            assert_matches_reference(y, x, pw)
+        finally:
+            reset_runtime(saved)
