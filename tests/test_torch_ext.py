@@ -225,3 +225,16 @@ class TestLinearQ4gswOp:
         y = compiled(x)
         ref = torch.nn.functional.gelu(torch.from_numpy(q4gsw.linear_reference(case.x, case.pw, case.bias)))
         assert_close_to(y, ref)
+
+
+class TestDtypeCasts:
+    def test_half_cast_keeps_the_packed_format(self, runtime):
+        """model.half() leaves a Q4Linear's scales and bias float32, so forward still runs, unchanged."""
+        torch.manual_seed(0)
+        layer = Q4Linear.from_linear(nn.Linear(64, 24), group_size=32)
+        x = torch.randn(3, 64)
+        before = layer(x)
+        model = nn.Sequential(layer).half()
+        assert layer.weight_scales.dtype == torch.float32 and layer.bias.dtype == torch.float32
+        assert layer.weights.dtype == torch.uint8
+        assert torch.equal(model(x), before)

@@ -46,6 +46,17 @@ class Q4Linear(nn.Module):
             b = torch.from_numpy(np.array(b))
         self.register_buffer("bias", b)
 
+    def _apply(self, fn, recurse=True):
+        """Module-wide casts (model.half(), model.to(torch.bfloat16)) leave the packed format
+        alone: the scales and bias stay float32, as linear_q4gsw requires; device moves apply."""
+        kept = {name: getattr(self, name) for name in ("weight_scales", "bias")}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = getattr(self, name)
+            if before is not None and after is not None and after.dtype != before.dtype:
+                setattr(self, name, before.to(after.device))  # the device move, without the cast
+        return self
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> "Q4Linear":
         """Quantize a float nn.Linear (torchao's symmetric int4 rule, see q4gsw.quantize).
