@@ -19,28 +19,6 @@ from q4gsw.runtime.bandwidth import measure_read_bandwidth
 from q4gsw.runtime.timing import time_dispatch
 
 
-class Fixed:
-    """A KernelSpec with its RPW fixed (for exploration only)."""
-
-    def __init__(self, spec, rpw):
-        self.spec, self.rpw_value = spec, rpw
-
-    def __getattr__(self, name):
-        return getattr(self.spec, name)
-
-    def rpw(self, p):
-        return self.rpw_value
-
-    def tiles(self, p):
-        return -(-p.n // self.rpw_value), p.m
-
-    def key(self, p):
-        from q4gsw.runtime.pipelines import KernelKey
-        return KernelKey(self.spec.name, (("HAS_BIAS", False), ("ROWS", self.rpw_value),
-                                          ("WG", self.spec.workgroup_size(p))),
-                         files=self.spec.key(p).files)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="1x4096x4096,1x4096x14336,1x14336x4096,1x4096x128256")
@@ -57,8 +35,8 @@ def main():
         p = work.problem()
         for name in args.kernels.split(","):
             for rpw in (int(v) for v in args.rpw.split(",")):
-                spec = Fixed(KERNELS[name], rpw)
-                if rpw * spec.workgroup_size(p) > spec.partial_capacity:
+                spec = KERNELS[name].with_settings({"rows_per_workgroup": rpw})
+                if spec.rpw(p) != rpw:  # more rows than workgroup memory holds partials for
                     continue
                 ds = work.dispatches(spec)
                 t = statistics.median(time_dispatch(rt, ds, repeats=50, warmup=3))

@@ -1,4 +1,4 @@
-"""Benchmark timing: GPU timestamps around one dispatch, repeated, optionally evicting caches first."""
+"""Benchmark timing: GPU timestamps around one dispatch (or a chain of them in one pass), repeated."""
 
 from __future__ import annotations
 
@@ -19,14 +19,15 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
     not evict reliably: nothing orders the clear before the pass, and the two overlap.)
     Passes that write the same output are ordered by the implementation, so they never
     overlap one another. warmup_s > 0 first runs the dispatches for that long (GPU clocks
-    drop while the host computes references; a few warm-up runs do not bring them back). Without `timestamp-query` the wall-clock time of a submit + wait
-    per run is returned (host overhead included; say so when reporting).
+    drop while the host computes references; a few warm-up runs do not bring them back).
+    Without `timestamp-query` the wall-clock time of a submit + wait per run is returned
+    (host overhead included; say so when reporting).
     """
     wgpu = runtime.wgpu
     device = runtime.device
     rotation = dispatch if isinstance(dispatch, list) else [dispatch]
     done = 0
-    sink = runtime.buffers.create(4, wgpu.BufferUsage.COPY_DST | wgpu.BufferUsage.COPY_SRC, "q4gsw/sync")
+    sink = _sync_buffer(runtime)
 
     def one_batch(count: int, timed: bool) -> list[float]:
         encoder = device.create_command_encoder(label="q4gsw/bench")
@@ -53,18 +54,15 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
         query_set.destroy()
         return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(count)]
 
-    try:
-        if warmup_s:
-            _warm_up(runtime, rotation, warmup_s)
-        if warmup:
-            one_batch(warmup, timed=False)
-            runtime.buffers.read(sink, 4, np.uint32)
-        times: list[float] = []
-        while len(times) < repeats:
-            times += one_batch(min(batch, repeats - len(times)), timed=True)
-        return times
-    finally:
-        runtime.buffers.destroy(sink)
+    if warmup_s:
+        _warm_up(runtime, rotation, warmup_s)
+    if warmup:
+        one_batch(warmup, timed=False)
+        runtime.buffers.read(sink, 4, np.uint32)
+    times: list[float] = []
+    while len(times) < repeats:
+        times += one_batch(min(batch, repeats - len(times)), timed=True)
+    return times
 
 
 def time_chain(runtime, dispatches: list[Dispatch], *, per_pass: int = 32, repeats: int = 10,
@@ -109,6 +107,7 @@ def _warm_up(runtime, dispatches: list[Dispatch], seconds: float) -> None:
 
 
 def _sync_buffer(runtime):
+    """A 4-byte buffer kept on the runtime, read back to wait for the GPU."""
     buf = getattr(runtime, "_q4gsw_sync", None)
     if buf is None:
         buf = runtime.buffers.create(4, runtime.wgpu.BufferUsage.COPY_SRC | runtime.wgpu.BufferUsage.COPY_DST, "q4gsw/sync")
