@@ -32,6 +32,7 @@ from q4gsw.chain import Chain
 from q4gsw.kernels.registry import Problem, select
 from q4gsw.ops.linear import make_dispatch
 from q4gsw.ops.weights import gpu_weight
+from q4gsw.runtime.dispatch import record
 
 
 def random_weight(rng, n: int, k: int, group_size: int) -> q4gsw.PackedWeight:
@@ -88,15 +89,13 @@ def measure(layers: int = 100, hidden: int = 512, group_size: int = 128, replays
         made, temps = [], []
         for i, pw in enumerate(pws):
             for chunk in gpu_weight(rt, pw):
-                d, params = make_dispatch(rt, spec, p, chunk, bufs[i], bufs[i + 1], zero, pw)
+                d, owned = make_dispatch(rt, spec, p, chunk, bufs[i], bufs[i + 1], zero, pw)
                 made.append(d)
-                temps.append(params)
+                temps += owned
         encoder = rt.device.create_command_encoder()
         cpass = encoder.begin_compute_pass()
         for d in made:
-            cpass.set_pipeline(d.pipeline)
-            cpass.set_bind_group(0, d.bind_group)
-            cpass.dispatch_workgroups(*d.grid)
+            record(cpass, d)
         cpass.end()
         rt.submit(encoder)
         uncached.append(time.perf_counter_ns() - t0)

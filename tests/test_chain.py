@@ -7,6 +7,7 @@ import pytest
 
 import q4gsw
 from q4gsw.chain import Chain, GpuTensor, upload
+from q4gsw.kernels.registry import TiledSplit
 from q4gsw.ops.weights import gpu_weight, release_gpu_weight
 
 from .utils import RTOL, assert_matches_reference, random_problem
@@ -103,6 +104,19 @@ class TestChainLinear:
             chain.run({x: case.x})
             assert_matches_reference(y.numpy(), case.x, case.pw, case.bias)
         release_gpu_weight(case.pw)
+
+    def test_split_k_kernel(self, runtime, rng):
+        """A split-K linear (partial sums + reduction in one pass) in a chain, with bias, replayed
+        twice, equals q4gsw.linear with the same kernel bit for bit."""
+        spec = TiledSplit(64, 3)
+        case = random_problem(rng, 20, 70, 96, 32)
+        with Chain() as chain:
+            x = chain.input((20, 96))
+            y = chain.linear(x, case.pw, case.bias, kernel=spec)
+            for x0 in (case.x, rng.standard_normal((20, 96)).astype(np.float32)):
+                chain.run({x: x0})
+                np.testing.assert_array_equal(y.numpy(), q4gsw.linear(x0, case.pw, case.bias, kernel=spec))
+                assert_matches_reference(y.numpy(), x0, case.pw, case.bias)
 
     def test_profiled(self, runtime, rng):
         """Inside q4gsw.profile() every recorded dispatch is timed once per run."""

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem
+from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, TiledSplit
 from q4gsw.ops.weights import gpu_weight, release_gpu_weight, rows_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
@@ -337,3 +337,61 @@ class TestWithoutSubgroups:
             assert_matches_reference(y, x, pw)
         finally:
             reset_runtime(saved)
+
+
+class TestTiledSplit:
+    """tiled_split: tiles of 64 or 128 rows and K split over workgroups, whose partial tiles
+    a reduce_splits dispatch adds (with the bias) in the same pass."""
+
+    @pytest.mark.parametrize("rows", [64, 128])
+    @pytest.mark.parametrize("split", [1, 2, 3, 5, 16])
+    @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [
+        (1, 5, 64, 32),        # fewer k steps (2) than splits: empty splits write zeros
+        (17, 67, 96, 32),      # odd M and N, 3 steps
+        (65, 130, 320, 96),    # group size not a power of two, two row tiles at 64
+        (130, 129, 512, 64),   # M past one 128-row tile, N past one 128-feature tile
+    ])
+    def test_matches_reference(self, runtime, make_problem, rows, split, with_bias, m, n, k, gs):
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = TiledSplit(rows, split)
+        assert spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps) is None
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_split_along_n(self, runtime, fake_limits, make_problem):
+        """With the weight split along N, each chunk's reduction writes its own columns (and bias)."""
+        case = make_problem(1, 50, 64, 32, extra_cols=5)  # 1600 weight bytes; 400 of partial sums
+        with fake_limits(max_storage_buffer_binding_size=512):
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 2))
+            assert len(gpu_weight(runtime, case.pw)) > 1
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        release_gpu_weight(case.pw)
+
+    def test_one_labelled_pass_and_buffers_freed(self, runtime, make_problem):
+        """A split run is one profiled pass labelled tiled_split, and frees its partial sums."""
+        case = make_problem(20, 40, 256, 64)
+        q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 4))  # weight uploaded, pipelines built
+        live = runtime.buffers.live
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 4))
+        assert runtime.buffers.live == live
+        with q4gsw.profile() as prof:
+            q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 4))
+        assert [(r["label"], r["calls"]) for r in prof.rows()] == [("linear_q4gsw/tiled_split", 1)]
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        release_gpu_weight(case.pw)
+
+    def test_partial_sums_past_binding_limit_refused(self, runtime, fake_limits):
+        """A split whose partial sums would not fit one binding is refused, naming the reason."""
+        p = Problem(64, 4096, 4096, 128)
+        with fake_limits(max_storage_buffer_binding_size=4 * 64 * 4096 * 2 - 4):
+            assert "partial sums" in TiledSplit(64, 2).supports(p, runtime.caps)
+            assert TiledSplit(64, 1).supports(p, runtime.caps) is None
+
+    def test_default_settings(self):
+        """64-row tiles up to M = 64; the split fills one wave of 132 workgroups, >= 4 steps each."""
+        spec = KERNELS["tiled_split"]
+        assert (spec.tile_rows(Problem(64, 4096, 4096, 128)), spec.split(Problem(64, 4096, 4096, 128))) == (64, 4)
+        assert (spec.tile_rows(Problem(128, 4096, 4096, 128)), spec.split(Problem(128, 4096, 4096, 128))) == (128, 4)
+        assert spec.split(Problem(128, 14336, 4096, 128)) == 1  # 112 tiles already fill the wave
+        assert spec.split(Problem(64, 4096, 256, 128)) == 2  # K = 256: 8 steps, at least 4 each

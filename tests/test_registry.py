@@ -138,10 +138,11 @@ class TestSupports:
 class TestTiles:
     @given(problems())
     def test_cover_problem(self, p):
-        """Every kernel's tile counts are positive and at most one workgroup per (row, feature)."""
+        """Every kernel's tile counts are positive and at most one workgroup per (row, feature)
+        and split of K."""
         for spec in KERNELS.values():
             n_tiles, m_tiles = spec.tiles(p)
-            assert 1 <= n_tiles <= p.n and 1 <= m_tiles <= p.m
+            assert 1 <= n_tiles <= p.n and 1 <= m_tiles <= p.m * spec.split(p)
 
     def test_general(self):
         """general: one tile per output feature and per 4 rows of x."""

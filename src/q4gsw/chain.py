@@ -14,7 +14,7 @@ from .ops.linear import POISON, check_sizes, make_dispatch
 from .ops.weights import gpu_weight
 from .profile import active_profiler
 from .runtime import get_runtime
-from .runtime.dispatch import Dispatch, fold_grid
+from .runtime.dispatch import Dispatch, fold_grid, record
 from .runtime.pipelines import KernelKey
 
 #: Invocations per workgroup of the elementwise kernels and of rms_norm.
@@ -165,14 +165,14 @@ class Chain:
 
     # --- ops ---------------------------------------------------------------------------------
 
-    def linear(self, x: GpuTensor, weight: PackedWeight, bias=None, *, kernel: str | None = None) -> GpuTensor:
+    def linear(self, x: GpuTensor, weight: PackedWeight, bias=None, *, kernel=None) -> GpuTensor:
         """out = x @ dequantize(weight).T (+ bias), as q4gsw.linear computes it.
 
         Args:
             x: (..., K) GpuTensor.
             weight: the PackedWeight (uploaded once per device and cached on it).
             bias: optional (N,) float32 ndarray / CPU torch.Tensor (uploaded now), or a GpuTensor.
-            kernel: force a kernel by name (default: chosen as q4gsw.linear chooses).
+            kernel: force a kernel by name or KernelSpec (default: chosen as q4gsw.linear chooses).
         Returns:
             (..., N) GpuTensor.
         """
@@ -198,8 +198,8 @@ class Chain:
         out = self._output((*x.shape[:-1], n))
         bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
         for chunk in gpu_weight(self.runtime, weight):
-            dispatch, params_buf = make_dispatch(self.runtime, spec, p, chunk, x.buffer, out.buffer, bias_buf, weight)
-            self._owned.append(params_buf)
+            dispatch, owned = make_dispatch(self.runtime, spec, p, chunk, x.buffer, out.buffer, bias_buf, weight)
+            self._owned += owned
             self.dispatches.append(dispatch)
         return out
 
@@ -297,9 +297,7 @@ class Chain:
         encoder = rt.device.create_command_encoder(label=self.label)
         cpass = encoder.begin_compute_pass(label=self.label)
         for d in self.dispatches:
-            cpass.set_pipeline(d.pipeline)
-            cpass.set_bind_group(0, d.bind_group)
-            cpass.dispatch_workgroups(*d.grid)
+            record(cpass, d)
         cpass.end()
         rt.submit(encoder)
 

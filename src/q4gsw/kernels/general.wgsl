@@ -20,7 +20,7 @@ const MT: u32 = 4u;
 struct Params {
   m: u32, n: u32, k: u32, row_bytes: u32,
   group_size: u32, num_groups: u32, scale_stride: u32, out_stride: u32,
-  out_offset: u32, n_tiles: u32, tiles: u32, pad0: u32,
+  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,  // split_stride: tiled.wgsl only
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;

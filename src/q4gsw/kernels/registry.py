@@ -39,6 +39,7 @@ class KernelSpec:
 
     name: str = ""
     baseline: bool = False  # kept only for benchmarks; never chosen by default
+    web: bool = True  # exported to q4gsw.js (see q4gsw.web)
 
     def tiles(self, p: Problem) -> tuple[int, int]:
         """(tiles along N, tiles along M): workgroups = their product."""
@@ -59,10 +60,14 @@ class KernelSpec:
     def _shape_reason(self, p: Problem) -> str | None:
         return None
 
-    def prefers(self, p: Problem) -> bool:
-        """Whether the default routing picks this kernel for p when it supports it (pure; the
-        M thresholds come from the H100 benchmarks in bench/results/)."""
-        return not self.baseline
+    def predicted_seconds(self, p: Problem) -> float | None:
+        """The cost model's time for p (constants fitted to the H100 runs in bench/results/);
+        None for kernels the default routing never prefers (fallbacks and baselines)."""
+        return None
+
+    def split(self, p: Problem) -> int:
+        """Workgroups per output tile along K; > 1 adds a reduce_splits dispatch."""
+        return 1
 
     def variants(self, p: Problem) -> list["KernelSpec"]:
         """The configurations `q4gsw tune` tries for p (each a KernelSpec); default: itself."""
@@ -90,20 +95,37 @@ class KernelSpec:
         return f"<KernelSpec {self.name}>"
 
 
-# Default routing between the decode and tiled kernels: a cost model with constants fitted
-# to the H100 runs in bench/results/ (2026-11-25). Decode time grows with M * N * K; tiled
-# time with the number of waves of 128 x 128 tiles (one resident per SM, 132 SMs) times K.
+# Default routing: the supported kernel with the least predicted time, from a cost model
+# with constants fitted to the H100 runs in bench/results/ (2026-11-25). Decode time grows
+# with M * N * K; tiled time with the number of waves of tiles (one resident per SM,
+# 132 SMs) times the k each tile covers; split-K adds a pass over the partial sums.
 DECODE_SECONDS_PER_MAC = 2.5e-13
-TILED_SECONDS_PER_K_PER_WAVE = 1.7e-7
-TILED_TILES_PER_WAVE = 132
+TILED_SECONDS_PER_K_PER_WAVE = 1.53e-7  # 128-row tiles (4.9 µs a step of 32 k)
+TILED64_SECONDS_PER_K_PER_WAVE = 1.35e-7  # 64-row tiles: half the FMAs, the same latency-bound steps
+TILED_TILES_PER_WAVE = 132  # one resident workgroup per SM (measured: 2 x 132 workgroups take 2 waves)
+SPLIT_SECONDS_PER_PARTIAL = 5.0e-12  # the reduction: write + read of one partial float
+SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
+REDUCE_WG = 256
+
+
+def decode_seconds(p: Problem) -> float:
+    return DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
+
+
+def tiled_seconds(p: Problem, rows: int = 128, split: int = 1) -> float:
+    tiles = -(-p.m // rows) * -(-p.n // 128) * split
+    per_k = TILED_SECONDS_PER_K_PER_WAVE if rows == 128 else TILED64_SECONDS_PER_K_PER_WAVE
+    steps = -(-(p.k // 32) // split)
+    seconds = per_k * 32 * steps * -(-tiles // TILED_TILES_PER_WAVE)
+    if split > 1:
+        seconds += SPLIT_SECONDS_FIXED + SPLIT_SECONDS_PER_PARTIAL * split * p.m * p.n
+    return seconds
 
 
 def decode_beats_tiled(p: Problem) -> bool:
-    """Whether the decode kernel is predicted faster than the tiled one for p."""
-    decode = DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
-    tiles = -(-p.m // 128) * -(-p.n // 128)
-    tiled = TILED_SECONDS_PER_K_PER_WAVE * p.k * -(-tiles // TILED_TILES_PER_WAVE)
-    return decode <= tiled
+    """Whether the decode kernel is predicted faster than the (unsplit) tiled one for p:
+    the choice q4gsw.js makes between the kernels a browser bundle holds."""
+    return decode_seconds(p) <= tiled_seconds(p)
 
 
 class Rowwise(KernelSpec):
@@ -135,9 +157,6 @@ class General(KernelSpec):
 
     def constants(self, p):
         return (("WG", self.wg),)
-
-    def prefers(self, p):
-        return False  # the fallback: chosen only when no faster kernel supports p
 
 
 class Decode(KernelSpec):
@@ -192,8 +211,8 @@ class Decode(KernelSpec):
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
                          files=(self.file, f"reduce_{self.reduction}"))
 
-    def prefers(self, p):
-        return decode_beats_tiled(p)
+    def predicted_seconds(self, p):
+        return decode_seconds(p)
 
     def _shape_reason(self, p):
         if p.m > self.max_m:
@@ -230,8 +249,8 @@ class Tiled(KernelSpec):
     name = "tiled"
     tile = 128
 
-    def prefers(self, p):
-        return not decode_beats_tiled(p)
+    def predicted_seconds(self, p):
+        return tiled_seconds(p)
 
     def tiles(self, p):
         return -(-p.n // self.tile), -(-p.m // self.tile)
@@ -247,9 +266,93 @@ class Tiled(KernelSpec):
         return None
 
 
+class TiledSplit(Tiled):
+    """The tiled kernel for grids too small to fill the GPU (16 <= M <= ~512): tiles of 64
+    or 128 rows of x, and K split over `split` workgroups per tile whose partial tiles a
+    second dispatch (reduce_splits.wgsl) adds in the same compute pass.
+
+    Settings: rows (64 or 128; default 64 up to M = 64) and split (default: the largest
+    power of two that keeps the grid within one wave of 132 workgroups, with at least 4
+    steps of 32 k each: more waves only queue). Not in browser bundles (its kernel key
+    depends on M).
+    """
+
+    name = "tiled_split"
+    web = False
+    max_split = 16
+
+    def __init__(self, rows: int | None = None, split: int | None = None):
+        self.rows, self.fixed_split = rows, split
+
+    def settings(self):
+        return {k: v for k, v in (("rows", self.rows), ("split", self.fixed_split)) if v is not None}
+
+    def with_settings(self, settings):
+        rows = settings.get("rows", self.rows)
+        split = settings.get("split", self.fixed_split)
+        if rows not in (None, 64, 128) or (split is not None and not 1 <= int(split) <= self.max_split):
+            return self
+        return TiledSplit(rows, None if split is None else int(split))
+
+    def variants(self, p):
+        return [TiledSplit(r, s) for r in (64, 128) for s in (1, 2, 4, 8, 16)
+                if s <= max(1, p.k // 32 // 4) and (r, s) != (128, 1)]
+
+    def tile_rows(self, p: Problem) -> int:
+        return self.rows or (64 if p.m <= 64 else 128)
+
+    def split(self, p):
+        if self.fixed_split is not None:
+            return min(self.fixed_split, max(1, p.k // 32))
+        tiles = -(-p.m // self.tile_rows(p)) * -(-p.n // self.tile)
+        split = 1
+        while (split * 2 <= self.max_split and tiles * split * 2 <= TILED_TILES_PER_WAVE
+               and p.k // 32 // (split * 2) >= 4):
+            split *= 2
+        return split
+
+    def predicted_seconds(self, p):
+        return tiled_seconds(p, self.tile_rows(p), self.split(p))
+
+    def tiles(self, p):
+        return -(-p.n // self.tile), -(-p.m // self.tile_rows(p)) * self.split(p)
+
+    def loop_trips(self, p):
+        return -(-(p.k // 32) // self.split(p)) * (32 + 2)
+
+    def constants(self, p):
+        return (("BM", self.tile_rows(p)), ("SPLIT", self.split(p)))
+
+    def key(self, p):
+        # tiled.wgsl with other constants (with a split, the reduction adds the bias)
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled",))
+
+    def reduce_key(self, p: Problem) -> KernelKey:
+        """The second dispatch of a split run (p.split > 1)."""
+        return KernelKey("reduce_splits", (("HAS_BIAS", p.has_bias), ("SPLIT", self.split(p)),
+                                           ("WG", REDUCE_WG)))
+
+    def partial_bytes(self, p: Problem) -> int:
+        """The partial-sum buffer a split run needs (0 without a split)."""
+        s = self.split(p)
+        return 4 * s * p.m * p.n if s > 1 else 0
+
+    def supports(self, p, caps):
+        reason = super().supports(p, caps)
+        if reason is None and caps is not None and self.partial_bytes(p) > caps.max_binding_size:
+            return (f"{self.split(p)} partial sums of M x N need {self.partial_bytes(p)} bytes, "
+                    f"past the binding limit {caps.max_binding_size}")
+        if reason is None and self.split(p) * p.m * p.n >= 1 << 32:
+            return "the partial sums need more than 2^32 elements"
+        return reason
+
+    def __repr__(self):
+        return f"<KernelSpec {self.name} {self.settings()}>"
+
+
 KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), Tiled(), General(), Rowwise())
+    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), Tiled(), TiledSplit(), General(), Rowwise())
 }
 
 
@@ -259,11 +362,11 @@ def tuning_bucket(p: Problem) -> str:
     return f"m{m}_k{p.k}_n{p.n}_g{p.group_size}"
 
 
-def select(p: Problem, caps, kernel: str | None = None, tuned: dict | None = None) -> KernelSpec:
-    """The kernel to run p: the one named, else the tuned choice for p's bucket (see
-    q4gsw.tune; `tuned` maps bucket -> {"kernel", "settings"}) when it supports p, else the
-    first kernel in KERNELS order (fastest first) that supports p and prefers it, else the
-    first that supports it."""
+def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: dict | None = None) -> KernelSpec:
+    """The kernel to run p: the one named (or given as a KernelSpec, e.g. with settings),
+    else the tuned choice for p's bucket (see q4gsw.tune; `tuned` maps bucket ->
+    {"kernel", "settings"}) when it supports p, else the supported kernel with the least
+    predicted_seconds (ties: KERNELS order), else the first supported fallback."""
     if kernel is None and tuned:
         entry = tuned.get(tuning_bucket(p))
         spec = KERNELS.get(entry["kernel"]) if entry else None
@@ -272,25 +375,29 @@ def select(p: Problem, caps, kernel: str | None = None, tuned: dict | None = Non
             if spec.supports(p, caps) is None:
                 return spec
     if kernel is not None:
-        spec = KERNELS.get(kernel)
+        spec = kernel if isinstance(kernel, KernelSpec) else KERNELS.get(kernel)
         if spec is None:
             raise UnsupportedShapeError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
         reason = spec.supports(p, caps)
         if reason:
-            raise UnsupportedShapeError(f"kernel {kernel!r} cannot run M={p.m} N={p.n} K={p.k} "
+            raise UnsupportedShapeError(f"kernel {spec.name!r} cannot run M={p.m} N={p.n} K={p.k} "
                                         f"group_size={p.group_size}: {reason}")
         return spec
-    reasons, fallback = [], None
+    reasons, best, fallback = [], None, None
     for spec in KERNELS.values():
         if spec.baseline:
             continue
         reason = spec.supports(p, caps)
-        if reason is None and spec.prefers(p):
-            return spec
-        if reason is None:
-            fallback = fallback or spec
-        else:
+        if reason is not None:
             reasons.append(f"{spec.name}: {reason}")
+            continue
+        seconds = spec.predicted_seconds(p)
+        if seconds is None:
+            fallback = fallback or spec
+        elif best is None or seconds < best[0]:
+            best = (seconds, spec)
+    if best is not None:
+        return best[1]
     if fallback is not None:
         return fallback
     raise UnsupportedShapeError(f"no kernel runs M={p.m} N={p.n} K={p.k} group_size={p.group_size}: "

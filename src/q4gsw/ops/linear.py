@@ -21,14 +21,15 @@ from .weights import gpu_weight
 POISON = np.uint32(0x7FBADBAD)  # a NaN: an output element no kernel wrote fails any comparison
 
 
-def linear(x, weight: PackedWeight, bias=None, *, kernel: str | None = None):
+def linear(x, weight: PackedWeight, bias=None, *, kernel=None):
     """out = x @ dequantize(weight).T (+ bias), computed on the WebGPU device.
 
     Args:
         x: (..., K) float32 ndarray or torch.Tensor.
         weight: the PackedWeight (N output features, K input features).
         bias: optional (N,) float32.
-        kernel: force a kernel by name (see q4gsw.kernels.registry.KERNELS); default: chosen.
+        kernel: force a kernel by name (see q4gsw.kernels.registry.KERNELS) or as a KernelSpec
+            with settings (e.g. TiledSplit(rows=64, split=4)); default: chosen.
     Returns:
         (..., N) float32, an ndarray (a CPU torch.Tensor when x is a torch.Tensor).
     Raises:
@@ -37,7 +38,7 @@ def linear(x, weight: PackedWeight, bias=None, *, kernel: str | None = None):
     return _linear("linear", x, weight, bias, kernel)
 
 
-def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kernel: str | None = None):
+def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kernel=None):
     """ExecuTorch's et_vk.linear_q4gsw(input, weights, weight_scales, group_size, bias=None).
 
     Args:
@@ -125,7 +126,7 @@ def _linear(fn, x, weight, bias, kernel):
     xa, ba, p = _validate(fn, x, weight, bias)
     lead = xa.shape[:-1]
     if p.m == 0:
-        if kernel is not None and kernel not in KERNELS:
+        if isinstance(kernel, str) and kernel not in KERNELS:
             select(p, None, kernel)  # raises for an unknown name
         return _wrap(np.zeros((*lead, p.n), np.float32), was_torch)
     runtime = get_runtime()
@@ -160,8 +161,8 @@ def _run(runtime, spec, p: Problem, x2d: np.ndarray, weight: PackedWeight, bias)
     try:
         dispatches = []
         for c in chunks:
-            dispatch, params_buf = make_dispatch(runtime, spec, p, c, x_buf, out_buf, bias_buf, weight)
-            temps.append(params_buf)
+            dispatch, owned = make_dispatch(runtime, spec, p, c, x_buf, out_buf, bias_buf, weight)
+            temps += owned
             dispatches.append(dispatch)
         run(dispatches, runtime)
         return runtime.buffers.read(out_buf, 4 * p.m * p.n, np.float32).reshape(p.m, p.n)
@@ -170,22 +171,52 @@ def _run(runtime, spec, p: Problem, x2d: np.ndarray, weight: PackedWeight, bias)
 
 
 def make_dispatch(runtime, spec, p: Problem, chunk, x_buf, out_buf, bias_buf, weight: PackedWeight):
-    """The dispatch of spec over one weight chunk, and its params buffer (owned by the caller)."""
+    """The dispatch of spec over one weight chunk, and the buffers it owns (params; with a
+    split-K kernel also the partial sums and the reduction's params): the caller frees them.
+
+    A split-K kernel (spec.split(p) > 1) writes SPLIT partial M x n slices into its own
+    buffer; a reduce_splits dispatch in the same pass adds them (and the bias) into out.
+    """
+    usage = runtime.wgpu.BufferUsage
     cp = Problem(p.m, chunk.n, p.k, p.group_size, p.has_bias)
     n_tiles, m_tiles = spec.tiles(cp)
     tiles = n_tiles * m_tiles
+    split = spec.split(cp)
+    slice_size = cp.m * cp.n
+    owned = []
+    target, out_stride, out_offset = out_buf, p.n, chunk.n0
+    if split > 1:
+        target = runtime.buffers.create(4 * split * slice_size, usage.STORAGE | usage.COPY_DST, "q4gsw/partial-sums")
+        owned.append(target)
+        if runtime.poison_outputs:
+            runtime.device.queue.write_buffer(target, 0, np.full(split * slice_size, POISON, np.uint32))
+        out_stride, out_offset = cp.n, 0
     # min(group_size, K): the same groups for every k < K, and always fits a u32
     params = np.array([cp.m, cp.n, cp.k, cp.row_bytes, min(cp.group_size, cp.k), cp.num_groups, chunk.scale_stride,
-                       p.n, chunk.n0, n_tiles, tiles, 0], np.uint32)
-    params_buf = runtime.buffers.upload(params, runtime.wgpu.BufferUsage.UNIFORM, "q4gsw/params")
+                       out_stride, out_offset, n_tiles, tiles, slice_size if split > 1 else 0], np.uint32)
+    owned.append(runtime.buffers.upload(params, usage.UNIFORM, "q4gsw/params"))
     key = spec.key(cp)
+    then = ()
+    if split > 1:
+        reduce_params = np.array([cp.m, cp.n, p.n, chunk.n0, slice_size, slice_size, 0, 0], np.uint32)
+        owned.append(runtime.buffers.upload(reduce_params, usage.UNIFORM, "q4gsw/reduce-params"))
+        reduce_key = spec.reduce_key(cp)
+        then = (_bound(runtime, reduce_key, (out_buf, target, bias_buf, owned[-1]),
+                       -(-slice_size // dict(reduce_key.constants)["WG"])),)
+    d = _bound(runtime, key, (target, x_buf, chunk.weights, chunk.scales, bias_buf, owned[-1 if split == 1 else -2]),
+               tiles)
+    d.nbytes = chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + 4 * cp.m * cp.k + 4 * cp.m * chunk.n
+    d.flops = 2 * cp.m * cp.k * chunk.n
+    d.then = then
+    return d, owned
+
+
+def _bound(runtime, key, buffers, workgroups: int) -> Dispatch:
+    """A Dispatch of key's pipeline with buffers bound at 0, 1, ... of group 0."""
     pipeline = runtime.pipelines.get(key)
     bind_group = runtime.device.create_bind_group(
         label=str(key),
         layout=pipeline.get_bind_group_layout(0),
-        entries=[{"binding": i, "resource": {"buffer": b}}
-                 for i, b in enumerate((out_buf, x_buf, chunk.weights, chunk.scales, bias_buf, params_buf))],
+        entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)],
     )
-    nbytes = (chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + 4 * cp.m * cp.k + 4 * cp.m * chunk.n)
-    grid = fold_grid(tiles, runtime.caps.max_workgroups_per_dimension)
-    return Dispatch(key, pipeline, bind_group, grid, nbytes, 2 * cp.m * cp.k * chunk.n), params_buf
+    return Dispatch(key, pipeline, bind_group, fold_grid(workgroups, runtime.caps.max_workgroups_per_dimension))

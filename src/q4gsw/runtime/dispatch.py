@@ -17,6 +17,8 @@ class Dispatch:
     grid: tuple[int, int, int]
     nbytes: int = 0
     flops: int = 0
+    #: dispatches that finish the job in the same compute pass (a split-K kernel's reduction)
+    then: tuple["Dispatch", ...] = ()
 
 
 def fold_grid(workgroups: int, max_per_dimension: int) -> tuple[int, int, int]:
@@ -34,7 +36,15 @@ def fold_grid(workgroups: int, max_per_dimension: int) -> tuple[int, int, int]:
 def encode(encoder, dispatch: Dispatch, timestamp_writes=None) -> None:
     """Encode dispatch as its own compute pass, labelled with its kernel key."""
     cpass = encoder.begin_compute_pass(label=str(dispatch.key), timestamp_writes=timestamp_writes)
+    record(cpass, dispatch)
+    cpass.end()
+
+
+def record(cpass, dispatch: Dispatch) -> None:
+    """Record dispatch and its follow-ups into an open compute pass (WebGPU orders a
+    dispatch's storage writes before the next dispatch of the pass reads them)."""
     cpass.set_pipeline(dispatch.pipeline)
     cpass.set_bind_group(0, dispatch.bind_group)
     cpass.dispatch_workgroups(*dispatch.grid)
-    cpass.end()
+    for follow_up in dispatch.then:
+        record(cpass, follow_up)

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .dispatch import Dispatch, encode
+from .dispatch import Dispatch, encode, record
 
 
 def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int = 30, warmup: int = 3,
@@ -81,9 +81,7 @@ def time_chain(runtime, dispatches: list[Dispatch], *, per_pass: int = 32, repea
             "query_set": query_set, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1})
         for j in range(per_pass):
             d = dispatches[(i * per_pass + j) % len(dispatches)]
-            cpass.set_pipeline(d.pipeline)
-            cpass.set_bind_group(0, d.bind_group)
-            cpass.dispatch_workgroups(*d.grid)
+            record(cpass, d)
         cpass.end()
     encoder.resolve_query_set(query_set, 0, 2 * repeats, resolved, 0)
     runtime.submit(encoder)

@@ -142,7 +142,7 @@ def layer_kernels(weight: PackedWeight) -> tuple[list[dict], dict]:
     n, k, gs = weight.out_features, weight.in_features, weight.group_size
     entries, kernels = [], {}
     for spec in KERNELS.values():
-        if spec.baseline:
+        if spec.baseline or not spec.web:
             continue
         reason = spec.supports(Problem(1, n, k, gs), None)
         if reason is not None:

@@ -70,7 +70,7 @@ function positiveInt(fn, argument, value, ErrorClass = GroupSizeError) {
 /** Field order of every kernel's WGSL `struct Params` (12 x u32), as ops/linear.py packs it. */
 export const PARAMS_FIELDS = Object.freeze([
   "m", "n", "k", "row_bytes", "group_size", "num_groups", "scale_stride", "out_stride",
-  "out_offset", "n_tiles", "tiles", "pad0",
+  "out_offset", "n_tiles", "tiles", "split_stride",
 ]);
 
 /** [x, y, 1] with x * y >= workgroups, each <= maxPerDimension (runtime/dispatch.py fold_grid). */
@@ -437,7 +437,7 @@ export class Runtime {
     const nTiles = entry.n_tiles;
     const tiles = nTiles * Math.ceil(p.m / entry.m_per_tile);
     const values = { m: p.m, n: p.n, k: p.k, row_bytes: p.row_bytes, group_size: p.group_size, num_groups: p.num_groups,
-      scale_stride: weight.paddedN, out_stride: p.n, out_offset: 0, n_tiles: nTiles, tiles, pad0: 0 };
+      scale_stride: weight.paddedN, out_stride: p.n, out_offset: 0, n_tiles: nTiles, tiles, split_stride: 0 };
     const params = new Uint32Array(PARAMS_FIELDS.map((f) => values[f]));
     const outBytes = 4 * p.m * p.n;
     const temps = [
