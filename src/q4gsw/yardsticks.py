@@ -1,5 +1,5 @@
-"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV of our own, and (where torch with
-CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events."""
+"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV and GEMM of our own, and (where torch
+with CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import statistics
 
 import numpy as np
 
-from .runtime.dispatch import Dispatch, fold_grid
+from .runtime.dispatch import Dispatch, encode, fold_grid
 from .runtime.pipelines import KernelKey
 from .runtime.timing import time_chain, time_dispatch
 
 DENSE_WG = 256
+#: dense_gemm.wgsl's output tile (rows of x and output features per workgroup).
+GEMM_TILE = 128
+#: Device memory the GEMM yardstick may hold (x, out and every weight copy together).
+GEMM_MEMORY_CAP = 2_000_000_000
 
 
 def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
@@ -44,8 +48,104 @@ def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
         rel = float(np.abs(y - ref).max() / np.abs(ref).max())
     finally:
         rt.buffers.destroy(x_buf, out, params, *w_bufs)
-    return {"median_us": single / 1e3, "chained_us": chained / 1e3, "bytes": dispatches[0].nbytes,
-            "weight_copies": copies, "rel_error": rel}
+    return {"kernel": "dense_gemv", "median_us": single / 1e3, "chained_us": chained / 1e3,
+            "bytes": dispatches[0].nbytes, "weight_copies": copies, "rel_error": rel}
+
+
+class DenseGemm:
+    """dense_gemm.wgsl's buffers for one x and `copies` uploads of one fp32 weight (for L2
+    rotation): dispatches (one per copy), run_once() and release()."""
+
+    def __init__(self, rt, x: np.ndarray, w: np.ndarray, copies: int = 1):
+        m, k = x.shape
+        n, k_w = w.shape
+        if k_w != k or k % 4:
+            raise ValueError(f"dense_gemm: expected x (M, K) and w (N, K) with K % 4 == 0, got {x.shape} and {w.shape}")
+        usage = rt.wgpu.BufferUsage
+        self.rt, self.m, self.n, self.k = rt, m, n, k
+        self.key = KernelKey("dense_gemm", (("K_TAIL", k % 32 != 0),), family="dense_f32")
+        pipeline = rt.pipelines.get(self.key)
+        n_tiles = -(-n // GEMM_TILE)
+        tiles = n_tiles * -(-m // GEMM_TILE)
+        self.x = rt.buffers.upload(x.astype(np.float32), usage.STORAGE, "dense/x", align=16)
+        self.out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "dense/out")
+        self.params = rt.buffers.upload(np.array([m, n, k, n_tiles, tiles, 0, 0, 0], np.uint32), usage.UNIFORM, "dense/params")
+        w32 = np.ascontiguousarray(w, np.float32)
+        self.w = [rt.buffers.upload(w32, usage.STORAGE, "dense/w", align=16) for _ in range(copies)]
+        grid = fold_grid(tiles, rt.caps.max_workgroups_per_dimension)
+        self.dispatches = [
+            Dispatch(self.key, pipeline, rt.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
+                {"binding": i, "resource": {"buffer": b}} for i, b in enumerate((self.out, self.x, wb, self.params))]),
+                grid, nbytes=w32.nbytes + 4 * m * k + 4 * m * n, flops=2 * m * n * k)
+            for wb in self.w
+        ]
+
+    def run_once(self) -> np.ndarray:
+        """(M, N) float32 out after one dispatch; out is filled with NaN first, so an element
+        the kernel does not write shows as NaN."""
+        self.rt.device.queue.write_buffer(self.out, 0, np.full(self.m * self.n, np.nan, np.float32))
+        encoder = self.rt.device.create_command_encoder(label="dense/gemm")
+        encode(encoder, self.dispatches[0])
+        self.rt.submit(encoder)
+        return self.rt.buffers.read(self.out, 4 * self.m * self.n).reshape(self.m, self.n)
+
+    def release(self) -> None:
+        self.rt.buffers.destroy(self.x, self.out, self.params, *self.w)
+
+
+def dense_matmul(rt, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T through dense_gemm.wgsl, once.
+
+    Args:
+        x: (M, K) float32; w: (N, K) float32, K % 4 == 0.
+    Returns:
+        (M, N) float32.
+    """
+    gemm = DenseGemm(rt, x, w)
+    try:
+        return gemm.run_once()
+    finally:
+        gemm.release()
+
+
+def dense_gemm(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
+    """Median µs of dense_gemm.wgsl (fp32 weights, the tile design of tiled.wgsl) over rotating
+    weight copies, and its error: the prefill (M > 8) counterpart of dense_gemv.
+
+    Copies total >= rotate_bytes where x, out and the copies fit GEMM_MEMORY_CAP (at least
+    one copy); 'weight_copies' and 'rotated_bytes' say what was used. 'chained_us' is None
+    when one run takes over 2 ms or there are no timestamps.
+    """
+    if k % 4:
+        return {"kernel": "dense_gemm", "skipped": f"K={k} is not a multiple of 4 (dense_gemm.wgsl reads vec4)"}
+    w_bytes = 4 * n * k
+    if w_bytes > rt.caps.max_binding_size:
+        return {"kernel": "dense_gemm", "skipped": f"{w_bytes} bytes of fp32 weight exceed one binding"}
+    if 4 * m * max(k, n) > rt.caps.max_binding_size:
+        return {"kernel": "dense_gemm", "skipped": f"x or out of M={m} exceeds one binding"}
+    w = rng.standard_normal((n, k), dtype=np.float32)
+    x = rng.standard_normal((m, k), dtype=np.float32)
+    if rt.caps.is_cpu:
+        copies = 1
+    else:
+        room = (GEMM_MEMORY_CAP - 4 * m * (k + n)) // w_bytes
+        copies = max(1, min(-(-rotate_bytes // w_bytes), room))
+    gemm = DenseGemm(rt, x, w, copies)
+    try:
+        y = gemm.run_once()
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+        rel = float(np.abs(y - ref).max() / np.abs(ref).max())
+        del ref
+        single = statistics.median(time_dispatch(rt, gemm.dispatches, repeats=30, warmup_s=0.3))
+        chained = None
+        if single < 2e6 and rt.caps.has_timestamps:
+            chained = statistics.median(time_chain(rt, gemm.dispatches)) / 1e3
+    finally:
+        gemm.release()
+    d = gemm.dispatches[0]
+    return {"kernel": "dense_gemm", "median_us": single / 1e3, "chained_us": chained, "bytes": d.nbytes,
+            "weight_copies": copies, "rotated_bytes": copies * w_bytes,
+            "tflop_per_s": d.flops / single / 1e3, "rel_error": rel}
 
 
 def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int) -> dict:
