@@ -1,7 +1,8 @@
 """Experiment: the prefill kernels in one process (same ceiling, same weight copies).
 
-- `tiled` as shipped (global loads one step ahead) against bench/experiments/tiled_v1.wgsl
-  (the version before: load, barrier, compute), at the M of --shapes;
+- `tiled` as shipped against an earlier version (--old, default bench/experiments/tiled_v1.wgsl: no prefetch;
+  tiled_double_buffer.wgsl: 16-k steps in two buffers) with the
+  same override constants (64- and 128-row tiles, no split) at M >= 256;
 - every `tiled_split` variant (64 / 128 rows, split 1..16) and the decode kernel, at the
   mid M where the 128 x 128 grid underfills the GPU.
 
@@ -18,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from explore_f16 import params_for, variant_dispatches
 from q4gsw.bench import Workload, parse_shapes, random_weight
 from q4gsw.format import linear_reference
 from q4gsw.kernels.registry import KERNELS, Problem, TiledSplit
 from q4gsw.runtime import get_runtime
-from q4gsw.runtime.pipelines import KernelKey
+from q4gsw.runtime.dispatch import Dispatch
 from q4gsw.runtime.timing import time_dispatch
 
 DEFAULT_SHAPES = ("512x4096x4096,512x4096x14336,2048x4096x4096,"
@@ -35,12 +35,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=DEFAULT_SHAPES)
     ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--old", default=str(Path(__file__).parent / "experiments" / "tiled_v1.wgsl"))
     ap.add_argument("--out")
     args = ap.parse_args()
     rt = get_runtime()
     rng = np.random.default_rng(5)
-    v1 = rt.device.create_shader_module(code=(Path(__file__).parent / "experiments" / "tiled_v1.wgsl").read_text())
-    v1_pipeline = rt.device.create_compute_pipeline(layout="auto", compute={"module": v1, "entry_point": "main"})
+    old_source = Path(args.old).read_text()
+    old = rt.device.create_shader_module(code=old_source)
+    old_name = Path(args.old).stem
     rows = []
     for m, k, n in parse_shapes(args.shapes):
         weight = random_weight(rng, n, k, 128)
@@ -63,10 +65,20 @@ def main():
 
         timed("tiled", work.dispatches(KERNELS["tiled"]))
         if m >= 256:
-            params = rt.buffers.upload(params_for(work, work.chunks[0]), rt.wgpu.BufferUsage.UNIFORM, "p")
-            timed("tiled_v1 (no prefetch)", variant_dispatches(rt, work, KernelKey("tiled_v1"), v1_pipeline,
-                                                                work.x, params))
-            rt.buffers.destroy(params)
+            for bm in (128, 64) if "override BM" in old_source else (128,):
+                spec = TiledSplit(bm, 1)
+                new = work.dispatches(spec)
+                params = work._params[-len(new):]
+                constants = {c: float(v) for c, v in spec.key(p).constants if f"override {c}:" in old_source}
+                pipeline = rt.device.create_compute_pipeline(layout="auto", compute={
+                    "module": old, "entry_point": "main", "constants": constants})
+                layout = pipeline.get_bind_group_layout(0)
+                olds = [Dispatch(d.key, pipeline, rt.device.create_bind_group(layout=layout, entries=[
+                    {"binding": i, "resource": {"buffer": b}}
+                    for i, b in enumerate((work.out, work.x, c.weights, c.scales, work.bias, pb))]), d.grid)
+                    for d, c, pb in zip(new, work.chunks, params)]
+                timed(f"rows {bm}: shipped", new)
+                timed(f"rows {bm}: {old_name}", olds)
         if m <= 256:
             timed("decode_subgroup", work.dispatches(KERNELS["decode_subgroup"]))
             for variant in TiledSplit().variants(p):

@@ -1,0 +1,216 @@
+// EXPERIMENT (bench/explore_tiled.py --old bench/experiments/tiled_double_buffer.wgsl): tiled.wgsl
+// with 16-k steps in two workgroup-memory buffers (one barrier a step; warps 0-3 load x,
+// 4-7 the weights). Measured 0.86x the shipped kernel on the H100 (docs/kernels-prefill.md).
+// linear_q4gsw/tiled: prefill (large M) as a tiled GEMM. A workgroup of 256 invocations
+// computes a BM (rows of x: 128, or 64 for smaller M) x 128 (output features) tile. Per
+// step of 32 k:
+//   x tile:      BM x 32 floats, stored k-major (As[kk][m], m in vec4) in workgroup memory;
+//   weight tile: 128 rows x 32 k, dequantized once ((u - 8) * scale, exact before the
+//                multiply) into Bs[kk][n] and then reused by all BM rows of x.
+// Each invocation accumulates an 8 x 8 register tile (4 x 8 when BM = 64, the second four
+// rows dropped at compile time): rows {4ty..4ty+3, 64+4ty..64+4ty+3},
+// features {4tx..4tx+3, 64+4tx..64+4tx+3}, in 16 named vec4 (no arrays: local memory is
+// slow on this stack), reading 4 vec4 from workgroup memory per 64 FMAs (3 per 32 at BM 64).
+// The next step's global loads are issued before this step's FMAs (held in registers).
+// The group's scale is read once per step (needs group_size % 32 == 0; the group index
+// advances without division). Edges: rows of x past M and features past N are clamped
+// on load and not written. Loop trips per invocation: K/32 steps x 32 = K.
+// Needs K % 32 == 0, group_size % 32 == 0.
+//
+// Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
+//                     5 params: as general.wgsl.
+// Overrides: HAS_BIAS, BM (64 or 128), SPLIT (workgroups per tile along K).
+
+override HAS_BIAS: bool = false;
+override SPLIT: u32 = 1u;
+override BM: u32 = 128u;
+const BN: u32 = 128u;
+const BK: u32 = 16u;
+
+struct Params {
+  m: u32, n: u32, k: u32, row_bytes: u32,
+  group_size: u32, num_groups: u32, scale_stride: u32, out_stride: u32,
+  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> weights: array<u32>;
+@group(0) @binding(3) var<storage, read> scales: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+var<workgroup> As: array<vec4<f32>, 1024>;  // [2][BK][32]: up to 128 rows as vec4, two buffers
+var<workgroup> Bs: array<vec4<f32>, 1024>;  // [2][BK][BN / 4]
+
+// (u - 8) for nibbles 4h .. 4h+3 of word w, exactly (2^23 + u - (2^23 + 8)).
+fn nibbles(w: u32, h: u32) -> vec4<f32> {
+  let s = 16u * h;
+  let u = (vec4<u32>(w >> s, w >> (s + 4u), w >> (s + 8u), w >> (s + 12u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u);
+  return bitcast<vec4<f32>>(u) - vec4<f32>(8388616.0);
+}
+
+fn store4(split: u32, row: u32, col: u32, v: vec4<f32>) {
+  if (row >= params.m) { return; }
+  let o = row * params.out_stride + params.out_offset + split * params.split_stride;
+  var r = v;
+  if (HAS_BIAS && SPLIT == 1u) {  // with a split, reduce_splits adds the bias
+    let last = params.n - 1u;
+    r += vec4<f32>(bias[params.out_offset + min(col, last)], bias[params.out_offset + min(col + 1u, last)],
+                   bias[params.out_offset + min(col + 2u, last)], bias[params.out_offset + min(col + 3u, last)]);
+  }
+  if (col < params.n) { out[o + col] = r.x; }
+  if (col + 1u < params.n) { out[o + col + 1u] = r.y; }
+  if (col + 2u < params.n) { out[o + col + 2u] = r.z; }
+  if (col + 3u < params.n) { out[o + col + 3u] = r.w; }
+}
+
+// One step's global loads into four registers: for an x loader, rows 4q..4q+3 of x at
+// k-vec4 j of the step (x_loader without loads_x: rows past a 64-row tile, nothing); for a
+// weight loader, rows 4q..4q+3 dequantized at the step's nibbles 4h..4h+3 of word wd
+// ((u - 8) * scale, exact before the multiply), scales of group g.
+fn load_step(k0: u32, g: u32, loads_x: bool, x_loader: bool, xa: u32, xb: u32, xc: u32, xd: u32,
+             na: u32, nb: u32, nc: u32, nd: u32, words: u32, wd: u32, h: u32,
+             r0: ptr<function, vec4<f32>>, r1: ptr<function, vec4<f32>>,
+             r2: ptr<function, vec4<f32>>, r3: ptr<function, vec4<f32>>) {
+  if (x_loader) {
+    if (loads_x) {
+      let k4 = k0 / 4u;
+      *r0 = x[xa + k4]; *r1 = x[xb + k4]; *r2 = x[xc + k4]; *r3 = x[xd + k4];
+    }
+  } else {
+    let w = k0 / 8u + wd;
+    let sb = g * params.scale_stride;
+    *r0 = nibbles(weights[na * words + w], h) * scales[sb + na];
+    *r1 = nibbles(weights[nb * words + w], h) * scales[sb + nb];
+    *r2 = nibbles(weights[nc * words + w], h) * scales[sb + nc];
+    *r3 = nibbles(weights[nd * words + w], h) * scales[sb + nd];
+  }
+}
+
+// The registers of load_step into buffer buf, transposed to k-major vec4 over rows:
+// As[buf][4j + c][q] (x) or Bs[buf][4j + c][q] (weights), c = 0..3.
+fn store_step(buf: u32, x_loader: bool, loads_x: bool, q: u32, j: u32,
+              r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>) {
+  let i = buf * BK * 32u + (4u * j) * 32u + q;
+  if (x_loader) {
+    if (loads_x) {
+      As[i] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+      As[i + 32u] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+      As[i + 64u] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
+      As[i + 96u] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
+    }
+  } else {
+    Bs[i] = vec4<f32>(r0.x, r1.x, r2.x, r3.x);
+    Bs[i + 32u] = vec4<f32>(r0.y, r1.y, r2.y, r3.y);
+    Bs[i + 64u] = vec4<f32>(r0.z, r1.z, r2.z, r3.z);
+    Bs[i + 96u] = vec4<f32>(r0.w, r1.w, r2.w, r3.w);
+  }
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let tile = wid.x + wid.y * nwg.x;
+  if (tile >= params.tiles) { return; }
+  let tiles_per_split = params.tiles / SPLIT;
+  let split = tile / tiles_per_split;
+  let n0 = (tile % tiles_per_split % params.n_tiles) * BN;
+  let m0 = (tile % tiles_per_split / params.n_tiles) * BM;
+  let ty = lid / 16u;
+  let tx = lid % 16u;
+  // Loaders, by warp: invocations 0..127 load x (rows 4q..4q+3 at k-vec4 j of the step),
+  // 128..255 the weights (rows 4q..4q+3, nibbles 4h..4h+3 of the step's word wd).
+  let q = lid % 32u;
+  let j = (lid / 32u) % 4u;
+  let x_loader = lid < 128u;
+  let loads_x = x_loader && 4u * q < BM;
+  let wd = j / 2u;
+  let h = j % 2u;
+  let xrow = params.k / 4u;
+  let last_m = params.m - 1u;
+  let xa = min(m0 + 4u * q, last_m) * xrow + j;
+  let xb = min(m0 + 4u * q + 1u, last_m) * xrow + j;
+  let xc = min(m0 + 4u * q + 2u, last_m) * xrow + j;
+  let xd = min(m0 + 4u * q + 3u, last_m) * xrow + j;
+  let last_n = params.n - 1u;
+  let na = min(n0 + 4u * q, last_n);
+  let nb = min(n0 + 4u * q + 1u, last_n);
+  let nc = min(n0 + 4u * q + 2u, last_n);
+  let nd = min(n0 + 4u * q + 3u, last_n);
+  let words = params.k / 8u;  // u32 per weight row
+
+  var acc00 = vec4<f32>(0.0); var acc01 = acc00; var acc10 = acc00; var acc11 = acc00;
+  var acc20 = acc00; var acc21 = acc00; var acc30 = acc00; var acc31 = acc00;
+  var acc40 = acc00; var acc41 = acc00; var acc50 = acc00; var acc51 = acc00;
+  var acc60 = acc00; var acc61 = acc00; var acc70 = acc00; var acc71 = acc00;
+
+  // this workgroup's k steps: [k_begin, k_end), a multiple of BK each
+  let steps_per_split = (params.k / BK + SPLIT - 1u) / SPLIT;
+  let k_begin = min(split * steps_per_split * BK, params.k);
+  let k_end = min(k_begin + steps_per_split * BK, params.k);
+  var g = k_begin / params.group_size;  // once per workgroup, not in the loop
+  var group_end = (g + 1u) * params.group_size;
+  // Step k0's tiles live in buffer `buf` of As/Bs while step k0 + BK's are stored into the
+  // other one (from registers loaded a step earlier): one barrier a step.
+  var r0v = vec4<f32>(0.0); var r1v = r0v; var r2v = r0v; var r3v = r0v;  // 4 rows of x, or dequantized weights
+  if (k_begin < k_end) {
+    load_step(k_begin, g, loads_x, x_loader, xa, xb, xc, xd, na, nb, nc, nd, words, wd, h,
+              &r0v, &r1v, &r2v, &r3v);
+    store_step(0u, x_loader, loads_x, q, j, r0v, r1v, r2v, r3v);
+  }
+  var k1 = k_begin + BK;
+  if (k1 < k_end) {
+    if (k1 >= group_end) { g += 1u; group_end += params.group_size; }
+    load_step(k1, g, loads_x, x_loader, xa, xb, xc, xd, na, nb, nc, nd, words, wd, h,
+              &r0v, &r1v, &r2v, &r3v);
+  }
+  workgroupBarrier();
+  var buf = 0u;
+  for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+    let base = buf * BK * 32u;
+    for (var kk2 = 0u; kk2 < BK; kk2++) {
+      let a0 = As[base + kk2 * 32u + ty];
+      let b0 = Bs[base + kk2 * 32u + tx];
+      let b1 = Bs[base + kk2 * 32u + 16u + tx];
+      acc00 = fma(vec4<f32>(a0.x), b0, acc00); acc01 = fma(vec4<f32>(a0.x), b1, acc01);
+      acc10 = fma(vec4<f32>(a0.y), b0, acc10); acc11 = fma(vec4<f32>(a0.y), b1, acc11);
+      acc20 = fma(vec4<f32>(a0.z), b0, acc20); acc21 = fma(vec4<f32>(a0.z), b1, acc21);
+      acc30 = fma(vec4<f32>(a0.w), b0, acc30); acc31 = fma(vec4<f32>(a0.w), b1, acc31);
+      if (BM == 64u) { continue; }
+      let a1 = As[base + kk2 * 32u + 16u + ty];
+      acc40 = fma(vec4<f32>(a1.x), b0, acc40); acc41 = fma(vec4<f32>(a1.x), b1, acc41);
+      acc50 = fma(vec4<f32>(a1.y), b0, acc50); acc51 = fma(vec4<f32>(a1.y), b1, acc51);
+      acc60 = fma(vec4<f32>(a1.z), b0, acc60); acc61 = fma(vec4<f32>(a1.z), b1, acc61);
+      acc70 = fma(vec4<f32>(a1.w), b0, acc70); acc71 = fma(vec4<f32>(a1.w), b1, acc71);
+    }
+    // the next step's tiles into the other buffer, then the step after next into registers
+    k1 = k0 + BK;
+    if (k1 < k_end) {
+      store_step(buf ^ 1u, x_loader, loads_x, q, j, r0v, r1v, r2v, r3v);
+      let k2 = k1 + BK;
+      if (k2 < k_end) {
+        if (k2 >= group_end) { g += 1u; group_end += params.group_size; }
+        load_step(k2, g, loads_x, x_loader, xa, xb, xc, xd, na, nb, nc, nd, words, wd, h,
+                  &r0v, &r1v, &r2v, &r3v);
+      }
+    }
+    workgroupBarrier();
+    buf ^= 1u;
+  }
+
+  let r0 = m0 + 4u * ty;
+  let r1 = m0 + 64u + 4u * ty;
+  let c0 = n0 + 4u * tx;
+  let c1 = n0 + 64u + 4u * tx;
+  store4(split, r0, c0, acc00); store4(split, r0, c1, acc01);
+  store4(split, r0 + 1u, c0, acc10); store4(split, r0 + 1u, c1, acc11);
+  store4(split, r0 + 2u, c0, acc20); store4(split, r0 + 2u, c1, acc21);
+  store4(split, r0 + 3u, c0, acc30); store4(split, r0 + 3u, c1, acc31);
+  if (BM == 64u) { return; }
+  store4(split, r1, c0, acc40); store4(split, r1, c1, acc41);
+  store4(split, r1 + 1u, c0, acc50); store4(split, r1 + 1u, c1, acc51);
+  store4(split, r1 + 2u, c0, acc60); store4(split, r1 + 2u, c1, acc61);
+  store4(split, r1 + 3u, c0, acc70); store4(split, r1 + 3u, c1, acc71);
+}
