@@ -106,11 +106,58 @@ class TestEncode:
         cos = minilm.cosines(model.encode(TWO, mode="q4gsw"), model.encode(TWO, mode="float"))
         assert cos.mean() >= 0.90
 
-    @pytest.mark.xfail(reason="round-to-nearest int4 at group 128 gives ~0.945 on all-MiniLM-L6-v2", strict=True)
-    def test_mean_cosine_goal_099(self, runtime, model):
-        """The 0.99 goal of the brief, not met by round-to-nearest quantization."""
-        cos = minilm.cosines(model.encode(TWO, mode="q4gsw"), model.encode(TWO, mode="float"))
+    @pytest.mark.xfail(reason="best in-format recipe (gptq: searched static scales + GPTQ + bias correction) "
+                       "gives 0.980 on DEMO_SENTENCES; see docs/quantization.md", strict=True)
+    def test_mean_cosine_goal_099(self, gptq_model):
+        """The 0.99 goal of the brief at group size 128, not met by any in-format recipe tried."""
+        s = list(minilm.DEMO_SENTENCES)
+        cos = minilm.cosines(gptq_model.encode(s, mode="reference"), gptq_model.encode(s, mode="float"))
         assert cos.mean() >= 0.99
+
+
+@pytest.fixture(scope="module")
+def gptq_model():
+    return minilm.MiniLM.load(group_size=128, method="gptq")
+
+
+def _mean_cosine(m, sentences) -> float:
+    s = list(sentences)
+    return float(minilm.cosines(m.encode(s, mode="reference"), m.encode(s, mode="float")).mean())
+
+
+class TestGptqRecipe:
+    def test_in_format(self, gptq_model, model):
+        """method="gptq" gives 36 PackedWeights of the rtn layout: group 128, q in [-8, 7], scales > 0."""
+        assert gptq_model.method == "gptq" and len(gptq_model.packed) == 36
+        for name, pw in gptq_model.packed.items():
+            ref = model.packed[name]
+            assert pw.weights.shape == ref.weights.shape and pw.scales.shape == ref.scales.shape
+            assert pw.group_size == 128 and (pw.scales > 0).all() and pw.scales.dtype == np.float32
+            q = pw.unpack()
+            assert q.min() >= -8 and q.max() <= 7
+            assert gptq_model.biases[name].dtype == np.float32
+
+    def test_float_model_unchanged(self, gptq_model, model):
+        """Calibration leaves the float model as it was: float embeddings equal the rtn model's."""
+        s = list(minilm.DEMO_SENTENCES)
+        np.testing.assert_array_equal(gptq_model.encode(s, mode="float"), model.encode(s, mode="float"))
+
+    def test_calibration_is_not_evaluation(self):
+        """No demo or held-out sentence is in the calibration set."""
+        assert not set(minilm.CALIBRATION_SENTENCES) & (set(minilm.DEMO_SENTENCES) | set(minilm.HELDOUT_SENTENCES))
+
+    @pytest.mark.parametrize("which", ["DEMO_SENTENCES", "HELDOUT_SENTENCES"])
+    def test_closer_to_float_than_rtn(self, gptq_model, model, which):
+        """On the demo and on the held-out sentences, gptq's mean cosine is >= 0.975 (measured 0.980,
+        0.985) and at least 0.02 above rtn's (0.945, 0.952)."""
+        sentences = getattr(minilm, which)
+        gptq, rtn = _mean_cosine(gptq_model, sentences), _mean_cosine(model, sentences)
+        assert gptq >= 0.975 and gptq >= rtn + 0.02
+
+    def test_unknown_method(self):
+        """An unknown method raises ValueError naming the methods."""
+        with pytest.raises(ValueError, match="method"):
+            minilm.MiniLM.load(method="awq")
 
 
 class TestAgainstSentenceTransformers:

@@ -8,8 +8,9 @@ from hypothesis import given
 
 import q4gsw
 from q4gsw import DTypeError, GroupSizeError, ShapeError
+from q4gsw.quantize import corrected_bias, quantize_with_scales, search_scales
 
-from .strategies import float_weights
+from .strategies import float_weights, seeds
 from .utils import assert_matches_reference
 
 EPS32 = np.float32(np.finfo(np.float32).eps)
@@ -253,3 +254,133 @@ class TestQuantizeGptq:
                 "gs-0": (w, x, 0, q4gsw.GroupSizeError, "'group_size'")}[bad]
         with pytest.raises(args[3], match=args[4]):
             q4gsw.quantize_gptq(*args[:3])
+
+
+def group_error(w: np.ndarray, pw: q4gsw.PackedWeight, importance: np.ndarray) -> np.ndarray:
+    """(N, groups) float64: sum over each group of importance[k] * (w - q * scale)^2."""
+    n, k = w.shape
+    gs = pw.group_size
+    groups = -(-k // gs)
+    sq = np.zeros((n, groups * gs))
+    sq[:, :k] = (w.astype(np.float64) - pw.dequantize()) ** 2 * importance
+    return sq.reshape(n, groups, gs).sum(axis=2)
+
+
+class TestSearchScales:
+    @given(float_weights(), seeds)
+    def test_in_format_and_no_worse_than_round_to_nearest(self, case, seed):
+        """On fresh random weights and importances: scales > 0 of the format's shape, q in [-8, 7],
+        and every group's weighted error <= quantize()'s (torchao's scale is a candidate)."""
+        w, gs = case
+        importance = np.random.default_rng(seed).uniform(0.0, 4.0, w.shape[1])
+        scales = search_scales(w, gs, importance=importance)
+        assert scales.shape == (-(-w.shape[1] // gs), w.shape[0]) and scales.dtype == np.float32
+        assert (scales > 0).all() and np.isfinite(scales).all()
+        pw = quantize_with_scales(w, scales, gs)
+        q = pw.unpack()
+        assert q.min() >= -8 and q.max() <= 7
+        np.testing.assert_array_equal(pw.scales, scales)
+        searched, rtn = group_error(w, pw, importance), group_error(w, q4gsw.quantize(w, gs), importance)
+        assert (searched <= rtn * (1 + 1e-12)).all()
+
+    def test_lower_error_on_gaussian_weights(self, rng):
+        """On Gaussian weights the searched scales clip the tails: the squared error drops by > 10%."""
+        w = rng.standard_normal((64, 512)).astype(np.float32)
+        pw = quantize_with_scales(w, search_scales(w, 128), 128)
+        ones = np.ones(512)
+        assert group_error(w, pw, ones).sum() < 0.9 * group_error(w, q4gsw.quantize(w, 128), ones).sum()
+
+    def test_torchao_scales_reproduce_quantize(self, rng):
+        """quantize_with_scales with torchao's scales is quantize(), bit for bit."""
+        w = rng.standard_normal((9, 70)).astype(np.float32)
+        ref = q4gsw.quantize(w, 32)
+        pw = quantize_with_scales(w, ref.scales, 32)
+        np.testing.assert_array_equal(pw.weights, ref.weights)
+
+    @pytest.mark.parametrize("bad", ["importance-shape", "importance-negative", "grid-zero", "scales-shape",
+                                     "scales-zero", "w-nan"])
+    def test_bad_input(self, rng, bad):
+        """Malformed arguments raise the matching Q4gswError naming the argument."""
+        w = rng.standard_normal((4, 32)).astype(np.float32)
+        good = q4gsw.quantize(w, 16).scales
+        calls = {
+            "importance-shape": (lambda: search_scales(w, 16, importance=np.ones(31)),
+                                 q4gsw.ValueRangeError, "'importance'"),
+            "importance-negative": (lambda: search_scales(w, 16, importance=-np.ones(32)),
+                                    q4gsw.ValueRangeError, "'importance'"),
+            "grid-zero": (lambda: search_scales(w, 16, grid=(1.0, 0.0)), q4gsw.ValueRangeError, "'grid'"),
+            "scales-shape": (lambda: quantize_with_scales(w, good[:1], 16), ShapeError, "'scales'"),
+            "scales-zero": (lambda: quantize_with_scales(w, good * 0, 16),
+                            q4gsw.ValueRangeError, "'scales'"),
+            "w-nan": (lambda: search_scales(np.where(w > 1, np.nan, w).astype(np.float32), 16),
+                      q4gsw.ValueRangeError, "'w'"),
+        }
+        call, error, match = calls[bad]
+        with pytest.raises(error, match=match):
+            call()
+
+
+class TestQuantizeGptqStatic:
+    def test_static_scales_are_kept(self, rng):
+        """With scales given, the PackedWeight holds exactly them (in order or act-order), q in [-8, 7]."""
+        w, x = TestQuantizeGptq._problem(rng)
+        scales = search_scales(w, 32, importance=(x.astype(np.float64) ** 2).mean(axis=0))
+        for act_order in (False, True):
+            pw = q4gsw.quantize_gptq(w, x, 32, scales=scales, act_order=act_order)
+            np.testing.assert_array_equal(pw.scales, scales)
+            assert pw.unpack().min() >= -8 and pw.unpack().max() <= 7
+            assert (pw.group_size, pw.in_features) == (32, w.shape[1])
+
+    @pytest.mark.parametrize("act_order", [False, True])
+    def test_lower_output_error_than_round_to_nearest(self, rng, act_order):
+        """Searched static scales + GPTQ: held-out ||x W^T - x Q^T|| below quantize()'s and the searched scales' RTN."""
+        w, x = TestQuantizeGptq._problem(rng, samples=800)
+        fit, held_out = x[:400], x[400:]
+        exact = held_out.astype(np.float64) @ w.T.astype(np.float64)
+        scales = search_scales(w, 32, importance=(fit.astype(np.float64) ** 2).mean(axis=0))
+        err = lambda pw: np.linalg.norm(q4gsw.linear_reference(held_out, pw) - exact)  # noqa: E731
+        err_gptq = err(q4gsw.quantize_gptq(w, fit, 32, scales=scales, act_order=act_order))
+        assert err_gptq < 0.9 * err(q4gsw.quantize(w, 32))
+        assert err_gptq < 0.9 * err(quantize_with_scales(w, scales, 32))
+
+    def test_default_unchanged(self, rng):
+        """Without scales, quantize_gptq chooses torchao's scale at each group's start, as before."""
+        w, x = TestQuantizeGptq._problem(rng, n=8, k=64)
+        pw = q4gsw.quantize_gptq(w, x, 32)
+        first = q4gsw.quantize(w[:, :32], 32)  # the first group sees the weights unchanged
+        np.testing.assert_array_equal(pw.scales[0], first.scales[0])
+
+    @pytest.mark.parametrize("bad", ["act-order-without-scales", "scales-shape", "scales-nan", "damp"])
+    def test_bad_input(self, rng, bad):
+        """Malformed static-group arguments raise the matching Q4gswError naming the argument."""
+        w, x = TestQuantizeGptq._problem(rng, n=4, k=32, samples=8)
+        s = q4gsw.quantize(w, 16).scales
+        kwargs, error, match = {
+            "act-order-without-scales": ({"act_order": True}, q4gsw.ValueRangeError, "'act_order'"),
+            "scales-shape": ({"scales": s[:1]}, ShapeError, "'scales'"),
+            "scales-nan": ({"scales": np.full_like(s, np.nan)}, q4gsw.ValueRangeError, "'scales'"),
+            "damp": ({"damp": -1.0}, q4gsw.ValueRangeError, "'damp'"),
+        }[bad]
+        with pytest.raises(error, match=match):
+            q4gsw.quantize_gptq(w, x, 16, **kwargs)
+
+
+class TestCorrectedBias:
+    def test_mean_output_matches_float(self, rng):
+        """Over the inputs whose mean it was given, the quantized layer's mean output is the float one's."""
+        w = rng.standard_normal((16, 64)).astype(np.float32)
+        x = (rng.standard_normal((200, 64)) + rng.uniform(-2, 2, 64)).astype(np.float32)
+        bias = rng.standard_normal(16).astype(np.float32)
+        pw = q4gsw.quantize(w, 32)
+        b2 = corrected_bias(w, pw, x.mean(axis=0, dtype=np.float64), bias)
+        assert b2.dtype == np.float32 and b2.shape == (16,)
+        mean_float = (x.astype(np.float64) @ w.T.astype(np.float64) + bias).mean(axis=0)
+        mean_quant = q4gsw.linear_reference(x, pw, b2).mean(axis=0)
+        mean_plain = q4gsw.linear_reference(x, pw, bias).mean(axis=0)
+        assert np.abs(mean_quant - mean_float).max() < 1e-4 * np.abs(mean_plain - mean_float).max() + 1e-5
+
+    def test_bad_input(self, rng):
+        """A mean of the wrong length raises ShapeError naming 'x_mean'."""
+        w = rng.standard_normal((4, 32)).astype(np.float32)
+        with pytest.raises(ShapeError, match="'x_mean'"):
+            corrected_bias(w, q4gsw.quantize(w, 16), np.zeros(31))

@@ -19,7 +19,8 @@ from .errors import (
 from .format import PackedWeight, linear_reference, pack_int4, unpack_int4
 from .ops.linear import linear, linear_q4gsw
 from .profile import profile
-from .quantize import QuantizationError, quantization_error, quantize, quantize_gptq
+from .quantize import (QuantizationError, corrected_bias, quantization_error, quantize, quantize_gptq,
+                       quantize_with_scales, search_scales)
 from .runtime import get_runtime
 
 __version__ = "0.1.0"
@@ -39,6 +40,7 @@ __all__ = [
     "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
     "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
     "linear", "linear_q4gsw", "profile",
-    "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "get_runtime",
+    "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "search_scales",
+    "quantize_with_scales", "corrected_bias", "get_runtime",
     "AsymmetricError", "DependencyError", "FormatError", "save", "load",
 ]

