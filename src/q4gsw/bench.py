@@ -120,8 +120,9 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
     timed with GPU timestamps, one compute pass per run, median of `repeats` after warm-up.
     On a GPU the passes rotate among copies of the weight totalling >= 256 MiB (L2 is 50 MB
     on an H100), so weights come from device memory. Kernels that take over 20 ms a run get
-    fewer repeats. With yardsticks, decode shapes (M <= 8) also time a dense fp32 WGSL GEMV
-    and, where torch has CUDA, torch's int4 tinygemm and cuBLAS fp16 (see yardsticks.py).
+    fewer repeats. With yardsticks, every shape also times a dense fp32 WGSL kernel of ours
+    (a GEMV for M <= 8, a GEMM of tiled's design above) and, where torch has CUDA, torch's
+    int4 tinygemm and cuBLAS fp16 / fp32 (see yardsticks.py).
     """
     rt = get_runtime()
     kernels = list(kernels or KERNELS)
