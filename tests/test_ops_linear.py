@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
+import json
+import os
+import pathlib
+import subprocess
+import sys
 import weakref
 
 import numpy as np
@@ -10,7 +16,7 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, TiledSplit
+from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
 from q4gsw.ops.weights import gpu_weight, release_gpu_weight, rows_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
@@ -395,3 +401,74 @@ class TestTiledSplit:
         assert (spec.tile_rows(Problem(128, 4096, 4096, 128)), spec.split(Problem(128, 4096, 4096, 128))) == (128, 4)
         assert spec.split(Problem(128, 14336, 4096, 128)) == 1  # 112 tiles already fill the wave
         assert spec.split(Problem(64, 4096, 256, 128)) == 2  # K = 256: 8 steps, at least 4 each
+
+
+class TestDecodeBatch:
+    """decode_batch: blocks of 4 or 8 rows of x share each weight word's unpack; sums are
+    added across the subgroup by a transpose-reduction (8-, 16- and 32-lane paths) or, for
+    other subgroup sizes, by subgroupAdd."""
+
+    @pytest.mark.parametrize("rows", [4, 8, 16, 32])
+    @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [
+        (1, 5, 8, 8),          # one word per row, a single row of x
+        (2, 37, 256, 32),      # block of 4 with two rows past M
+        (4, 67, 520, 40),      # K not a multiple of 256 (invocations past K/8 add nothing); gs 40
+        (5, 33, 1024, 128),    # block of 8, three rows past M
+        (17, 130, 2048, 96),   # three blocks of 8; gs 96 does not divide K
+        (9, 3, 8192, 64),      # the largest K (1024 invocations)
+    ])
+    def test_matches_reference(self, runtime, make_problem, rows, with_bias, m, n, k, gs):
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = DecodeBatch(rows).bind(runtime.caps)
+        reason = spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+    def test_refuses(self, runtime):
+        """K past 8192, K or group sizes not multiples of 8, and devices without subgroups."""
+        spec = KERNELS["decode_batch"]
+        assert "8192" in spec.supports(Problem(4, 64, 8200, 8), None)
+        assert "multiple of 8" in spec.supports(Problem(4, 64, 100, 4), None)
+        assert "multiple of 8" in spec.supports(Problem(4, 64, 96, 12), None)
+        assert "subgroup" in spec.supports(Problem(4, 64, 96, 8), dataclasses.replace(runtime.caps, features=frozenset()))
+
+    def test_rows_fit_workgroup_memory(self, runtime):
+        """With subgroups of 4 (the smallest slots), rows per workgroup shrink to fit the limit."""
+        p = Problem(8, 4096, 8192, 128)  # 1024 invocations: 256 slots of 4 lanes a row of x
+        small = DecodeBatch(32, min_lanes=4, storage_limit=32768)
+        assert small.rpw(p) == 4 and small.workgroup_bytes(p, 4) == 32768
+        assert "workgroup memory" in DecodeBatch(32, min_lanes=4, storage_limit=16384).supports(p, None)
+        assert DecodeBatch(32, min_lanes=32, storage_limit=49152).rpw(p) == 32
+
+    @pytest.mark.parametrize("factor", [2, 4])
+    def test_smaller_subgroups_than_sized_for(self, runtime, make_problem, factor):
+        """Slots sized for subgroups `factor` times larger than the device runs (a driver that
+        varies the size between pipelines): the subgroups share slots, adding in turn."""
+        lanes = runtime.caps.subgroup_min_size
+        limit = int(runtime.caps.limits["max-compute-workgroup-storage-size"])
+        for m, n, k, gs in [(2, 37, 256, 32), (8, 33, 1024, 128), (11, 9, 64, 8)]:
+            case = make_problem(m, n, k, gs)
+            spec = DecodeBatch(16, min_lanes=factor * lanes, storage_limit=limit)
+            if spec.workgroup_size(Problem(m, n, k, gs)) < factor * lanes:
+                continue
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+            assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize(("width", "lanes"), [(128, 4), (512, 16)])
+    def test_other_subgroup_sizes(self, runtime, width, lanes):
+        """llvmpipe with LP_NATIVE_VECTOR_WIDTH runs subgroups of 4 (subgroupAdd path) or 16
+        (16-lane transposition); the default run covers 8. (llvmpipe's 1024-bit mode reports 32
+        lanes but runs 16: the 32-lane path is checked on the H100, in the benchmark's rel. error.)"""
+        if "llvmpipe" not in runtime.caps.adapter_name:
+            pytest.skip("LP_NATIVE_VECTOR_WIDTH is an llvmpipe setting")
+        env = {**os.environ, "LP_NATIVE_VECTOR_WIDTH": str(width), "Q4GSW_POISON_OUTPUTS": "1"}
+        root = pathlib.Path(__file__).resolve().parents[1]
+        done = subprocess.run([sys.executable, "-m", "tests.decode_batch_lanes"], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["subgroup_size"] == lanes
+        for r in report["results"]:
+            assert r["worst_over_tolerance"] is not None and r["worst_over_tolerance"] <= 1.0, r

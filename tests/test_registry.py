@@ -80,11 +80,13 @@ class TestSelect:
 
     @pytest.mark.parametrize("name", list(KERNELS))
     def test_named(self, name):
-        """A named kernel that supports the problem is returned, baseline or not."""
+        """A named kernel that supports the problem is returned (configured for the device), baseline or not."""
         p = Problem(2, 64, 256, 32)
         if KERNELS[name].supports(p, UNLIMITED):
             pytest.skip(KERNELS[name].supports(p, UNLIMITED))
-        assert select(p, UNLIMITED, name) is KERNELS[name]
+        spec = select(p, UNLIMITED, name)
+        assert spec.name == name and type(spec) is type(KERNELS[name])
+        assert spec.key(p) == KERNELS[name].bind(UNLIMITED).key(p)
 
     def test_unknown_name(self):
         """An unknown name raises UnsupportedShapeError listing the known kernels."""

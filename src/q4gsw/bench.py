@@ -144,7 +144,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
         p = Problem(m, n, k, group_size, False)
         reasons = {}
         for name in kernels:
-            spec = KERNELS[name]
+            spec = KERNELS[name].bind(rt.caps)
             reasons[name] = spec.supports(p, rt.caps)
             if reasons[name] is None and not fits_one_binding(weight, rt.caps.max_binding_size):
                 reasons[name] = "weight split into several bindings"
@@ -162,7 +162,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
             if reasons[name]:
                 log(f"  M={m} K={k} N={n} {name}: skipped ({reasons[name]})")
                 continue
-            dispatches = work.dispatches(KERNELS[name])
+            dispatches = work.dispatches(KERNELS[name].bind(rt.caps))
             rt.device.queue.write_buffer(work.out, 0, np.full(m * n, np.nan, np.float32))
             t0 = time.perf_counter()
             one = time_dispatch(rt, dispatches[0], repeats=1, warmup=0)[0]

@@ -20,6 +20,7 @@ def _info(args) -> int:
     print(f"driver:    {c.driver}")
     print(f"chosen:    {c.chosen_because}")
     print(f"features:  {', '.join(sorted(c.features)) or '(none of timestamp-query, shader-f16, subgroup)'}")
+    print(f"subgroups: {c.subgroup_min_size} invocations (probed; the adapter's minimum without the subgroup feature)")
     print("limits:")
     for name in ("max-storage-buffer-binding-size", "max-buffer-size", "max-compute-workgroup-storage-size",
                  "max-compute-invocations-per-workgroup", "max-compute-workgroups-per-dimension"):

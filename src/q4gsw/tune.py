@@ -28,7 +28,7 @@ def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, log
         for spec in KERNELS.values():
             if spec.baseline:
                 continue
-            for variant in spec.variants(p):
+            for variant in spec.bind(rt.caps).variants(p):
                 if variant.supports(p, rt.caps) is None:
                     try:
                         check_sizes("tune", p, rt.caps, variant)

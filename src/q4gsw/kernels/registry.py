@@ -69,6 +69,10 @@ class KernelSpec:
         """Workgroups per output tile along K; > 1 adds a reduce_splits dispatch."""
         return 1
 
+    def bind(self, caps) -> "KernelSpec":
+        """This kernel configured for a device (caps None: the conservative default)."""
+        return self
+
     def variants(self, p: Problem) -> list["KernelSpec"]:
         """The configurations `q4gsw tune` tries for p (each a KernelSpec); default: itself."""
         return [self]
@@ -106,6 +110,8 @@ TILED_TILES_PER_WAVE = 132  # one resident workgroup per SM (measured: 2 x 132 w
 SPLIT_SECONDS_PER_PARTIAL = 5.0e-12  # the reduction: write + read of one partial float
 SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
 REDUCE_WG = 256
+# decode_batch: per block of 4 or 8 rows of x, per weight element (M=4, 8, 16 runs)
+BATCH_SECONDS_PER_BLOCK_MAC = {4: 0.85e-12, 8: 1.3e-12}
 
 
 def decode_seconds(p: Problem) -> float:
@@ -242,6 +248,93 @@ class Decode(KernelSpec):
         return reason
 
 
+class DecodeBatch(KernelSpec):
+    """Batched decode (2 <= M <= ~32): one workgroup covers all of K (8 k per invocation) for
+    ROWS weight rows and a block of 4 or 8 rows of x, so each weight word is unpacked once for
+    the whole block; the block's sums are added across the subgroup by a transpose-reduction
+    (see decode_batch.wgsl). Needs the `subgroup` feature. Not in browser bundles.
+    """
+
+    name = "decode_batch"
+    web = False
+    max_k = 8192
+
+    def __init__(self, rows_per_workgroup: int = 16, min_lanes: int = 4, storage_limit: int = 16384):
+        self.rows_per_workgroup = rows_per_workgroup
+        self.min_lanes = min_lanes
+        self.storage_limit = storage_limit
+
+    def bind(self, caps):
+        if caps is None:
+            return self
+        return DecodeBatch(self.rows_per_workgroup, max(1, int(caps.subgroup_min_size)),
+                           int(caps.limits.get("max-compute-workgroup-storage-size", 16384)))
+
+    def variants(self, p):
+        return [DecodeBatch(r, self.min_lanes, self.storage_limit) for r in (8, 16, 32)]
+
+    def settings(self):
+        return {"rows_per_workgroup": self.rows_per_workgroup}
+
+    def with_settings(self, settings):
+        rows = int(settings.get("rows_per_workgroup", self.rows_per_workgroup))
+        if rows % 4 or not 4 <= rows <= 64:
+            return self
+        return DecodeBatch(rows, self.min_lanes, self.storage_limit)
+
+    def block(self, p: Problem) -> int:
+        """Rows of x per workgroup."""
+        return 4 if p.m <= 4 else 8
+
+    def workgroup_size(self, p: Problem) -> int:
+        return max(32, -(-p.k // 256) * 32)
+
+    def workgroup_bytes(self, p: Problem, rows: int) -> int:
+        return 4 * rows * self.block(p) * (self.workgroup_size(p) // self.min_lanes)
+
+    def rpw(self, p: Problem) -> int:
+        """rows_per_workgroup, halved until the subgroup slots fit workgroup memory (>= 4)."""
+        rows = self.rows_per_workgroup
+        while rows > 4 and self.workgroup_bytes(p, rows) > self.storage_limit:
+            rows //= 2
+        return rows
+
+    def predicted_seconds(self, p):
+        return BATCH_SECONDS_PER_BLOCK_MAC[self.block(p)] * -(-p.m // self.block(p)) * p.n * p.k
+
+    def tiles(self, p):
+        return -(-p.n // self.rpw(p)), -(-p.m // self.block(p))
+
+    def loop_trips(self, p):
+        return self.rpw(p) // 4 * 4 + -(-self.rpw(p) * self.block(p) // self.workgroup_size(p)) * (
+            self.workgroup_size(p) // self.min_lanes + 2)
+
+    def constants(self, p):
+        return (("WG", self.workgroup_size(p)), ("ROWS", self.rpw(p)), ("MB", self.block(p)),
+                ("MIN_LANES", self.min_lanes))
+
+    def _shape_reason(self, p):
+        if p.k % 8:
+            return f"K={p.k} is not a multiple of 8"
+        if p.k > self.max_k:
+            return f"K={p.k} > {self.max_k} (one workgroup of at most 1024 invocations covers K, 8 k each)"
+        if p.group_size % 8:
+            return f"group_size={p.group_size} is not a multiple of 8"
+        return None
+
+    def supports(self, p, caps):
+        if caps is not None and not caps.has_subgroups:
+            return "the device has no `subgroup` feature"
+        reason = super().supports(p, caps)
+        if reason is None and self.workgroup_bytes(p, self.rpw(p)) > self.storage_limit:
+            return (f"needs {self.workgroup_bytes(p, self.rpw(p))} bytes of workgroup memory "
+                    f"(subgroups of {self.min_lanes}), the device has {self.storage_limit}")
+        return reason
+
+    def __repr__(self):
+        return f"<KernelSpec {self.name} rows={self.rows_per_workgroup} min_lanes={self.min_lanes}>"
+
+
 class Tiled(KernelSpec):
     """Prefill: 128 x 128 output tiles, the weight tile dequantized once into workgroup
     memory per 32 k and reused by 128 rows of x; 8 x 8 register tile per invocation."""
@@ -352,7 +445,8 @@ class TiledSplit(Tiled):
 
 KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), Tiled(), TiledSplit(), General(), Rowwise())
+    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeBatch(), Tiled(), TiledSplit(),
+                 General(), Rowwise())
 }
 
 
@@ -371,13 +465,15 @@ def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: di
         entry = tuned.get(tuning_bucket(p))
         spec = KERNELS.get(entry["kernel"]) if entry else None
         if spec is not None:
-            spec = spec.with_settings(entry.get("settings", {}))
+            spec = spec.bind(caps).with_settings(entry.get("settings", {}))
             if spec.supports(p, caps) is None:
                 return spec
     if kernel is not None:
         spec = kernel if isinstance(kernel, KernelSpec) else KERNELS.get(kernel)
         if spec is None:
             raise UnsupportedShapeError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+        if not isinstance(kernel, KernelSpec):
+            spec = spec.bind(caps)
         reason = spec.supports(p, caps)
         if reason:
             raise UnsupportedShapeError(f"kernel {spec.name!r} cannot run M={p.m} N={p.n} K={p.k} "
@@ -387,6 +483,7 @@ def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: di
     for spec in KERNELS.values():
         if spec.baseline:
             continue
+        spec = spec.bind(caps)
         reason = spec.supports(p, caps)
         if reason is not None:
             reasons.append(f"{spec.name}: {reason}")

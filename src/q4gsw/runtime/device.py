@@ -48,6 +48,9 @@ class Capabilities:
     features: frozenset
     limits: dict
     chosen_because: str
+    #: the smallest subgroup the device may run: the subgroup size a probe kernel ran with
+    #: (with the `subgroup` feature), else the adapter's reported minimum, else 4
+    subgroup_min_size: int = 4
 
     @property
     def has_timestamps(self) -> bool:
@@ -111,6 +114,37 @@ def _choose_adapter(wgpu, selector: str | None, power_preference: str):
     raise DeviceError(f"Q4GSW_ADAPTER={selector!r} matches no adapter; adapters: " + "; ".join(names))
 
 
+_SUBGROUP_PROBE = """
+@group(0) @binding(0) var<storage, read_write> size: array<u32>;
+@compute @workgroup_size(256)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(subgroup_size) lanes: u32) {
+  if (lid == 0u) { size[0] = lanes; }
+}
+"""
+
+
+def _probe_subgroup_size(wgpu, device) -> int:
+    """The subgroup size a 256-invocation compute pipeline runs with on this device. (Where a
+    driver varies it between pipelines, kernels that size memory by it check it again.)"""
+    usage = wgpu.BufferUsage
+    pipeline = device.create_compute_pipeline(layout="auto", compute={
+        "module": device.create_shader_module(label="q4gsw/subgroup-probe", code=_SUBGROUP_PROBE),
+        "entry_point": "main"})
+    out = device.create_buffer(size=4, usage=usage.STORAGE | usage.COPY_SRC)
+    group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0),
+                                     entries=[{"binding": 0, "resource": {"buffer": out}}])
+    encoder = device.create_command_encoder()
+    cpass = encoder.begin_compute_pass()
+    cpass.set_pipeline(pipeline)
+    cpass.set_bind_group(0, group)
+    cpass.dispatch_workgroups(1)
+    cpass.end()
+    device.queue.submit([encoder.finish()])
+    lanes = int.from_bytes(bytes(device.queue.read_buffer(out)), "little")
+    out.destroy()
+    return lanes if lanes >= 1 else 4
+
+
 class Runtime:
     """One device: its capabilities, buffer allocator and pipeline cache."""
 
@@ -137,6 +171,9 @@ class Runtime:
             features=frozenset(features),
             limits=dict(self.device.limits),
             chosen_because=reason + (f"; features disabled: {', '.join(disable_features)}" if disable_features else ""),
+            # (wgpu-py 0.32 spells the key "stackgroup_min_size"; NVIDIA reports 4 there)
+            subgroup_min_size=(_probe_subgroup_size(wgpu, self.device) if "subgroup" in features else
+                               int(info.get("subgroup_min_size", info.get("stackgroup_min_size", 4)) or 4)),
         )
         self.lost = False
         self.buffers = BufferAllocator(self.device)
