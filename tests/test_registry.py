@@ -66,11 +66,27 @@ class TestSelect:
             assert not spec.baseline
             assert spec.supports(p, caps) is None
 
-    def test_default_is_first_supported_in_order(self):
-        """The default is the first non-baseline kernel of KERNELS (fastest first) that supports p."""
-        for p in (BIG, Problem(130, 17, 33, 5), Problem(2, 64, 256, 32)):
-            first = next(s for s in KERNELS.values() if not s.baseline and s.supports(p, LIMITED) is None)
-            assert select(p, LIMITED) is first
+    def test_default_is_least_predicted_time(self):
+        """The default is the supported non-baseline kernel with the least predicted time (ties:
+        KERNELS order); with none predicted, the first supported fallback (general)."""
+        for p in (BIG, Problem(130, 17, 33, 5), Problem(2, 64, 256, 32), Problem(1, 4096, 4096, 128),
+                  Problem(8, 14336, 4096, 128), Problem(512, 4096, 4096, 128)):
+            specs = [s.bind(LIMITED) for s in KERNELS.values() if not s.baseline]
+            timed = [s for s in specs if s.supports(p, LIMITED) is None and s.predicted_seconds(p) is not None]
+            chosen = select(p, LIMITED)
+            if timed:
+                best = min(timed, key=lambda s: s.predicted_seconds(p))
+                assert chosen.name == best.name and chosen.predicted_seconds(p) == best.predicted_seconds(p)
+            else:
+                assert chosen.name == "general"
+
+    def test_default_routes(self):
+        """Where the H100 benchmarks put each kernel (bench/results/2026-11-25-h100-s2b-llama.md)."""
+        route = {m: select(Problem(m, 14336, 4096, 128), UNLIMITED).name for m in (1, 2, 4, 8, 512)}
+        assert route == {1: "decode_subgroup", 2: "decode_subgroup", 4: "decode_batch", 8: "decode_batch",
+                         512: "tiled"}
+        assert select(Problem(32, 4096, 4096, 128), UNLIMITED).name == "decode_batch"
+        assert select(Problem(128, 4096, 4096, 128), UNLIMITED).name == "tiled_split"
 
     def test_general_runs_everything_without_loop_limit(self):
         """The 'general' kernel supports every shape when the adapter has no loop limit."""
