@@ -194,20 +194,19 @@ def make_dispatch(runtime, spec, p: Problem, chunk, x_buf, out_buf, bias_buf, we
     # min(group_size, K): the same groups for every k < K, and always fits a u32
     params = np.array([cp.m, cp.n, cp.k, cp.row_bytes, min(cp.group_size, cp.k), cp.num_groups, chunk.scale_stride,
                        out_stride, out_offset, n_tiles, tiles, slice_size if split > 1 else 0], np.uint32)
-    owned.append(runtime.buffers.upload(params, usage.UNIFORM, "q4gsw/params"))
-    key = spec.key(cp)
-    then = ()
+    params_buf = runtime.buffers.upload(params, usage.UNIFORM, "q4gsw/params")
+    owned.append(params_buf)
+    d = _bound(runtime, spec.key(cp), (target, x_buf, chunk.weights, chunk.scales, bias_buf, params_buf), tiles)
     if split > 1:
-        reduce_params = np.array([cp.m, cp.n, p.n, chunk.n0, slice_size, slice_size, 0, 0], np.uint32)
-        owned.append(runtime.buffers.upload(reduce_params, usage.UNIFORM, "q4gsw/reduce-params"))
+        reduce_params = runtime.buffers.upload(
+            np.array([cp.m, cp.n, p.n, chunk.n0, slice_size, slice_size, 0, 0], np.uint32), usage.UNIFORM,
+            "q4gsw/reduce-params")
+        owned.append(reduce_params)
         reduce_key = spec.reduce_key(cp)
-        then = (_bound(runtime, reduce_key, (out_buf, target, bias_buf, owned[-1]),
-                       -(-slice_size // dict(reduce_key.constants)["WG"])),)
-    d = _bound(runtime, key, (target, x_buf, chunk.weights, chunk.scales, bias_buf, owned[-1 if split == 1 else -2]),
-               tiles)
+        d.then = (_bound(runtime, reduce_key, (out_buf, target, bias_buf, reduce_params),
+                         -(-slice_size // dict(reduce_key.constants)["WG"])),)
     d.nbytes = chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + 4 * cp.m * cp.k + 4 * cp.m * chunk.n
     d.flops = 2 * cp.m * cp.k * chunk.n
-    d.then = then
     return d, owned
 
 
