@@ -103,8 +103,10 @@ class KernelSpec:
 # with constants fitted to the H100 runs in bench/results/ (2026-11-25). Decode time grows
 # with M * N * K; tiled time with the number of waves of tiles (one resident per SM,
 # 132 SMs) times the k each tile covers; split-K adds a pass over the partial sums.
+# Every kernel also pays SECONDS_FIXED (a pass's launch and a short grid's ramp: fitted on the
+# decode runs, M=1 4096^2 and the LM head alike), so it never decides between kernels.
+SECONDS_FIXED = 1.0e-5
 DECODE_SECONDS_PER_MAC = 2.5e-13
-DECODE_SECONDS_FIXED = 1.0e-5  # a short grid's ramp (fits M=1 4096^2 and the LM head alike)
 TILED_SECONDS_PER_K_PER_WAVE = 1.53e-7  # 128-row tiles (4.9 µs a step of 32 k)
 TILED64_SECONDS_PER_K_PER_WAVE = 1.35e-7  # 64-row tiles: half the FMAs, the same latency-bound steps
 TILED_TILES_PER_WAVE = 132  # one resident workgroup per SM (measured: 2 x 132 workgroups take 2 waves)
@@ -113,19 +115,17 @@ SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
 REDUCE_WG = 256
 # decode_batch: per block of 4 or 8 rows of x, per weight element, plus a fixed part
 BATCH_SECONDS_PER_BLOCK_MAC = {4: 0.91e-12, 8: 1.12e-12}
-BATCH_SECONDS_FIXED = DECODE_SECONDS_FIXED  # (6 µs fits its own runs; the same as decode's so
-                                            # that fixed costs never decide between the two)
 
 
 def decode_seconds(p: Problem) -> float:
-    return DECODE_SECONDS_PER_MAC * p.m * p.n * p.k + DECODE_SECONDS_FIXED
+    return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
 
 
 def tiled_seconds(p: Problem, rows: int = 128, split: int = 1) -> float:
     tiles = -(-p.m // rows) * -(-p.n // 128) * split
     per_k = TILED_SECONDS_PER_K_PER_WAVE if rows == 128 else TILED64_SECONDS_PER_K_PER_WAVE
     steps = -(-(p.k // 32) // split)
-    seconds = per_k * 32 * steps * -(-tiles // TILED_TILES_PER_WAVE)
+    seconds = SECONDS_FIXED + per_k * 32 * steps * -(-tiles // TILED_TILES_PER_WAVE)
     if split > 1:
         seconds += SPLIT_SECONDS_FIXED + SPLIT_SECONDS_PER_PARTIAL * split * p.m * p.n
     return seconds
@@ -303,8 +303,7 @@ class DecodeBatch(KernelSpec):
         return rows
 
     def predicted_seconds(self, p):
-        return (BATCH_SECONDS_PER_BLOCK_MAC[self.block(p)] * -(-p.m // self.block(p)) * p.n * p.k
-                + BATCH_SECONDS_FIXED)
+        return SECONDS_FIXED + BATCH_SECONDS_PER_BLOCK_MAC[self.block(p)] * -(-p.m // self.block(p)) * p.n * p.k
 
     def tiles(self, p):
         return -(-p.n // self.rpw(p)), -(-p.m // self.block(p))

@@ -235,7 +235,6 @@ def export_web(out_dir: str | Path, layers: list[WebLayer]) -> Path:
         "kernel_order": [s.name for s in KERNELS.values() if not s.baseline and s.web],
         "routing": {
             "decode_seconds_per_mac": registry.DECODE_SECONDS_PER_MAC,
-            "decode_seconds_fixed": registry.DECODE_SECONDS_FIXED,
             "tiled_seconds_per_k_per_wave": registry.TILED_SECONDS_PER_K_PER_WAVE,
             "tiled_tiles_per_wave": registry.TILED_TILES_PER_WAVE,
             "tiled_tile": KERNELS["tiled"].tile,

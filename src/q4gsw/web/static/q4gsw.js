@@ -83,7 +83,8 @@ export function foldGrid(workgroups, maxPerDimension) {
 
 /** Whether the decode kernel is predicted faster than the tiled one (registry.decode_beats_tiled). */
 export function decodeBeatsTiled(p, routing) {
-  const decode = routing.decode_seconds_per_mac * p.m * p.n * p.k + (routing.decode_seconds_fixed ?? 0);
+  // (registry.py adds the same fixed cost to both sides; it cancels here)
+  const decode = routing.decode_seconds_per_mac * p.m * p.n * p.k;
   const tiles = Math.ceil(p.m / routing.tiled_tile) * Math.ceil(p.n / routing.tiled_tile);
   const tiled = routing.tiled_seconds_per_k_per_wave * p.k * Math.ceil(tiles / routing.tiled_tiles_per_wave);
   return decode <= tiled;
