@@ -416,7 +416,9 @@ class TestDecodeBatch:
         (4, 67, 520, 40),      # K not a multiple of 256 (invocations past K/8 add nothing); gs 40
         (5, 33, 1024, 128),    # block of 8, three rows past M
         (17, 130, 2048, 96),   # three blocks of 8; gs 96 does not divide K
-        (9, 3, 8192, 64),      # the largest K (1024 invocations)
+        (9, 3, 8192, 64),      # the largest K of one workgroup (1024 invocations)
+        (3, 7, 8200, 40),      # K split over 2 workgroups (partial sums + reduce_splits)
+        (6, 11, 20000, 128),   # 3 splits, the last one shorter
     ])
     def test_matches_reference(self, runtime, make_problem, rows, with_bias, m, n, k, gs):
         case = make_problem(m, n, k, gs, bias=with_bias)
@@ -427,19 +429,19 @@ class TestDecodeBatch:
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
     def test_refuses(self, runtime):
-        """K past 8192, K or group sizes not multiples of 8, and devices without subgroups."""
+        """K past 32768, K or group sizes not multiples of 8, and devices without subgroups."""
         spec = KERNELS["decode_batch"]
-        assert "8192" in spec.supports(Problem(4, 64, 8200, 8), None)
+        assert "32768" in spec.supports(Problem(4, 64, 32776, 8), None)
         assert "multiple of 8" in spec.supports(Problem(4, 64, 100, 4), None)
         assert "multiple of 8" in spec.supports(Problem(4, 64, 96, 12), None)
         assert "subgroup" in spec.supports(Problem(4, 64, 96, 8), dataclasses.replace(runtime.caps, features=frozenset()))
 
     def test_rows_fit_workgroup_memory(self, runtime):
         """With subgroups of 4 (the smallest slots), rows per workgroup shrink to fit the limit."""
-        p = Problem(8, 4096, 8192, 128)  # 1024 invocations: 256 slots of 4 lanes a row of x
-        small = DecodeBatch(32, min_lanes=4, storage_limit=32768)
-        assert small.rpw(p) == 4 and small.workgroup_bytes(p, 4) == 32768
-        assert "workgroup memory" in DecodeBatch(32, min_lanes=4, storage_limit=16384).supports(p, None)
+        p = Problem(4, 4096, 8192, 128)  # 4 rows of x, 1024 invocations: 256 slots of 4 lanes
+        small = DecodeBatch(32, min_lanes=4, storage_limit=16384)
+        assert small.rpw(p) == 4 and small.workgroup_bytes(p, 4) == 16384
+        assert "workgroup memory" in DecodeBatch(32, min_lanes=4, storage_limit=8192).supports(p, None)
         assert DecodeBatch(32, min_lanes=32, storage_limit=49152).rpw(p) == 32
 
     @pytest.mark.parametrize("factor", [2, 4])

@@ -16,18 +16,23 @@
 // are sized for subgroups of MIN_LANES (the size q4gsw probed on the device); should a
 // driver run this pipeline with smaller subgroups, MIN_LANES / lanes of them share a slot
 // and add into it in turn, one barrier each (correct, slow).
-// Needs K % 8 == 0, K <= 8 * WG, group_size % 8 == 0, ROWS % 4 == 0, the subgroup feature,
-// and subgroups of at least MIN_LANES invocations (Vulkan's minSubgroupSize).
+// K past 8 x 1024 is split over SPLIT workgroups per tile (each a contiguous share of the
+// words); they write partial sums into slice `split` of a buffer bound as `out` (compact rows,
+// slice size params.split_stride) and reduce_splits.wgsl adds the slices and the bias, as for
+// tiled.wgsl.
+// Needs K % 8 == 0, ceil(K / 8 / SPLIT) <= WG, group_size % 8 == 0, ROWS % 4 == 0, the
+// subgroup feature.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
 //                     5 params: as general.wgsl (n_tiles = row blocks; tiles = row blocks x ceil(M / MB)).
 // Overrides: WG (>= K/8, multiple of 32), ROWS (weight rows per workgroup), MB (rows of x per
-// workgroup: 4 or 8), MIN_LANES (sizes the slots), HAS_BIAS.
+// workgroup: 4 or 8), MIN_LANES (sizes the slots), SPLIT (workgroups per tile along K), HAS_BIAS.
 
 override WG: u32 = 512u;
 override ROWS: u32 = 16u;
 override MB: u32 = 8u;
 override MIN_LANES: u32 = 4u;
+override SPLIT: u32 = 1u;
 override HAS_BIAS: bool = false;
 const MANTISSA_TOP4: u32 = 0x00780000u;
 const ONE: u32 = 0x3F800000u;
@@ -35,7 +40,7 @@ const ONE: u32 = 0x3F800000u;
 struct Params {
   m: u32, n: u32, k: u32, row_bytes: u32,
   group_size: u32, num_groups: u32, scale_stride: u32, out_stride: u32,
-  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,  // split_stride: tiled.wgsl only
+  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -97,11 +102,14 @@ fn load_x(row: u32, c: u32, owns: bool) -> vec4<f32> {
 fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
-  let m0 = (tile / params.n_tiles) * MB;
-  let n0 = (tile % params.n_tiles) * ROWS;
+  let tiles_per_split = params.tiles / SPLIT;
+  let split = tile / tiles_per_split;
+  let m0 = (tile % tiles_per_split / params.n_tiles) * MB;
+  let n0 = (tile % tiles_per_split % params.n_tiles) * ROWS;
   let words = params.k / 8u;
-  let owns = inv.lid < words;
-  let c = min(inv.lid, words - 1u);  // word c of every row: k = 8c .. 8c+7
+  let words_per_split = (words + SPLIT - 1u) / SPLIT;
+  let owns = inv.lid < words_per_split && split * words_per_split + inv.lid < words;
+  let c = min(split * words_per_split + inv.lid, words - 1u);  // word c of every row: k = 8c .. 8c+7
   let last_m = params.m - 1u;
   // rows m0 .. m0 + MB - 1 of x (clamped: rows past M are computed and never written)
   let x0l = load_x(min(m0, last_m), 2u * c, owns);      let x0h = load_x(min(m0, last_m), 2u * c + 1u, owns);
@@ -220,8 +228,8 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     if (n < params.n && m < params.m) {
       var total = 0.0;
       for (var i = 0u; i < groups; i++) { total += partial[slot(row, xr, groups, i)]; }
-      if (HAS_BIAS) { total += bias[params.out_offset + n]; }
-      out[m * params.out_stride + params.out_offset + n] = total;
+      if (HAS_BIAS && SPLIT == 1u) { total += bias[params.out_offset + n]; }  // else reduce_splits adds it
+      out[split * params.split_stride + m * params.out_stride + params.out_offset + n] = total;
     }
   }
 }

@@ -69,6 +69,16 @@ class KernelSpec:
         """Workgroups per output tile along K; > 1 adds a reduce_splits dispatch."""
         return 1
 
+    def reduce_key(self, p: Problem) -> KernelKey:
+        """The second dispatch of a split run (split(p) > 1): reduce_splits.wgsl."""
+        return KernelKey("reduce_splits", (("HAS_BIAS", p.has_bias), ("SPLIT", self.split(p)),
+                                           ("WG", REDUCE_WG)))
+
+    def partial_bytes(self, p: Problem) -> int:
+        """The partial-sum buffer a split run needs (0 without a split)."""
+        s = self.split(p)
+        return 4 * s * p.m * p.n if s > 1 else 0
+
     def bind(self, caps) -> "KernelSpec":
         """This kernel configured for a device (caps None: the conservative default)."""
         return self
@@ -93,6 +103,11 @@ class KernelSpec:
         if caps is not None and caps.has_loop_limit and self.loop_trips(p) > LLVMPIPE_LOOP_BUDGET:
             return (f"{self.name} would loop {self.loop_trips(p)} times per invocation, past the "
                     f"{LLVMPIPE_LOOP_BUDGET} that {caps.driver} runs correctly")
+        if caps is not None and self.partial_bytes(p) > caps.max_binding_size:
+            return (f"{self.split(p)} partial sums of M x N need {self.partial_bytes(p)} bytes, "
+                    f"past the binding limit {caps.max_binding_size}")
+        if self.split(p) > 1 and self.split(p) * p.m * p.n >= 1 << 32:
+            return "the partial sums need more than 2^32 elements"
         return None
 
     def __repr__(self) -> str:
@@ -252,15 +267,17 @@ class Decode(KernelSpec):
 
 
 class DecodeBatch(KernelSpec):
-    """Batched decode (2 <= M <= ~32): one workgroup covers all of K (8 k per invocation) for
-    ROWS weight rows and a block of 4 or 8 rows of x, so each weight word is unpacked once for
-    the whole block; the block's sums are added across the subgroup by a transpose-reduction
-    (see decode_batch.wgsl). Needs the `subgroup` feature. Not in browser bundles.
+    """Batched decode (2 <= M <= ~32): one workgroup covers up to 4096 k (8 rows of x) or 8192 k
+    (4 rows of x), 8 k per invocation (K beyond that is split over workgroups and reduced by
+    reduce_splits), for ROWS weight rows and
+    a block of 4 or 8 rows of x, so each weight word is unpacked once for the whole block; the
+    block's sums are added across the subgroup by a transpose-reduction (see
+    decode_batch.wgsl). Needs the `subgroup` feature. Not in browser bundles.
     """
 
     name = "decode_batch"
     web = False
-    max_k = 8192
+    max_k = 32768  # 4096 or 8192 k a workgroup; past that, K is split over workgroups (reduce_splits)
 
     def __init__(self, rows_per_workgroup: int = 16, min_lanes: int = 4, storage_limit: int = 16384):
         self.rows_per_workgroup = rows_per_workgroup
@@ -289,8 +306,15 @@ class DecodeBatch(KernelSpec):
         """Rows of x per workgroup."""
         return 4 if p.m <= 4 else 8
 
+    def split(self, p):
+        # at most 512 invocations with 8 rows of x (16 vec4 of x each: more would cap registers
+        # below what the kernel needs; 896 ran 2.5x slower on the H100), 1024 with 4
+        words_per_workgroup = 512 if self.block(p) == 8 else 1024
+        return max(1, -(-(p.k // 8) // words_per_workgroup))
+
     def workgroup_size(self, p: Problem) -> int:
-        return max(32, -(-p.k // 256) * 32)
+        words = -(-(p.k // 8) // self.split(p))  # per workgroup
+        return max(32, -(-words // 32) * 32)
 
     def workgroup_bytes(self, p: Problem, rows: int) -> int:
         return 4 * rows * self.block(p) * (self.workgroup_size(p) // self.min_lanes)
@@ -303,10 +327,13 @@ class DecodeBatch(KernelSpec):
         return rows
 
     def predicted_seconds(self, p):
-        return SECONDS_FIXED + BATCH_SECONDS_PER_BLOCK_MAC[self.block(p)] * -(-p.m // self.block(p)) * p.n * p.k
+        seconds = SECONDS_FIXED + BATCH_SECONDS_PER_BLOCK_MAC[self.block(p)] * -(-p.m // self.block(p)) * p.n * p.k
+        if self.split(p) > 1:
+            seconds += SPLIT_SECONDS_FIXED + SPLIT_SECONDS_PER_PARTIAL * self.split(p) * p.m * p.n
+        return seconds
 
     def tiles(self, p):
-        return -(-p.n // self.rpw(p)), -(-p.m // self.block(p))
+        return -(-p.n // self.rpw(p)), -(-p.m // self.block(p)) * self.split(p)
 
     def loop_trips(self, p):
         return self.rpw(p) // 4 * 4 + -(-self.rpw(p) * self.block(p) // self.workgroup_size(p)) * (
@@ -314,13 +341,13 @@ class DecodeBatch(KernelSpec):
 
     def constants(self, p):
         return (("WG", self.workgroup_size(p)), ("ROWS", self.rpw(p)), ("MB", self.block(p)),
-                ("MIN_LANES", self.min_lanes))
+                ("MIN_LANES", self.min_lanes), ("SPLIT", self.split(p)))
 
     def _shape_reason(self, p):
         if p.k % 8:
             return f"K={p.k} is not a multiple of 8"
         if p.k > self.max_k:
-            return f"K={p.k} > {self.max_k} (one workgroup of at most 1024 invocations covers K, 8 k each)"
+            return f"K={p.k} > {self.max_k} (at most 8 workgroups of 512 invocations, 8 k each, cover K)"
         if p.group_size % 8:
             return f"group_size={p.group_size} is not a multiple of 8"
         return None
@@ -422,25 +449,6 @@ class TiledSplit(Tiled):
     def key(self, p):
         # tiled.wgsl with other constants (with a split, the reduction adds the bias)
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled",))
-
-    def reduce_key(self, p: Problem) -> KernelKey:
-        """The second dispatch of a split run (p.split > 1)."""
-        return KernelKey("reduce_splits", (("HAS_BIAS", p.has_bias), ("SPLIT", self.split(p)),
-                                           ("WG", REDUCE_WG)))
-
-    def partial_bytes(self, p: Problem) -> int:
-        """The partial-sum buffer a split run needs (0 without a split)."""
-        s = self.split(p)
-        return 4 * s * p.m * p.n if s > 1 else 0
-
-    def supports(self, p, caps):
-        reason = super().supports(p, caps)
-        if reason is None and caps is not None and self.partial_bytes(p) > caps.max_binding_size:
-            return (f"{self.split(p)} partial sums of M x N need {self.partial_bytes(p)} bytes, "
-                    f"past the binding limit {caps.max_binding_size}")
-        if reason is None and self.split(p) * p.m * p.n >= 1 << 32:
-            return "the partial sums need more than 2^32 elements"
-        return reason
 
     def __repr__(self):
         return f"<KernelSpec {self.name} {self.settings()}>"
