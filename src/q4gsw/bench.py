@@ -126,6 +126,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
     """
     rt = get_runtime()
     kernels = list(kernels or KERNELS)
+    specs = {name: KERNELS[name].bind(rt.caps) for name in kernels}  # configured for this device
     rng = np.random.default_rng(seed)
     ceiling = measure_read_bandwidth(rt)
     log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s over {ceiling.nbytes >> 20} MiB")
@@ -144,7 +145,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
         p = Problem(m, n, k, group_size, False)
         reasons = {}
         for name in kernels:
-            spec = KERNELS[name].bind(rt.caps)
+            spec = specs[name]
             reasons[name] = spec.supports(p, rt.caps)
             if reasons[name] is None and not fits_one_binding(weight, rt.caps.max_binding_size):
                 reasons[name] = "weight split into several bindings"
@@ -162,7 +163,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
             if reasons[name]:
                 log(f"  M={m} K={k} N={n} {name}: skipped ({reasons[name]})")
                 continue
-            dispatches = work.dispatches(KERNELS[name].bind(rt.caps))
+            dispatches = work.dispatches(specs[name])
             rt.device.queue.write_buffer(work.out, 0, np.full(m * n, np.nan, np.float32))
             t0 = time.perf_counter()
             one = time_dispatch(rt, dispatches[0], repeats=1, warmup=0)[0]

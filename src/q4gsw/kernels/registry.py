@@ -267,12 +267,12 @@ class Decode(KernelSpec):
 
 
 class DecodeBatch(KernelSpec):
-    """Batched decode (2 <= M <= ~32): one workgroup covers up to 4096 k (8 rows of x) or 8192 k
-    (4 rows of x), 8 k per invocation (K beyond that is split over workgroups and reduced by
-    reduce_splits), for ROWS weight rows and
-    a block of 4 or 8 rows of x, so each weight word is unpacked once for the whole block; the
-    block's sums are added across the subgroup by a transpose-reduction (see
-    decode_batch.wgsl). Needs the `subgroup` feature. Not in browser bundles.
+    """Batched decode (2 <= M <= ~32): a workgroup takes ROWS weight rows and a block of 4 or 8
+    rows of x, 8 k per invocation, so each weight word is unpacked once for the whole block;
+    the block's sums are added across the subgroup by a transpose-reduction (see
+    decode_batch.wgsl). A workgroup covers up to 4096 k (8 rows of x) or 8192 k (4 rows);
+    K beyond that is split over workgroups and reduced by reduce_splits. Needs the `subgroup`
+    feature. Not in browser bundles.
     """
 
     name = "decode_batch"
