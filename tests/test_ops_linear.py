@@ -403,26 +403,50 @@ class TestTiledSplit:
         assert spec.split(Problem(64, 4096, 256, 128)) == 2  # K = 256: 8 steps, at least 4 each
 
 
+class TestDecodeUnpack:
+    """decode_* with either nibble unpack of unpack.wgsl (shift, imad) and the defaults a long
+    grid takes (imad, 32 rows)."""
+
+    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
+    @pytest.mark.parametrize("unpack", ["shift", "imad"])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 37, 256, 32), (3, 17, 544, 96), (2, 9, 1056, 32)])
+    def test_matches_reference(self, runtime, make_problem, name, unpack, m, n, k, gs):
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = KERNELS[name].bind(runtime.caps).with_settings({"unpack": unpack, "rows_per_workgroup": 8})
+        assert spec.unpack_imad(Problem(m, n, k, gs)) == (unpack == "imad")
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+    def test_long_grid_defaults(self, runtime, make_problem):
+        """N past 2048 blocks of 16 rows: 32 rows a workgroup and the imad unpack, by default."""
+        spec = KERNELS["decode_subgroup"].bind(runtime.caps)
+        long, short = Problem(1, 16 * 2048, 64, 32), Problem(1, 16 * 2047, 64, 32)
+        assert spec.long_grid(long) and not spec.long_grid(short)
+        assert (spec.rpw(long), spec.unpack_imad(long)) == (32, True)
+        assert (spec.rpw(short), spec.unpack_imad(short)) == (16, False)
+        case = make_problem(1, 16 * 2048 + 3, 64, 32, bias=True)
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+
 class TestDecodeBatch:
     """decode_batch: blocks of 4 or 8 rows of x share each weight word's unpack; sums are
     added across the subgroup by a transpose-reduction (8-, 16- and 32-lane paths) or, for
     other subgroup sizes, by subgroupAdd."""
 
-    @pytest.mark.parametrize("rows", [4, 8, 16, 32])
+    @pytest.mark.parametrize(("rows", "unpack"), [(4, "shift"), (8, "imad"), (16, "auto"), (32, "shift"), (32, "imad")])
     @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
     @pytest.mark.parametrize(("m", "n", "k", "gs"), [
-        (1, 5, 8, 8),          # one word per row, a single row of x
-        (2, 37, 256, 32),      # block of 4 with two rows past M
-        (4, 67, 520, 40),      # K not a multiple of 256 (invocations past K/8 add nothing); gs 40
+        (1, 5, 8, 8),          # one word per row, a single row of x (block of 2, one row past M)
+        (2, 37, 256, 32),      # block of 2
+        (4, 67, 520, 40),      # block of 4; K not a multiple of 256 (invocations past K/8 add nothing); gs 40
         (5, 33, 1024, 128),    # block of 8, three rows past M
         (17, 130, 2048, 96),   # three blocks of 8; gs 96 does not divide K
         (9, 3, 8192, 64),      # the largest K of one workgroup (1024 invocations)
         (3, 7, 8200, 40),      # K split over 2 workgroups (partial sums + reduce_splits)
         (6, 11, 20000, 128),   # 3 splits, the last one shorter
     ])
-    def test_matches_reference(self, runtime, make_problem, rows, with_bias, m, n, k, gs):
+    def test_matches_reference(self, runtime, make_problem, rows, unpack, with_bias, m, n, k, gs):
         case = make_problem(m, n, k, gs, bias=with_bias)
-        spec = DecodeBatch(rows).bind(runtime.caps)
+        spec = DecodeBatch(rows, unpack=unpack).bind(runtime.caps)
         reason = spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps)
         if reason:
             pytest.skip(reason)

@@ -5,28 +5,29 @@
 // The workgroup walks ROWS consecutive output rows, RB = 4 rows per step; the loads of the
 // next step are issued before the current step is computed (two steps in flight), and
 // every row is one coalesced 16-byte load per invocation.
-// Unpack: each nibble u lands in the top 4 mantissa bits of 1.0f with one shift and one
-// and-or, giving 1 + u/16 exactly, so a nibble costs shift, and-or, fma:
+// Unpack (unpack.wgsl, composed after this file): each nibble u becomes 1 + u/16 exactly, in
+// two integer ops, so a nibble costs those and one fma:
 //   sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x
 // with sum x over the invocation's 32 k computed once. The group's scale is read once per
 // row (needs group_size % 32 == 0), the 4 rows of a step in one 16-byte load when the
-// scale row stride is a multiple of 4 (the scale buffer is padded to 16 bytes). Row sums across invocations: reduce_subgroup.wgsl or
-// reduce_workgroup.wgsl, composed after this file, supply `Invocation`, clear_partials,
-// store_partials, reduce_partials and row_total.
+// scale row stride is a multiple of 4 (the scale buffer is padded to 16 bytes). Row sums
+// across invocations: reduce_subgroup.wgsl or reduce_workgroup.wgsl, composed after this
+// file and unpack.wgsl, supply `Invocation`, clear_partials, store_partials,
+// reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
 // same weight rows run together (L2 serves the repeats).
 // Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | ROWS, ROWS <= WG.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32, multiple of 32), ROWS (rows per workgroup), HAS_BIAS.
+// Overrides: WG (>= K/32, multiple of 32), ROWS (rows per workgroup), UNPACK_IMAD (which
+// integer ops unpack: see unpack.wgsl), HAS_BIAS.
 
 override WG: u32 = 128u;
 override ROWS: u32 = 16u;
+override UNPACK_IMAD: bool = false;
 override HAS_BIAS: bool = false;
 const RB: u32 = 4u;
-const MANTISSA_TOP4: u32 = 0x00780000u;
-const ONE: u32 = 0x3F800000u;
 
 struct Params {
   m: u32, n: u32, k: u32, row_bytes: u32,
@@ -46,9 +47,7 @@ fn scale_at(i: u32) -> f32 { return scales[i >> 2u][i & 3u]; }
 // acc + (x_j * (1 + u_j / 16)) for the 8 nibbles j of word w (element j = nibble j):
 // lo holds x of nibbles 0..3, hi of nibbles 4..7.
 fn dot8(w: u32, lo: vec4<f32>, hi: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
-  let a = (vec4<u32>(w << 19u, w << 15u, w << 11u, w << 7u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE);
-  let b = (vec4<u32>(w << 3u, w >> 1u, w >> 5u, w >> 9u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE);
-  return fma(bitcast<vec4<f32>>(b), hi, fma(bitcast<vec4<f32>>(a), lo, acc));
+  return fma(hi4(w), hi, fma(lo4(w), lo, acc));
 }
 
 // sum over 32 k of x_k * (1 + u_k / 16); word i of w holds k = 8i .. 8i+7.

@@ -7,11 +7,12 @@
 // registers. A step covers 4 weight rows: 4 coalesced u32 loads (the next step's issued
 // before this step's math), each word's 8 nibbles unpacked once to 1 + u/16 (as decode.wgsl:
 // sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x, scaled per row), then one 8-term dot
-// per row of x. The step's 4 x 8 sums (value j = 4 * (row of x) + weight row; rows of x past
-// MB are zero) are added across the subgroup by a transpose-reduction: each exchange level
-// (subgroupShuffleXor) halves the values a lane holds, so 32 sums cost 31 shuffles where 32
-// subgroupAdds cost 160. With 32 lanes each lane ends with one value, with 16 two, with 8
-// four. Other subgroup sizes take one subgroupAdd per value (correct, slower). A row's total
+// per row of x. The step's 4 x MB sums (value j = 4 * (row of x) + weight row) are added
+// across the subgroup by a transpose-reduction: each exchange level (subgroupShuffleXor)
+// halves the values a lane holds, so 32 sums cost 31 shuffles where 32 subgroupAdds cost
+// 160. With 32 lanes each lane ends with one value, with 16 two, with 8 four. A block of 4
+// (2) rows of x has 16 (8) sums: it skips the first level (two levels) and adds those lane
+// bits last with plain butterflies on its one value (16 or 9 shuffles). Other subgroup sizes take one subgroupAdd per value (correct, slower). A row's total
 // is the sum over the subgroups' slots in workgroup memory, after the last step. The slots
 // are sized for subgroups of MIN_LANES (the size q4gsw probed on the device); should a
 // driver run this pipeline with smaller subgroups, MIN_LANES / lanes of them share a slot
@@ -26,16 +27,16 @@
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
 //                     5 params: as general.wgsl (n_tiles = row blocks; tiles = row blocks x ceil(M / MB)).
 // Overrides: WG (>= K/8, multiple of 32), ROWS (weight rows per workgroup), MB (rows of x per
-// workgroup: 4 or 8), MIN_LANES (sizes the slots), SPLIT (workgroups per tile along K), HAS_BIAS.
+// workgroup: 2, 4 or 8), MIN_LANES (sizes the slots), SPLIT (workgroups per tile along K),
+// UNPACK_IMAD (lo4 / hi4 of unpack.wgsl, composed after this file), HAS_BIAS.
 
 override WG: u32 = 512u;
 override ROWS: u32 = 16u;
 override MB: u32 = 8u;
 override MIN_LANES: u32 = 4u;
 override SPLIT: u32 = 1u;
+override UNPACK_IMAD: bool = false;
 override HAS_BIAS: bool = false;
-const MANTISSA_TOP4: u32 = 0x00780000u;
-const ONE: u32 = 0x3F800000u;
 
 struct Params {
   m: u32, n: u32, k: u32, row_bytes: u32,
@@ -59,14 +60,6 @@ struct Invocation {
   @builtin(subgroup_size) lanes: u32,
 }
 
-// 1 + u/16 for nibbles 0..3 (lo4) and 4..7 (hi4) of w
-fn lo4(w: u32) -> vec4<f32> {
-  return bitcast<vec4<f32>>((vec4<u32>(w << 19u, w << 15u, w << 11u, w << 7u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE));
-}
-fn hi4(w: u32) -> vec4<f32> {
-  return bitcast<vec4<f32>>((vec4<u32>(w << 3u, w >> 1u, w >> 5u, w >> 9u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE));
-}
-
 // One row of x (lo, hi: its 8 k; xs: their sum) against the step's 4 unpacked words,
 // scaled: s * (16 * dot - 24 * xs), with s16 = 16 s, s24 = 24 s.
 fn rows4(a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>, b1: vec4<f32>, a2: vec4<f32>, b2: vec4<f32>,
@@ -82,6 +75,27 @@ fn rows4(a0: vec4<f32>, b0: vec4<f32>, a1: vec4<f32>, b1: vec4<f32>, a2: vec4<f3
 fn level4(lo: vec4<f32>, hi: vec4<f32>, lane: u32, bit: u32) -> vec4<f32> {
   let upper = (lane & bit) != 0u;
   return select(lo, hi, upper) + subgroupShuffleXor(select(hi, lo, upper), bit);
+}
+
+// The exchange levels a block of fewer than 8 rows of x leaves out (a with 4 rows, a and b
+// with 2), added last as plain butterflies over the value(s) a lane holds.
+fn fold4(v: vec4<f32>, bit_a: u32, bit_b: u32) -> vec4<f32> {
+  var s = v;
+  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  return s;
+}
+fn fold2(v: vec2<f32>, bit_a: u32, bit_b: u32) -> vec2<f32> {
+  var s = v;
+  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  return s;
+}
+fn fold1(v: f32, bit_a: u32, bit_b: u32) -> f32 {
+  var s = v;
+  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  return s;
 }
 
 fn slot(row: u32, xr: u32, groups: u32, sg: u32) -> u32 {
@@ -114,8 +128,11 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   // rows m0 .. m0 + MB - 1 of x (clamped: rows past M are computed and never written)
   let x0l = load_x(min(m0, last_m), 2u * c, owns);      let x0h = load_x(min(m0, last_m), 2u * c + 1u, owns);
   let x1l = load_x(min(m0 + 1u, last_m), 2u * c, owns); let x1h = load_x(min(m0 + 1u, last_m), 2u * c + 1u, owns);
-  let x2l = load_x(min(m0 + 2u, last_m), 2u * c, owns); let x2h = load_x(min(m0 + 2u, last_m), 2u * c + 1u, owns);
-  let x3l = load_x(min(m0 + 3u, last_m), 2u * c, owns); let x3h = load_x(min(m0 + 3u, last_m), 2u * c + 1u, owns);
+  var x2l = vec4<f32>(0.0); var x2h = x2l; var x3l = x2l; var x3h = x2l;
+  if (MB > 2u) {
+    x2l = load_x(min(m0 + 2u, last_m), 2u * c, owns); x2h = load_x(min(m0 + 2u, last_m), 2u * c + 1u, owns);
+    x3l = load_x(min(m0 + 3u, last_m), 2u * c, owns); x3h = load_x(min(m0 + 3u, last_m), 2u * c + 1u, owns);
+  }
   var x4l = vec4<f32>(0.0); var x4h = x4l; var x5l = x4l; var x5h = x4l;
   var x6l = x4l; var x6h = x4l; var x7l = x4l; var x7h = x4l;
   if (MB > 4u) {
@@ -135,13 +152,17 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let groups = select((WG + lanes - 1u) / lanes, WG / MIN_LANES, shared_slots);  // slots per (row, row of x)
   let sg = select(inv.lid / lanes, inv.lid / MIN_LANES, shared_slots);
   let transposed = !shared_slots && (lanes == 8u || lanes == 16u || lanes == 32u);
-  // exchange bits: three vec4 levels (which p), then up to two component levels
+  // exchange bits: up to three vec4 levels (which p: a only with 8 rows of x, b with 4 or 8),
+  // then up to two component levels; the levels a block leaves out are plain butterflies
+  // at the end (`skipped`), after which only lanes with those bits clear store.
   let bit_a = lanes / 2u;
   let bit_b = lanes / 4u;
   let bit_c = lanes / 8u;
-  // after the vec4 levels a lane holds p[q], q = bit of c + 2 * bit of b + 4 * bit of a
-  let q = select(0u, 1u, (lane & bit_c) != 0u) + select(0u, 2u, (lane & bit_b) != 0u)
-        + select(0u, 4u, (lane & bit_a) != 0u);
+  let skipped = select(0u, bit_a, MB <= 4u) | select(0u, bit_b, MB <= 2u);
+  let stores = (lane & skipped) == 0u;
+  // after the vec4 levels a lane holds p[q], q = bit of c + 2 * bit of b + 4 * bit of a (< MB)
+  let q = select(0u, 1u, (lane & bit_c) != 0u) + select(0u, 2u, MB > 2u && (lane & bit_b) != 0u)
+        + select(0u, 4u, MB > 4u && (lane & bit_a) != 0u);
 
   var w0 = weights[min(n0, last_row) * words + c];
   var w1 = weights[min(n0 + 1u, last_row) * words + c];
@@ -162,8 +183,11 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let s24 = select(vec4<f32>(0.0), 24.0 * s, owns);
     let p0 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x0l, x0h, xs.x, s16, s24);
     let p1 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x1l, x1h, xs.y, s16, s24);
-    let p2 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x2l, x2h, xs.z, s16, s24);
-    let p3 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x3l, x3h, xs.w, s16, s24);
+    var p2 = vec4<f32>(0.0); var p3 = p2;
+    if (MB > 2u) {
+      p2 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x2l, x2h, xs.z, s16, s24);
+      p3 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x3l, x3h, xs.w, s16, s24);
+    }
     var p4 = vec4<f32>(0.0); var p5 = p4; var p6 = p4; var p7 = p4;
     if (MB > 4u) {
       p4 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x4l, x4h, xs2.x, s16, s24);
@@ -172,14 +196,19 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
       p7 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x7l, x7h, xs2.w, s16, s24);
     }
     if (transposed) {
-      let qa0 = level4(p0, p4, lane, bit_a); let qa1 = level4(p1, p5, lane, bit_a);
-      let qa2 = level4(p2, p6, lane, bit_a); let qa3 = level4(p3, p7, lane, bit_a);
-      let qb0 = level4(qa0, qa2, lane, bit_b); let qb1 = level4(qa1, qa3, lane, bit_b);
+      var qa0 = p0; var qa1 = p1; var qa2 = p2; var qa3 = p3;
+      if (MB > 4u) {
+        qa0 = level4(p0, p4, lane, bit_a); qa1 = level4(p1, p5, lane, bit_a);
+        qa2 = level4(p2, p6, lane, bit_a); qa3 = level4(p3, p7, lane, bit_a);
+      }
+      var qb0 = qa0; var qb1 = qa1;
+      if (MB > 2u) { qb0 = level4(qa0, qa2, lane, bit_b); qb1 = level4(qa1, qa3, lane, bit_b); }
       let f = level4(qb0, qb1, lane, bit_c);  // p[q], summed over the subgroup when lanes == 8
       if (lanes == 8u) {
-        if (q < MB) {
-          partial[slot(r, q, groups, sg)] = f.x; partial[slot(r + 1u, q, groups, sg)] = f.y;
-          partial[slot(r + 2u, q, groups, sg)] = f.z; partial[slot(r + 3u, q, groups, sg)] = f.w;
+        let g = fold4(f, bit_a, bit_b);
+        if (stores) {
+          partial[slot(r, q, groups, sg)] = g.x; partial[slot(r + 1u, q, groups, sg)] = g.y;
+          partial[slot(r + 2u, q, groups, sg)] = g.z; partial[slot(r + 3u, q, groups, sg)] = g.w;
         }
       } else {
         let bit_d = lanes / 16u;  // picks components (x, y) or (z, w)
@@ -187,14 +216,15 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         let h = select(f.xy, f.zw, up_d) + subgroupShuffleXor(select(f.zw, f.xy, up_d), bit_d);
         let e0 = select(0u, 2u, up_d);  // weight row of h.x within the step
         if (lanes == 16u) {
-          if (q < MB) {
-            partial[slot(r + e0, q, groups, sg)] = h.x;
-            partial[slot(r + e0 + 1u, q, groups, sg)] = h.y;
+          let g = fold2(h, bit_a, bit_b);
+          if (stores) {
+            partial[slot(r + e0, q, groups, sg)] = g.x;
+            partial[slot(r + e0 + 1u, q, groups, sg)] = g.y;
           }
         } else {
           let up_e = (lane & 1u) != 0u;
-          let total = select(h.x, h.y, up_e) + subgroupShuffleXor(select(h.y, h.x, up_e), 1u);
-          if (q < MB) { partial[slot(r + e0 + select(0u, 1u, up_e), q, groups, sg)] = total; }
+          let total = fold1(select(h.x, h.y, up_e) + subgroupShuffleXor(select(h.y, h.x, up_e), 1u), bit_a, bit_b);
+          if (stores) { partial[slot(r + e0 + select(0u, 1u, up_e), q, groups, sg)] = total; }
         }
       }
     } else {
@@ -208,7 +238,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         if (lane == 0u && my_turn == i) {
           for (var e = 0u; e < 4u; e++) {
             add_slot(r + e, 0u, groups, sg, t0[e], i > 0u); add_slot(r + e, 1u, groups, sg, t1[e], i > 0u);
-            add_slot(r + e, 2u, groups, sg, t2[e], i > 0u); add_slot(r + e, 3u, groups, sg, t3[e], i > 0u);
+            if (MB > 2u) { add_slot(r + e, 2u, groups, sg, t2[e], i > 0u); add_slot(r + e, 3u, groups, sg, t3[e], i > 0u); }
             if (MB > 4u) {
               add_slot(r + e, 4u, groups, sg, t4[e], i > 0u); add_slot(r + e, 5u, groups, sg, t5[e], i > 0u);
               add_slot(r + e, 6u, groups, sg, t6[e], i > 0u); add_slot(r + e, 7u, groups, sg, t7[e], i > 0u);

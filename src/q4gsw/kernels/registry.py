@@ -128,8 +128,13 @@ TILED_TILES_PER_WAVE = 132  # one resident workgroup per SM (measured: 2 x 132 w
 SPLIT_SECONDS_PER_PARTIAL = 5.0e-12  # the reduction: write + read of one partial float
 SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
 REDUCE_WG = 256
-# decode_batch: per block of 4 or 8 rows of x, per weight element, plus a fixed part
-BATCH_SECONDS_PER_BLOCK_MAC = {4: 0.91e-12, 8: 1.12e-12}
+# decode_batch: per block of 2, 4 or 8 rows of x, per weight element, plus a fixed part (s3 runs)
+BATCH_SECONDS_PER_BLOCK_MAC = {2: 0.45e-12, 4: 0.7e-12, 8: 1.0e-12}
+# The nibble unpacks of unpack.wgsl (see Decode.long_grid and DecodeBatch.unpack_imad)
+UNPACKS = ("shift", "imad")
+# decode: a grid of at least this many blocks of 16 rows (the LM head: 8016) is throughput-
+# bound; it runs 32 rows a workgroup and the multiply-add unpack (H100, 2026-11-25 s3 runs)
+LONG_GRID_ROW_BLOCKS = 2048
 
 
 def decode_seconds(p: Problem) -> float:
@@ -195,31 +200,50 @@ class Decode(KernelSpec):
     rows_per_step = 4
     file = "decode"
 
-    def __init__(self, reduction: str, partial_capacity: int, rows_per_workgroup: int = 16):
+    def __init__(self, reduction: str, partial_capacity: int, rows_per_workgroup: int | None = None,
+                 unpack: str = "auto"):
         self.reduction = reduction
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # RPW * WG bound from workgroup memory
-        self.rows_per_workgroup = rows_per_workgroup
+        self.rows_per_workgroup = rows_per_workgroup  # None: 32 on a long grid, else 16
+        self.unpack = unpack  # "shift" | "imad" | "auto": imad on a long grid
 
     def variants(self, p):
-        return [self.with_settings({"rows_per_workgroup": r}) for r in (8, 16, 32)
+        return [self.with_settings({"rows_per_workgroup": r, "unpack": u}) for u in UNPACKS for r in (8, 16, 32)
                 if r * self.workgroup_size(p) <= self.partial_capacity or r == 8]
 
     def settings(self):
-        return {"rows_per_workgroup": self.rows_per_workgroup}
+        return {"rows_per_workgroup": self.rows_per_workgroup, "unpack": self.unpack}
 
     def with_settings(self, settings):
-        rows = int(settings.get("rows_per_workgroup", self.rows_per_workgroup))
-        if rows % self.rows_per_step or not 4 <= rows <= 64:
+        rows = settings.get("rows_per_workgroup", self.rows_per_workgroup)
+        unpack = settings.get("unpack", self.unpack)
+        if rows is not None and (int(rows) % self.rows_per_step or not 4 <= int(rows) <= 64):
             return self
-        return Decode(self.reduction, self.partial_capacity, rows)
+        if unpack not in (*UNPACKS, "auto"):
+            return self
+        return Decode(self.reduction, self.partial_capacity, None if rows is None else int(rows), unpack)
+
+    @staticmethod
+    def long_grid(p: Problem) -> bool:
+        """At least LONG_GRID_ROW_BLOCKS blocks of 16 rows: many waves of workgroups, so the
+        kernel is throughput-bound (the LM head). Measured there: 32 rows a workgroup 3-4 %
+        and the multiply-add unpack 12-14 % faster; on the mid shapes both were slower."""
+        return -(-p.n // 16) >= LONG_GRID_ROW_BLOCKS
+
+    def unpack_imad(self, p: Problem) -> bool:
+        """UNPACK_IMAD (unpack.wgsl)."""
+        if self.unpack == "auto":
+            return self.long_grid(p)
+        return self.unpack == "imad"
 
     def workgroup_size(self, p: Problem) -> int:
         return max(32, -(-p.k // 1024) * 32)
 
     def rpw(self, p: Problem) -> int:
         cap = self.partial_capacity // self.workgroup_size(p)
-        return max(self.rows_per_step, min(self.rows_per_workgroup, cap) // self.rows_per_step * self.rows_per_step)
+        rows = self.rows_per_workgroup or (32 if self.long_grid(p) else 16)
+        return max(self.rows_per_step, min(rows, cap) // self.rows_per_step * self.rows_per_step)
 
     def tiles(self, p):
         return -(-p.n // self.rpw(p)), p.m
@@ -229,11 +253,11 @@ class Decode(KernelSpec):
         return rpw // self.rows_per_step + 2 * rpw + wg
 
     def constants(self, p):
-        return (("ROWS", self.rpw(p)), ("WG", self.workgroup_size(p)))
+        return (("ROWS", self.rpw(p)), ("WG", self.workgroup_size(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
 
     def key(self, p):
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
-                         files=(self.file, f"reduce_{self.reduction}"))
+                         files=(self.file, "unpack", f"reduce_{self.reduction}"))
 
     def predicted_seconds(self, p):
         return decode_seconds(p)
@@ -279,32 +303,44 @@ class DecodeBatch(KernelSpec):
     web = False
     max_k = 32768  # 4096 or 8192 k a workgroup; past that, K is split over workgroups (reduce_splits)
 
-    def __init__(self, rows_per_workgroup: int = 16, min_lanes: int = 4, storage_limit: int = 16384):
-        self.rows_per_workgroup = rows_per_workgroup
+    def __init__(self, rows_per_workgroup: int | None = None, min_lanes: int = 4, storage_limit: int = 16384,
+                 unpack: str = "auto"):
+        self.rows_per_workgroup = rows_per_workgroup  # None: 32 with blocks of 8 rows of x, else 16
         self.min_lanes = min_lanes
         self.storage_limit = storage_limit
+        self.unpack = unpack  # "shift" | "imad" | "auto": imad with blocks of 4 or 8 (unpack.wgsl)
 
     def bind(self, caps):
         if caps is None:
             return self
         return DecodeBatch(self.rows_per_workgroup, max(1, int(caps.subgroup_min_size)),
-                           int(caps.limits.get("max-compute-workgroup-storage-size", 16384)))
+                           int(caps.limits.get("max-compute-workgroup-storage-size", 16384)), self.unpack)
 
     def variants(self, p):
-        return [DecodeBatch(r, self.min_lanes, self.storage_limit) for r in (8, 16, 32)]
+        return [DecodeBatch(r, self.min_lanes, self.storage_limit, u) for u in UNPACKS for r in (8, 16, 32)]
 
     def settings(self):
-        return {"rows_per_workgroup": self.rows_per_workgroup}
+        return {"rows_per_workgroup": self.rows_per_workgroup, "unpack": self.unpack}
 
     def with_settings(self, settings):
-        rows = int(settings.get("rows_per_workgroup", self.rows_per_workgroup))
-        if rows % 4 or not 4 <= rows <= 64:
+        rows = settings.get("rows_per_workgroup", self.rows_per_workgroup)
+        unpack = settings.get("unpack", self.unpack)
+        if rows is not None and (int(rows) % 4 or not 4 <= int(rows) <= 64):
             return self
-        return DecodeBatch(rows, self.min_lanes, self.storage_limit)
+        if unpack not in (*UNPACKS, "auto"):
+            return self
+        return DecodeBatch(None if rows is None else int(rows), self.min_lanes, self.storage_limit, unpack)
+
+    def unpack_imad(self, p: Problem) -> bool:
+        """UNPACK_IMAD (unpack.wgsl). Measured (H100, s3): with blocks of 4 or 8 rows of x the
+        multiply-add unpack was faster on most shapes (up to 9 %), with blocks of 2 slower."""
+        if self.unpack == "auto":
+            return self.block(p) >= 4
+        return self.unpack == "imad"
 
     def block(self, p: Problem) -> int:
         """Rows of x per workgroup."""
-        return 4 if p.m <= 4 else 8
+        return 2 if p.m <= 2 else 4 if p.m <= 4 else 8
 
     def split(self, p):
         # at most 512 invocations with 8 rows of x (16 vec4 of x each: more would cap registers
@@ -321,7 +357,7 @@ class DecodeBatch(KernelSpec):
 
     def rpw(self, p: Problem) -> int:
         """rows_per_workgroup, halved until the subgroup slots fit workgroup memory (>= 4)."""
-        rows = self.rows_per_workgroup
+        rows = self.rows_per_workgroup or (32 if self.block(p) == 8 else 16)
         while rows > 4 and self.workgroup_bytes(p, rows) > self.storage_limit:
             rows //= 2
         return rows
@@ -341,7 +377,10 @@ class DecodeBatch(KernelSpec):
 
     def constants(self, p):
         return (("WG", self.workgroup_size(p)), ("ROWS", self.rpw(p)), ("MB", self.block(p)),
-                ("MIN_LANES", self.min_lanes), ("SPLIT", self.split(p)))
+                ("MIN_LANES", self.min_lanes), ("SPLIT", self.split(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+
+    def key(self, p):
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=(self.name, "unpack"))
 
     def _shape_reason(self, p):
         if p.k % 8:
