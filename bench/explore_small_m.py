@@ -5,6 +5,7 @@ Usage: python bench/explore_small_m.py [--shapes 4096x14336,14336x4096,4096x4096
 
 Variants (each compared with the float64 reference; `decode_none` is wrong on purpose):
 - decode_subgroup rR shift|imad: the decode kernel with either unpack of unpack.wgsl.
+- decode_workgroup rR shift|imad (--workgroup): the same with the workgroup-memory reduction.
 - decode_v1 rR: decode.wgsl before unpack.wgsl (bench/experiments/decode_v1.wgsl).
 - decode_none rR: decode with one and-or a word and no per-nibble work (wrong sums): what the
   unpack costs.
@@ -13,6 +14,8 @@ Variants (each compared with the float64 reference; `decode_none` is wrong on pu
 - decode_prefetch2 rR: decode with the weights loaded two steps ahead of the math (one before).
 - decode_batch rR shift|imad: blocks of 2, 4 or 8 rows of x (the reduction skips the levels a
   block of 2 or 4 does not need).
+- decode_batch_noreduce rR: decode_batch with each lane storing the sum of its own values
+  instead of the transpose-reduction (wrong sums): what the exchange levels cost.
 - decode_batch_v1 rR: the kernel before (blocks of 4 or 8, 32-value reduction;
   bench/experiments/decode_batch_v1.wgsl).
 Prints µs a pass (GPU timestamps, median, weights rotated past L2; each shape's first variant
@@ -82,6 +85,12 @@ def patched_load(name: str, original=pipelines.load_wgsl) -> str:
             assert old in text, old
             text = text.replace(old, new)
         return text
+    if name == "decode_batch_noreduce":  # each lane stores the sum of its own values: no exchange
+        text = original("decode_batch")
+        a = text.index("    if (transposed) {\n")
+        b = text.index("\n    } else {\n", a) + 1
+        return (text[:a] + "    if (transposed) {\n      if (stores) { partial[slot(r, q, groups, sg)] = "
+                "dot(p0 + p1 + p2 + p3 + p4 + p5 + p6 + p7, vec4<f32>(1.0)); }\n" + text[b:])
     if name in ("decode_v1", "decode_batch_v1"):
         return (EXPERIMENTS / f"{name}.wgsl").read_text()
     return original(name)
@@ -114,11 +123,26 @@ class DecodeBatchV1(DecodeBatch):
         return type(key)(key.name, tuple(c for c in key.constants if c[0] != "UNPACK_IMAD"), key.family, ())
 
 
+class DecodeBatchNoReduce(DecodeBatch):
+    """decode_batch whose lanes store their own sums without the exchange levels (wrong sums)."""
+
+    name = "decode_batch_noreduce"
+
+    def bind(self, caps):
+        bound = super().bind(caps)
+        return DecodeBatchNoReduce(bound.rows_per_workgroup, bound.min_lanes, bound.storage_limit, bound.unpack)
+
+    def key(self, p):
+        key = super().key(p)
+        return type(key)(key.name, key.constants, key.family, (self.name, "unpack"))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shapes", default="4096x14336,14336x4096,4096x4096")
     ap.add_argument("--ms", default="1,2,3,4,8")
     ap.add_argument("--lm-head", default="", help="Ms for 4096x128256 too, e.g. 1,2,4")
+    ap.add_argument("--workgroup", action="store_true", help="also decode_workgroup rR shift|imad")
     ap.add_argument("--out", help="FILE.json (and FILE.md beside it)")
     ap.add_argument("--to-md", help="only write the Markdown of an earlier run's JSON (beside it)")
     args = ap.parse_args()
@@ -129,9 +153,10 @@ def main():
     rt = get_runtime()
     ceiling = measure_read_bandwidth(rt).bytes_per_second
     print(f"ceiling {ceiling / 1e9:.0f} GB/s ({rt.caps.adapter_name}, {rt.caps.driver})")
-    shapes = [(m, *map(int, s.split("x"))) for s in args.shapes.split(",") for m in map(int, args.ms.split(","))]
+    shapes = [(m, *map(int, s.split("x"))) for s in args.shapes.split(",") if s for m in map(int, args.ms.split(","))]
     shapes += [(int(m), 4096, 128256) for m in args.lm_head.split(",") if m]
     sub = KERNELS["decode_subgroup"].bind(rt.caps)
+    wgr = KERNELS["decode_workgroup"].bind(rt.caps)
     rng = np.random.default_rng(5)
     rows = []
     for m, k, n in shapes:
@@ -144,6 +169,8 @@ def main():
             variants.update({f"decode_subgroup r{r} {u}": sub.with_settings({"rows_per_workgroup": r, "unpack": u})
                              for u in ("shift", "imad")})
             variants[f"decode_v1 r{r}"] = DecodeFile("decode_v1", r)
+            variants.update({f"decode_workgroup r{r} {u}": wgr.with_settings({"rows_per_workgroup": r, "unpack": u})
+                             for u in ("shift", "imad") if args.workgroup})
             if m == 1:
                 variants[f"decode_none r{r}"] = DecodeFile("decode_none", r)
                 variants[f"decode_loads r{r}"] = DecodeFile("decode_loads", r)
@@ -152,6 +179,7 @@ def main():
                 variants.update({f"decode_batch r{r} {u}": DecodeBatch(r, unpack=u).bind(rt.caps)
                                  for u in ("shift", "imad")})
                 variants[f"decode_batch_v1 r{r}"] = DecodeBatchV1(r).bind(rt.caps)
+                variants[f"decode_batch_noreduce r{r}"] = DecodeBatchNoReduce(r).bind(rt.caps)
         first = True
         for name, spec in variants.items():
             reason = spec.supports(p, rt.caps)

@@ -405,7 +405,7 @@ class TestTiledSplit:
 
 class TestDecodeUnpack:
     """decode_* with either nibble unpack of unpack.wgsl (shift, imad) and the defaults a long
-    grid takes (imad, 32 rows)."""
+    grid takes (imad; 32 rows with the subgroup reduction)."""
 
     @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
     @pytest.mark.parametrize("unpack", ["shift", "imad"])
@@ -423,6 +423,10 @@ class TestDecodeUnpack:
         assert spec.long_grid(long) and not spec.long_grid(short)
         assert (spec.rpw(long), spec.unpack_imad(long)) == (32, True)
         assert (spec.rpw(short), spec.unpack_imad(short)) == (16, False)
+        workgroup = KERNELS["decode_workgroup"].bind(runtime.caps)  # 32 rows cost it residency
+        assert (workgroup.rpw(long), workgroup.unpack_imad(long)) == (16, True)
+        batch = KERNELS["decode_batch"].bind(runtime.caps)  # blocks of 2 take imad on a long grid only
+        assert batch.unpack_imad(Problem(2, 16 * 2048, 64, 32)) and not batch.unpack_imad(Problem(2, 64, 64, 32))
         case = make_problem(1, 16 * 2048 + 3, 64, 32, bias=True)
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 

@@ -137,6 +137,13 @@ UNPACKS = ("shift", "imad")
 LONG_GRID_ROW_BLOCKS = 2048
 
 
+def long_grid(p: Problem) -> bool:
+    """At least LONG_GRID_ROW_BLOCKS blocks of 16 rows: many waves of workgroups, so a decode
+    kernel is throughput-bound (the LM head). Measured there (H100, s3 runs): the multiply-add
+    unpack 12-14 % and 32 rows a workgroup 3-4 % faster; on the mid shapes both were slower."""
+    return -(-p.n // 16) >= LONG_GRID_ROW_BLOCKS
+
+
 def decode_seconds(p: Problem) -> float:
     return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
 
@@ -205,7 +212,7 @@ class Decode(KernelSpec):
         self.reduction = reduction
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # RPW * WG bound from workgroup memory
-        self.rows_per_workgroup = rows_per_workgroup  # None: 32 on a long grid, else 16
+        self.rows_per_workgroup = rows_per_workgroup  # None: 32 on a long grid with subgroups, else 16
         self.unpack = unpack  # "shift" | "imad" | "auto": imad on a long grid
 
     def variants(self, p):
@@ -224,12 +231,7 @@ class Decode(KernelSpec):
             return self
         return Decode(self.reduction, self.partial_capacity, None if rows is None else int(rows), unpack)
 
-    @staticmethod
-    def long_grid(p: Problem) -> bool:
-        """At least LONG_GRID_ROW_BLOCKS blocks of 16 rows: many waves of workgroups, so the
-        kernel is throughput-bound (the LM head). Measured there: 32 rows a workgroup 3-4 %
-        and the multiply-add unpack 12-14 % faster; on the mid shapes both were slower."""
-        return -(-p.n // 16) >= LONG_GRID_ROW_BLOCKS
+    long_grid = staticmethod(lambda p: long_grid(p))
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
@@ -242,7 +244,9 @@ class Decode(KernelSpec):
 
     def rpw(self, p: Problem) -> int:
         cap = self.partial_capacity // self.workgroup_size(p)
-        rows = self.rows_per_workgroup or (32 if self.long_grid(p) else 16)
+        # 32 rows on a long grid only with the subgroup reduction: the workgroup one's partial
+        # sums (16 KiB at 32 rows) cut residency (LM head 140 -> 196 µs on the H100)
+        rows = self.rows_per_workgroup or (32 if self.long_grid(p) and self.reduction == "subgroup" else 16)
         return max(self.rows_per_step, min(rows, cap) // self.rows_per_step * self.rows_per_step)
 
     def tiles(self, p):
@@ -305,10 +309,10 @@ class DecodeBatch(KernelSpec):
 
     def __init__(self, rows_per_workgroup: int | None = None, min_lanes: int = 4, storage_limit: int = 16384,
                  unpack: str = "auto"):
-        self.rows_per_workgroup = rows_per_workgroup  # None: 32 with blocks of 8 rows of x, else 16
+        self.rows_per_workgroup = rows_per_workgroup  # None: 32 with blocks of 8 rows of x or a long grid, else 16
         self.min_lanes = min_lanes
         self.storage_limit = storage_limit
-        self.unpack = unpack  # "shift" | "imad" | "auto": imad with blocks of 4 or 8 (unpack.wgsl)
+        self.unpack = unpack  # "shift" | "imad" | "auto": imad with blocks of 4 or 8 or a long grid
 
     def bind(self, caps):
         if caps is None:
@@ -333,9 +337,10 @@ class DecodeBatch(KernelSpec):
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl). Measured (H100, s3): with blocks of 4 or 8 rows of x the
-        multiply-add unpack was faster on most shapes (up to 9 %), with blocks of 2 slower."""
+        multiply-add unpack was faster on most shapes (up to 9 %), with blocks of 2 slower except
+        on the LM head (long_grid)."""
         if self.unpack == "auto":
-            return self.block(p) >= 4
+            return self.block(p) >= 4 or long_grid(p)
         return self.unpack == "imad"
 
     def block(self, p: Problem) -> int:
@@ -357,7 +362,7 @@ class DecodeBatch(KernelSpec):
 
     def rpw(self, p: Problem) -> int:
         """rows_per_workgroup, halved until the subgroup slots fit workgroup memory (>= 4)."""
-        rows = self.rows_per_workgroup or (32 if self.block(p) == 8 else 16)
+        rows = self.rows_per_workgroup or (32 if self.block(p) == 8 or long_grid(p) else 16)
         while rows > 4 and self.workgroup_bytes(p, rows) > self.storage_limit:
             rows //= 2
         return rows
