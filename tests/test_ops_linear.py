@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
+from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit, long_grid
 from q4gsw.ops.weights import gpu_weight, release_gpu_weight, rows_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
@@ -420,7 +420,7 @@ class TestDecodeUnpack:
         """N past 2048 blocks of 16 rows: 32 rows a workgroup and the imad unpack, by default."""
         spec = KERNELS["decode_subgroup"].bind(runtime.caps)
         long, short = Problem(1, 16 * 2048, 64, 32), Problem(1, 16 * 2047, 64, 32)
-        assert spec.long_grid(long) and not spec.long_grid(short)
+        assert long_grid(long) and not long_grid(short)
         assert (spec.rpw(long), spec.unpack_imad(long)) == (32, True)
         assert (spec.rpw(short), spec.unpack_imad(short)) == (16, False)
         workgroup = KERNELS["decode_workgroup"].bind(runtime.caps)  # 32 rows cost it residency

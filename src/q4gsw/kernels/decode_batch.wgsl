@@ -12,11 +12,12 @@
 // halves the values a lane holds, so 32 sums cost 31 shuffles where 32 subgroupAdds cost
 // 160. With 32 lanes each lane ends with one value, with 16 two, with 8 four. A block of 4
 // (2) rows of x has 16 (8) sums: it skips the first level (two levels) and adds those lane
-// bits last with plain butterflies on its one value (16 or 9 shuffles). Other subgroup sizes take one subgroupAdd per value (correct, slower). A row's total
-// is the sum over the subgroups' slots in workgroup memory, after the last step. The slots
-// are sized for subgroups of MIN_LANES (the size q4gsw probed on the device); should a
-// driver run this pipeline with smaller subgroups, MIN_LANES / lanes of them share a slot
-// and add into it in turn, one barrier each (correct, slow).
+// bits last with plain butterflies on what it holds (16 or 9 shuffles). Other subgroup
+// sizes take one subgroupAdd per value (correct, slower). A row's total is the sum over the
+// subgroups' slots in workgroup memory, after the last step. The slots are sized for
+// subgroups of MIN_LANES (the size q4gsw probed on the device); should a driver run this
+// pipeline with smaller subgroups, MIN_LANES / lanes of them share a slot and add into it
+// in turn, one barrier each (correct, slow).
 // K past 8 x 1024 is split over SPLIT workgroups per tile (each a contiguous share of the
 // words); they write partial sums into slice `split` of a buffer bound as `out` (compact rows,
 // slice size params.split_stride) and reduce_splits.wgsl adds the slices and the bias, as for

@@ -130,7 +130,7 @@ SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
 REDUCE_WG = 256
 # decode_batch: per block of 2, 4 or 8 rows of x, per weight element, plus a fixed part (s3 runs)
 BATCH_SECONDS_PER_BLOCK_MAC = {2: 0.45e-12, 4: 0.7e-12, 8: 1.0e-12}
-# The nibble unpacks of unpack.wgsl (see Decode.long_grid and DecodeBatch.unpack_imad)
+# The nibble unpacks of unpack.wgsl (see long_grid and the kernels' unpack_imad)
 UNPACKS = ("shift", "imad")
 # decode: a grid of at least this many blocks of 16 rows (the LM head: 8016) is throughput-
 # bound; it runs 32 rows a workgroup and the multiply-add unpack (H100, 2026-11-25 s3 runs)
@@ -231,12 +231,10 @@ class Decode(KernelSpec):
             return self
         return Decode(self.reduction, self.partial_capacity, None if rows is None else int(rows), unpack)
 
-    long_grid = staticmethod(lambda p: long_grid(p))
-
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
         if self.unpack == "auto":
-            return self.long_grid(p)
+            return long_grid(p)
         return self.unpack == "imad"
 
     def workgroup_size(self, p: Problem) -> int:
@@ -246,7 +244,7 @@ class Decode(KernelSpec):
         cap = self.partial_capacity // self.workgroup_size(p)
         # 32 rows on a long grid only with the subgroup reduction: the workgroup one's partial
         # sums (16 KiB at 32 rows) cut residency (LM head 140 -> 196 µs on the H100)
-        rows = self.rows_per_workgroup or (32 if self.long_grid(p) and self.reduction == "subgroup" else 16)
+        rows = self.rows_per_workgroup or (32 if long_grid(p) and self.reduction == "subgroup" else 16)
         return max(self.rows_per_step, min(rows, cap) // self.rows_per_step * self.rows_per_step)
 
     def tiles(self, p):
