@@ -144,6 +144,19 @@ def long_grid(p: Problem) -> bool:
     return -(-p.n // 16) >= LONG_GRID_ROW_BLOCKS
 
 
+def decode_settings(settings: dict, rows: int | None, unpack: str) -> tuple[int | None, str] | None:
+    """(rows_per_workgroup, unpack) of the decode kernels with tuned `settings` applied over
+    the current values, or None when a setting is out of range (rows a multiple of 4 in
+    4..64, or None for the default; unpack one of UNPACKS or "auto")."""
+    rows = settings.get("rows_per_workgroup", rows)
+    unpack = settings.get("unpack", unpack)
+    if rows is not None and (int(rows) % 4 or not 4 <= int(rows) <= 64):
+        return None
+    if unpack not in (*UNPACKS, "auto"):
+        return None
+    return None if rows is None else int(rows), unpack
+
+
 def decode_seconds(p: Problem) -> float:
     return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
 
@@ -223,13 +236,8 @@ class Decode(KernelSpec):
         return {"rows_per_workgroup": self.rows_per_workgroup, "unpack": self.unpack}
 
     def with_settings(self, settings):
-        rows = settings.get("rows_per_workgroup", self.rows_per_workgroup)
-        unpack = settings.get("unpack", self.unpack)
-        if rows is not None and (int(rows) % self.rows_per_step or not 4 <= int(rows) <= 64):
-            return self
-        if unpack not in (*UNPACKS, "auto"):
-            return self
-        return Decode(self.reduction, self.partial_capacity, None if rows is None else int(rows), unpack)
+        tuned = decode_settings(settings, self.rows_per_workgroup, self.unpack)
+        return self if tuned is None else Decode(self.reduction, self.partial_capacity, *tuned)
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
@@ -325,13 +333,10 @@ class DecodeBatch(KernelSpec):
         return {"rows_per_workgroup": self.rows_per_workgroup, "unpack": self.unpack}
 
     def with_settings(self, settings):
-        rows = settings.get("rows_per_workgroup", self.rows_per_workgroup)
-        unpack = settings.get("unpack", self.unpack)
-        if rows is not None and (int(rows) % 4 or not 4 <= int(rows) <= 64):
+        tuned = decode_settings(settings, self.rows_per_workgroup, self.unpack)
+        if tuned is None:
             return self
-        if unpack not in (*UNPACKS, "auto"):
-            return self
-        return DecodeBatch(None if rows is None else int(rows), self.min_lanes, self.storage_limit, unpack)
+        return DecodeBatch(tuned[0], self.min_lanes, self.storage_limit, tuned[1])
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl). Measured (H100, s3): with blocks of 4 or 8 rows of x the
