@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 import q4gsw
-from q4gsw.kernels.registry import DecodeBatch, Problem
+from q4gsw.kernels import DecodeBatch, Problem
 from q4gsw.runtime import get_runtime
 
 from tests.utils import random_problem, tolerance

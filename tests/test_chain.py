@@ -7,8 +7,7 @@ import pytest
 
 import q4gsw
 from q4gsw.chain import Chain, GpuTensor, upload
-from q4gsw.kernels.registry import TiledSplit
-from q4gsw.ops.weights import gpu_weight, release_gpu_weight
+from q4gsw.kernels import TiledSplit
 
 from .utils import RTOL, assert_matches_reference, random_problem
 
@@ -100,10 +99,10 @@ class TestChainLinear:
         with fake_limits(max_storage_buffer_binding_size=512), Chain() as chain:
             x = chain.input((1, 64))
             y = chain.linear(x, case.pw, case.bias)
-            assert len(chain) == len(gpu_weight(runtime, case.pw)) == 4
+            assert len(chain) == len(runtime.weights.chunks(case.pw)) == 4
             chain.run({x: case.x})
             assert_matches_reference(y.numpy(), case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     def test_split_k_kernel(self, runtime, rng):
         """A split-K linear (partial sums + reduction in one pass) in a chain, with bias, replayed
@@ -219,9 +218,9 @@ class TestChainBlock:
 
 class TestImports:
     def test_core_does_not_import_torch(self):
-        """import q4gsw, q4gsw.chain and q4gsw.demo_decode leaves torch unimported."""
+        """import q4gsw, q4gsw.chain and q4gsw.demos.decode leaves torch unimported."""
         import subprocess
         import sys
 
-        code = "import sys, q4gsw, q4gsw.chain, q4gsw.demo_decode; sys.exit('torch' in sys.modules)"
+        code = "import sys, q4gsw, q4gsw.chain, q4gsw.demos.decode; sys.exit('torch' in sys.modules)"
         assert subprocess.run([sys.executable, "-c", code]).returncode == 0

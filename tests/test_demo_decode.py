@@ -1,11 +1,11 @@
-"""Tests of q4gsw.demo_decode: the chained decode step against its float64 reference, and the demo's report."""
+"""Tests of q4gsw.demos.decode: the chained decode step against its float64 reference, and the demo's report."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from q4gsw.chain import Chain
-from q4gsw.demo_decode import DecodeShape, embedding, random_model, record_decode_step, reference_logits, run_decode_demo
+from q4gsw.demos.decode import DecodeShape, embedding, random_model, record_decode_step, reference_logits, run_decode_demo
 
 TINY = DecodeShape(hidden=64, intermediate=96, heads=4, kv_heads=2, vocab=50)
 

@@ -18,7 +18,7 @@ from q4gsw import (
     SizeLimitError,
     UnsupportedShapeError,
 )
-from q4gsw.kernels.registry import KERNELS, Problem
+from q4gsw.kernels import KERNELS, Problem
 
 from .utils import random_scales, random_weights
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import q4gsw
 from q4gsw import DTypeError, GroupSizeError, ShapeError, SizeLimitError, UnsupportedShapeError, ValueRangeError
-from q4gsw.kernels.registry import KERNELS
+from q4gsw.kernels import KERNELS
 
 try:  # torch tensors of a wrong dtype are among the bad values when torch is installed
     import torch

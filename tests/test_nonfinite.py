@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, Problem
+from q4gsw.kernels import KERNELS, Problem
 
 from .utils import assert_matches_reference, random_problem
 

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit, long_grid
-from q4gsw.ops.weights import gpu_weight, release_gpu_weight, rows_per_chunk
+from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
+from q4gsw.kernels.cost import long_grid
+from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
 from .utils import assert_matches_reference, random_problem, random_scales, random_weights
@@ -157,8 +158,8 @@ class TestLinear:
             assert_matches_reference(y, case.x, case.pw, case.bias)
         assert counts[1] == counts[2] == counts[0] - 2  # weights and scales: once
         live = runtime.buffers.live
-        release_gpu_weight(case.pw)
-        assert runtime.buffers.live == live - 2 and not case.pw._gpu
+        runtime.weights.release(case.pw)
+        assert runtime.buffers.live == live - 2 and len(runtime.weights.chunks(case.pw)) == 1  # uploaded again
 
     def test_loop_budget_shape(self, runtime, make_problem):
         """At M=1, N=K=4096, gs=128 (rowwise would loop 262 208 times), general stays in budget and is correct."""
@@ -168,7 +169,7 @@ class TestLinear:
         assert KERNELS["general"].loop_trips(p) <= LLVMPIPE_LOOP_BUDGET
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel="general")
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     @pytest.mark.parametrize("kernel", list(KERNELS))
     def test_split_along_n(self, runtime, fake_limits, make_problem, kernel):
@@ -178,22 +179,22 @@ class TestLinear:
         p = Problem(1, 50, 64, 16, True)
         if KERNELS[kernel].supports(p, runtime.caps):
             pytest.skip(KERNELS[kernel].supports(p, runtime.caps))
-        assert rows_per_chunk(case.pw, limit) == 16
+        assert features_per_chunk(case.pw, limit) == 16
         with fake_limits(max_storage_buffer_binding_size=limit):
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel=kernel)
-            chunks = gpu_weight(runtime, case.pw)
+            chunks = runtime.weights.chunks(case.pw)
         assert [(c.n0, c.n) for c in chunks] == [(0, 16), (16, 16), (32, 16), (48, 2)]
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     def test_split_along_n_odd_sizes(self, runtime, fake_limits, make_problem):
         """Chunks of odd N and odd K, with bias, stitch together into the reference result."""
         case = make_problem(3, 29, 37, 5, extra_groups=2, extra_cols=7)  # 19 bytes / 32 scale bytes per row
         with fake_limits(max_storage_buffer_binding_size=4 * 3 * 37):
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel="general")
-            assert len(gpu_weight(runtime, case.pw)) > 1
+            assert len(runtime.weights.chunks(case.pw)) > 1
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     def test_chunks_fit_binding_limit(self, runtime, fake_limits, rng):
         """Every weight and scale buffer bound for a dispatch fits the storage binding limit, padded scales included."""
@@ -205,10 +206,10 @@ class TestLinear:
         x = rng.standard_normal((1, k)).astype(np.float32)
         with fake_limits(max_storage_buffer_binding_size=limit):
             y = q4gsw.linear(x, pw, kernel="general")
-            chunks = gpu_weight(runtime, pw)
+            chunks = runtime.weights.chunks(pw)
         assert_matches_reference(y, x, pw)
         sizes = [(c.weights.size, c.scales.size) for c in chunks]
-        release_gpu_weight(pw)
+        runtime.weights.release(pw)
         for weight_bytes, scale_bytes in sizes:
             assert weight_bytes <= limit
             assert scale_bytes <= limit, f"a scales binding of {scale_bytes} bytes exceeds the {limit}-byte limit"
@@ -223,7 +224,7 @@ class TestLinear:
         try:
             assert_matches_reference(q4gsw.linear(x, pw), x, pw)
         finally:
-            release_gpu_weight(pw)
+            runtime.weights.release(pw)
 
     def test_folds_grid(self, runtime, fake_limits, make_problem):
         """More workgroups than max-compute-workgroups-per-dimension fold into a 2-D grid that covers all tiles."""
@@ -370,9 +371,9 @@ class TestTiledSplit:
         case = make_problem(1, 50, 64, 32, extra_cols=5)  # 1600 weight bytes; 400 of partial sums
         with fake_limits(max_storage_buffer_binding_size=512):
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 2))
-            assert len(gpu_weight(runtime, case.pw)) > 1
+            assert len(runtime.weights.chunks(case.pw)) > 1
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     def test_one_labelled_pass_and_buffers_freed(self, runtime, make_problem):
         """A split run is one profiled pass labelled tiled_split, and frees its partial sums."""
@@ -385,7 +386,7 @@ class TestTiledSplit:
             q4gsw.linear(case.x, case.pw, case.bias, kernel=TiledSplit(64, 4))
         assert [(r["label"], r["calls"]) for r in prof.rows()] == [("linear_q4gsw/tiled_split", 1)]
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     def test_partial_sums_past_binding_limit_refused(self, runtime, fake_limits):
         """A split whose partial sums would not fit one binding is refused, naming the reason."""
@@ -412,7 +413,7 @@ class TestDecodeUnpack:
     @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 37, 256, 32), (3, 17, 544, 96), (2, 9, 1056, 32)])
     def test_matches_reference(self, runtime, make_problem, name, unpack, m, n, k, gs):
         case = make_problem(m, n, k, gs, bias=m % 2 == 1)
-        spec = KERNELS[name].bind(runtime.caps).with_settings({"unpack": unpack, "rows_per_workgroup": 8})
+        spec = KERNELS[name].bind(runtime.caps).with_settings({"unpack": unpack, "features_per_workgroup": 8})
         assert spec.unpack_imad(Problem(m, n, k, gs)) == (unpack == "imad")
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
@@ -421,10 +422,10 @@ class TestDecodeUnpack:
         spec = KERNELS["decode_subgroup"].bind(runtime.caps)
         long, short = Problem(1, 16 * 2048, 64, 32), Problem(1, 16 * 2047, 64, 32)
         assert long_grid(long) and not long_grid(short)
-        assert (spec.rpw(long), spec.unpack_imad(long)) == (32, True)
-        assert (spec.rpw(short), spec.unpack_imad(short)) == (16, False)
+        assert (spec.features(long), spec.unpack_imad(long)) == (32, True)
+        assert (spec.features(short), spec.unpack_imad(short)) == (16, False)
         workgroup = KERNELS["decode_workgroup"].bind(runtime.caps)  # 32 rows cost it residency
-        assert (workgroup.rpw(long), workgroup.unpack_imad(long)) == (16, True)
+        assert (workgroup.features(long), workgroup.unpack_imad(long)) == (16, True)
         batch = KERNELS["decode_batch"].bind(runtime.caps)  # blocks of 2 take imad on a long grid only
         assert batch.unpack_imad(Problem(2, 16 * 2048, 64, 32)) and not batch.unpack_imad(Problem(2, 64, 64, 32))
         case = make_problem(1, 16 * 2048 + 3, 64, 32, bias=True)
@@ -468,9 +469,9 @@ class TestDecodeBatch:
         """With subgroups of 4 (the smallest slots), rows per workgroup shrink to fit the limit."""
         p = Problem(4, 4096, 8192, 128)  # 4 rows of x, 1024 invocations: 256 slots of 4 lanes
         small = DecodeBatch(32, min_lanes=4, storage_limit=16384)
-        assert small.rpw(p) == 4 and small.workgroup_bytes(p, 4) == 16384
+        assert small.features(p) == 4 and small.workgroup_bytes(p, 4) == 16384
         assert "workgroup memory" in DecodeBatch(32, min_lanes=4, storage_limit=8192).supports(p, None)
-        assert DecodeBatch(32, min_lanes=32, storage_limit=49152).rpw(p) == 32
+        assert DecodeBatch(32, min_lanes=32, storage_limit=49152).features(p) == 32
 
     @pytest.mark.parametrize("factor", [2, 4])
     def test_smaller_subgroups_than_sized_for(self, runtime, make_problem, factor):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, Problem, select
+from q4gsw.kernels import KERNELS, Problem, select
 
 
 @pytest.fixture

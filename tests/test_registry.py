@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from q4gsw import UnsupportedShapeError
-from q4gsw.kernels import registry
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, select
+from q4gsw import kernels as registry
+from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, select
 from q4gsw.runtime.dispatch import fold_grid
 
 from .strategies import shapes

@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, select
-from q4gsw.ops.linear import _gpu_caches
-from q4gsw.ops.weights import gpu_weight, release_gpu_weight
+from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, Problem, select
+from q4gsw.ops.linear import _tensor_pairs
 from q4gsw.runtime import Runtime, reset_runtime
 from q4gsw.runtime.pipelines import load_wgsl
 
@@ -70,7 +69,7 @@ class TestSizeLimits:
             x5 = rng.standard_normal((5, k)).astype(np.float32)
             with no_new_buffers(), pytest.raises(q4gsw.SizeLimitError, match="'x'"):
                 q4gsw.linear(x5, pw)
-        release_gpu_weight(pw)
+        runtime.weights.release(pw)
 
     def test_u32_indices_bounded(self):
         """Under any limits wgpu can report (u32 binding sizes, 65 535 workgroups a dimension), the
@@ -97,12 +96,12 @@ class TestSizeLimits:
         t0 = time.perf_counter()
         y = q4gsw.linear(x, pw)
         elapsed = time.perf_counter() - t0
-        chunks = gpu_weight(runtime, pw)
+        chunks = runtime.weights.chunks(pw)
         assert len(chunks) >= 2
         for n0 in range(0, n, 8192):
             block = q4gsw.PackedWeight(weights[n0:n0 + 8192], np.ascontiguousarray(scales[:, n0:n0 + 8192]), gs)
             assert_matches_reference(np.ascontiguousarray(y[:, n0:n0 + 8192]), x, block)
-        release_gpu_weight(pw)
+        runtime.weights.release(pw)
         print(f"\n138 MB weight: {len(chunks)} chunks, first call {elapsed:.2f} s")
 
 
@@ -141,11 +140,11 @@ def changing_shape_run(runtime, calls):
     for i in range(50):
         one(i)
     gc.collect()
-    r0, live0, cache0 = rss(), runtime.buffers.live, len(_gpu_caches)
+    r0, live0, cache0 = rss(), runtime.buffers.live, len(_tensor_pairs)
     for i in range(calls):
         one(i)
     gc.collect()
-    return 100 * (rss() - r0) / r0, live0, runtime.buffers.live, cache0, len(_gpu_caches)
+    return 100 * (rss() - r0) / r0, live0, runtime.buffers.live, cache0, len(_tensor_pairs)
 
 
 class TestLeaks:
@@ -378,7 +377,7 @@ class TestLoopBudget:
             assert spec.loop_trips(Problem(1, 4096, 4096, 128, True)) <= LLVMPIPE_LOOP_BUDGET
             y = q4gsw.linear(case.x, case.pw, case.bias)
         assert_matches_reference(y, case.x, case.pw, case.bias)
-        release_gpu_weight(case.pw)
+        runtime.weights.release(case.pw)
 
     @pytest.mark.parametrize("name,file,formula", [
         ("general", "general", lambda p, wg: -(-p.num_groups // wg) * p.group_size + wg.bit_length() - 1),

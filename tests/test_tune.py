@@ -1,4 +1,4 @@
-"""Tests for the autotuner (q4gsw.tune), its cache (q4gsw.tuning_cache) and tuned routing."""
+"""Tests for the autotuner (q4gsw.tools.tune), its cache (q4gsw.runtime.tuning_cache) and tuned routing."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 import q4gsw
-from q4gsw.kernels.registry import KERNELS, Problem, select, tuning_bucket
-from q4gsw.tune import tune
-from q4gsw.tuning_cache import cache_path, read_cache, tuned_choices, write_cache
+from q4gsw.chain import Chain
+from q4gsw.kernels import KERNELS, Problem, select, tuning_bucket
+from q4gsw.tools.tune import tune
+from q4gsw.runtime.tuning_cache import cache_path, read_cache, write_cache
 
 from .utils import assert_matches_reference
 
@@ -27,9 +28,9 @@ class TestSelectTuned:
     def test_uses_the_tuned_kernel_and_settings(self):
         """A cache entry for the bucket picks its kernel with its settings."""
         p = Problem(1, 4096, 4096, 128)
-        tuned = {tuning_bucket(p): {"kernel": "decode_workgroup", "settings": {"rows_per_workgroup": 8}}}
+        tuned = {tuning_bucket(p): {"kernel": "decode_workgroup", "settings": {"features_per_workgroup": 8}}}
         spec = select(p, None, tuned=tuned)
-        assert spec.name == "decode_workgroup" and spec.rpw(p) == 8
+        assert spec.name == "decode_workgroup" and spec.features(p) == 8
 
     def test_ignores_an_entry_whose_kernel_cannot_run(self):
         """A tuned kernel that does not support the problem falls back to default routing."""
@@ -45,8 +46,8 @@ class TestSelectTuned:
 
     def test_bad_settings_are_ignored(self):
         """Settings that make no sense leave the kernel's defaults in place."""
-        spec = KERNELS["decode_subgroup"].with_settings({"rows_per_workgroup": 7})
-        assert spec.rows_per_workgroup == KERNELS["decode_subgroup"].rows_per_workgroup
+        spec = KERNELS["decode_subgroup"].with_settings({"features_per_workgroup": 7})
+        assert spec.features_per_workgroup == KERNELS["decode_subgroup"].features_per_workgroup
 
 
 class TestCache:
@@ -68,13 +69,13 @@ class TestTune:
     def test_writes_cache_and_linear_uses_it(self, runtime, tmp_path, monkeypatch, rng):
         """tune() caches a winner per bucket; linear() then runs that kernel, correctly."""
         monkeypatch.setenv("Q4GSW_CACHE_DIR", str(tmp_path))
-        runtime._q4gsw_tuned = None
+        runtime.forget_tuning()
         m, k, n = 2, 64, 48
         entries = tune([(m, k, n)], group_size=32, repeats=2, log=lambda *_: None)
         bucket = tuning_bucket(Problem(m, n, k, 32))
         assert set(entries) == {bucket}
         assert cache_path(runtime.caps).exists()
-        assert tuned_choices(runtime)[bucket]["kernel"] == entries[bucket]["kernel"]
+        assert runtime.tuned[bucket]["kernel"] == entries[bucket]["kernel"]
         w = rng.standard_normal((n, k)).astype(np.float32)
         pw = q4gsw.quantize(w, 32)
         x = rng.standard_normal((m, k)).astype(np.float32)
@@ -82,9 +83,38 @@ class TestTune:
             y = q4gsw.linear(x, pw)
         assert [r["label"] for r in prof.rows()] == [f"linear_q4gsw/{entries[bucket]['kernel']}"]
         assert_matches_reference(y, x, pw)
-        runtime._q4gsw_tuned = None
+        runtime.forget_tuning()
+
+    @pytest.mark.parametrize(("kernel", "settings", "constant"), [
+        ("decode_workgroup", {"features_per_workgroup": 8, "unpack": "imad"}, ("FEATURES", 8)),
+        ("general", {}, ("WG", 64)),
+    ])
+    def test_tuned_choice_reaches_chain(self, runtime, tmp_path, monkeypatch, rng, kernel, settings, constant):
+        """A cached choice (kernel and settings) is what Chain.linear records, as q4gsw.linear
+        runs it, and the chain's result matches the reference."""
+        monkeypatch.setenv("Q4GSW_CACHE_DIR", str(tmp_path))
+        m, k, n = 3, 64, 40
+        pw = q4gsw.quantize(rng.standard_normal((n, k)).astype(np.float32), 32)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        default = select(Problem(m, n, k, 32), runtime.caps)
+        assert (default.name, default.settings()) != (kernel, settings)  # the cache must change the choice
+        write_cache(runtime.caps, {tuning_bucket(Problem(m, n, k, 32)): {"kernel": kernel, "settings": settings}})
+        runtime.forget_tuning()
+        try:
+            with Chain() as chain:
+                x_in = chain.input((m, k))
+                y = chain.linear(x_in, pw)
+                [dispatch] = chain.dispatches
+                assert dispatch.key.name == kernel and constant in dispatch.key.constants
+                chain.run({x_in: x})
+                assert_matches_reference(y.numpy(), x, pw)
+            with q4gsw.profile() as prof:
+                assert_matches_reference(q4gsw.linear(x, pw), x, pw)
+            assert [r["label"] for r in prof.rows()] == [f"linear_q4gsw/{kernel}"]
+        finally:
+            runtime.forget_tuning()
 
     def test_disabled_by_environment(self, runtime, monkeypatch):
         """Q4GSW_TUNE=0 turns the cache off."""
         monkeypatch.setenv("Q4GSW_TUNE", "0")
-        assert tuned_choices(runtime) is None
+        assert runtime.tuned is None

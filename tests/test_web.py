@@ -15,7 +15,7 @@ import pytest
 
 import q4gsw
 from q4gsw import cli
-from q4gsw.kernels.registry import KERNELS, Problem, select
+from q4gsw.kernels import KERNELS, Problem, select
 from q4gsw.runtime.dispatch import fold_grid
 from q4gsw.runtime.pipelines import KernelKey, PipelineCache
 from q4gsw.web.export import WebLayer, export_web, load_npz_layer, random_layer

@@ -1,11 +1,11 @@
-"""Tests of q4gsw.yardsticks: the dense fp32 WGSL GEMM against a float64 numpy reference."""
+"""Tests of q4gsw.tools.yardsticks: the dense fp32 WGSL GEMM against a float64 numpy reference."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from q4gsw.yardsticks import dense_gemm, dense_matmul
+from q4gsw.tools.yardsticks import dense_gemm, dense_matmul
 
 
 class TestDenseMatmul:

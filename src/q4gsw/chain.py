@@ -6,16 +6,16 @@ import math
 
 import numpy as np
 
+from .arith import ceil_div
 from .checks import as_array, describe, positive_int
 from .errors import DTypeError, ShapeError
 from .format import PackedWeight
-from .kernels.registry import Problem, select
-from .ops.linear import POISON, check_sizes, make_dispatch
-from .ops.weights import gpu_weight
-from .profile import active_profiler
+from .kernels import Problem
+from .ops.plan import choose_kernel, gpu_placeholder, plan_linear
 from .runtime import get_runtime
-from .runtime.dispatch import Dispatch, fold_grid, record
+from .runtime.dispatch import Dispatch, bind
 from .runtime.pipelines import KernelKey
+from .runtime.submit import submit
 
 #: Invocations per workgroup of the elementwise kernels and of rms_norm.
 ELEMENTWISE_WG = 256
@@ -151,17 +151,10 @@ class Chain:
             raise DTypeError(fn, name, "a GpuTensor of this chain's device", "one of another Runtime")
         return t
 
-    def _add_dispatch(self, name: str, constants: tuple, buffers, grid, nbytes: int) -> None:
+    def _dispatch(self, name: str, constants: tuple, buffers, workgroups: int, nbytes: int) -> None:
+        """Record chain/<name> over `buffers` (bindings 0, 1, ...) on `workgroups` workgroups."""
         key = KernelKey(name, constants, family="chain")
-        pipeline = self.runtime.pipelines.get(key)
-        bind_group = self.runtime.device.create_bind_group(
-            label=str(key), layout=pipeline.get_bind_group_layout(0),
-            entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)],
-        )
-        self.dispatches.append(Dispatch(key, pipeline, bind_group, grid, nbytes))
-
-    def _grid(self, workgroups: int):
-        return fold_grid(workgroups, self.runtime.caps.max_workgroups_per_dimension)
+        self.dispatches.append(bind(self.runtime, key, buffers, workgroups, nbytes=nbytes))
 
     # --- ops ---------------------------------------------------------------------------------
 
@@ -170,7 +163,7 @@ class Chain:
 
         Args:
             x: (..., K) GpuTensor.
-            weight: the PackedWeight (uploaded once per device and cached on it).
+            weight: the PackedWeight (uploaded once per device, kept by the runtime).
             bias: optional (N,) float32 ndarray / CPU torch.Tensor (uploaded now), or a GpuTensor.
             kernel: force a kernel by name or KernelSpec (default: chosen as q4gsw.linear chooses).
         Returns:
@@ -183,24 +176,25 @@ class Chain:
         k, n = weight.in_features, weight.out_features
         if x.shape[-1] != k:
             raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
+        bias_t = bias_arr = None
         if isinstance(bias, GpuTensor):
             bias_t = self._tensor(fn, "bias", bias)
+            bias_shape = bias_t.shape
         elif bias is not None:
-            arr = as_array(fn, "bias", bias, np.float32)
-            bias_t = None if arr.shape != (n,) else self.constant(arr)
-        if bias is not None and (bias_t is None or bias_t.shape != (n,)):
+            bias_arr = as_array(fn, "bias", bias, np.float32)
+            bias_shape = bias_arr.shape
+        if bias is not None and bias_shape != (n,):
             raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
         m = math.prod(x.shape[:-1])
         p = Problem(m, n, k, weight.group_size, bias is not None)
-        caps = self.runtime.caps
-        spec = select(p, caps, kernel)
-        check_sizes(fn, p, caps, spec)
+        spec = choose_kernel(self.runtime, fn, p, kernel)  # the checks, before any buffer
+        if bias_arr is not None:
+            bias_t = self.constant(bias_arr)
         out = self._output((*x.shape[:-1], n))
         bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
-        for chunk in gpu_weight(self.runtime, weight):
-            dispatch, owned = make_dispatch(self.runtime, spec, p, chunk, x.buffer, out.buffer, bias_buf, weight)
-            self._owned += owned
-            self.dispatches.append(dispatch)
+        plan = plan_linear(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec)
+        self._owned += plan.owned
+        self.dispatches += plan.dispatches
         return out
 
     def _elementwise(self, fn: str, name: str, a, b) -> GpuTensor:
@@ -210,8 +204,8 @@ class Chain:
         out = self._output(a.shape)
         count = a.size
         params = self._params([count, 0, 0, 0])
-        grid = self._grid(-(-count // ELEMENTWISE_WG))
-        self._add_dispatch(name, (("WG", ELEMENTWISE_WG),), (out.buffer, a.buffer, b.buffer, params), grid, 12 * count)
+        self._dispatch(name, (("WG", ELEMENTWISE_WG),), (out.buffer, a.buffer, b.buffer, params),
+                       ceil_div(count, ELEMENTWISE_WG), 12 * count)
         return out
 
     def add(self, a: GpuTensor, b: GpuTensor) -> GpuTensor:
@@ -248,8 +242,8 @@ class Chain:
         params = np.array([rows, d, 0, 0], np.uint32)
         params[2] = np.float32(eps).view(np.uint32)
         params_buf = self._params(params)
-        self._add_dispatch("rms_norm", (("WG", RMS_NORM_WG),), (out.buffer, x.buffer, w.buffer, params_buf),
-                           self._grid(rows), 8 * x.size + 4 * d)
+        self._dispatch("rms_norm", (("WG", RMS_NORM_WG),), (out.buffer, x.buffer, w.buffer, params_buf),
+                       rows, 8 * x.size + 4 * d)
         return out
 
     def repeat_heads(self, x: GpuTensor, *, head_dim: int, repeats: int) -> GpuTensor:
@@ -265,13 +259,13 @@ class Chain:
         out = self._output((*x.shape[:-1], out_row))
         count = out.size
         params = self._params([count, head_dim, repeats, out_row])
-        self._add_dispatch("repeat_heads", (("WG", ELEMENTWISE_WG),), (out.buffer, x.buffer, params),
-                           self._grid(-(-count // ELEMENTWISE_WG)), 4 * x.size + 4 * count)
+        self._dispatch("repeat_heads", (("WG", ELEMENTWISE_WG),), (out.buffer, x.buffer, params),
+                       ceil_div(count, ELEMENTWISE_WG), 4 * x.size + 4 * count)
         return out
 
     def _zero_buffer(self):
         if self._zero is None:
-            self._zero = self.runtime.buffers.upload(np.zeros(1, np.float32), self.runtime.wgpu.BufferUsage.STORAGE, "q4gsw/bias")
+            self._zero = gpu_placeholder(self.runtime)
             self._owned.append(self._zero)
         return self._zero
 
@@ -286,20 +280,9 @@ class Chain:
         """
         for tensor, value in (feeds or {}).items():
             self._tensor("Chain.run", "feeds", tensor).write(value)
-        rt = self.runtime
-        if rt.poison_outputs:
-            for t in self._outputs:
-                rt.device.queue.write_buffer(t.buffer, 0, np.full(t.size, POISON, np.uint32))
-        prof = active_profiler()
-        if prof is not None:
-            prof.run(self.dispatches)
-            return
-        encoder = rt.device.create_command_encoder(label=self.label)
-        cpass = encoder.begin_compute_pass(label=self.label)
-        for d in self.dispatches:
-            record(cpass, d)
-        cpass.end()
-        rt.submit(encoder)
+        for t in self._outputs:
+            self.runtime.poison(t.buffer, t.size)
+        submit(self.runtime, self.dispatches, label=self.label, one_pass=True)
 
     def release(self) -> None:
         """Free every buffer the chain owns (its inputs, constants, outputs and params)."""

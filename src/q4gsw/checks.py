@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import numbers
+import os
 import sys
 
 import numpy as np
 
-from .errors import DTypeError, GroupSizeError, ShapeError
+from .errors import DTypeError, FormatError, GroupSizeError, ShapeError, ValueRangeError
+
+#: The float dtypes an importer accepts (each exact in float32).
+FLOAT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def describe(value) -> str:
@@ -62,3 +66,41 @@ def positive_int(function: str, argument: str, value, error=GroupSizeError) -> i
     if int(value) <= 0:
         raise error(function, argument, "a positive int", repr(int(value)))
     return int(value)
+
+
+def existing_file(function: str, argument: str, path) -> str:
+    """path (str or os.PathLike) as a str, when it names an existing file; else FormatError."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise FormatError(function, argument, "a path (str or os.PathLike)", describe(path))
+    if not os.path.isfile(path):
+        raise FormatError(function, argument, "an existing file", repr(os.fspath(path)))
+    return os.fspath(path)
+
+
+def foreign_array(function: str, argument: str, value, dtypes, *, ndim: int | None = None) -> np.ndarray:
+    """An importer's input as a contiguous ndarray of its own dtype.
+
+    Args:
+        value: an ndarray or a torch tensor (any device; moved to the CPU).
+        dtypes: the accepted dtype names (e.g. ("int8", "uint8")).
+        ndim: the required rank, if any.
+    """
+    if is_torch_tensor(value):
+        if str(value.dtype).removeprefix("torch.") not in dtypes:
+            raise DTypeError(function, argument, f"a tensor of {' or '.join(dtypes)}", describe(value))
+        value = value.detach().cpu()
+        value = (value.float() if str(value.dtype) == "torch.bfloat16" else value).contiguous().numpy()
+    elif not isinstance(value, np.ndarray) or value.dtype.name not in dtypes:
+        raise DTypeError(function, argument, f"an array of {' or '.join(dtypes)}", describe(value))
+    if ndim is not None and value.ndim != ndim:
+        raise ShapeError(function, argument, f"a {ndim}-D array", describe(value))
+    return np.ascontiguousarray(value)
+
+
+def float_array(function: str, argument: str, value, *, ndim: int | None = None) -> np.ndarray:
+    """float32, float16 or bfloat16 values (ndarray or torch tensor) as float32, exactly;
+    every value finite."""
+    out = foreign_array(function, argument, value, FLOAT_DTYPES, ndim=ndim).astype(np.float32)
+    if not np.isfinite(out).all():
+        raise ValueRangeError(function, argument, "finite values", "NaN or Inf")
+    return out

@@ -36,7 +36,8 @@ def _info(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import bench, parse_shapes, write_results
+    from .tools.bench import bench, write_results
+    from .tools.workload import parse_shapes
 
     result = bench(parse_shapes(args.shapes), args.kernels.split(",") if args.kernels else None,
                    group_size=args.group_size, repeats=args.repeats, yardsticks=args.yardsticks)
@@ -45,7 +46,7 @@ def _bench(args) -> int:
         paths = write_results(result, stem)
         print("wrote " + ", ".join(paths))
     if args.plot:
-        from .plot import roofline
+        from .tools.plot import roofline
 
         print("wrote " + roofline(result, args.plot))
     return 0
@@ -62,11 +63,11 @@ def _demo(args) -> int:
             return 2
         return 0
     if args.decode:
-        from .demo_decode import run_decode_demo
+        from .demos.decode import run_decode_demo
 
         run_decode_demo(layers=args.layers, tokens=args.tokens, group_size=args.group_size)
         return 0
-    from .demo import run_demo
+    from .demos.layers import run_demo
 
     run_demo(layers=args.layers, group_size=args.group_size)
     return 0
@@ -117,8 +118,8 @@ def _progress():
 
 
 def _tune(args) -> int:
-    from .bench import parse_shapes
-    from .tune import tune
+    from .tools.workload import parse_shapes
+    from .tools.tune import tune
 
     tune(parse_shapes(args.shapes), group_size=args.group_size, repeats=args.repeats)
     return 0

@@ -6,10 +6,29 @@ import dataclasses
 
 import numpy as np
 
+from .arith import ceil_div
 from .checks import as_array, describe, positive_int
 from .errors import DTypeError, GroupSizeError, ShapeError, ValueRangeError
 
 QMIN, QMAX, OFFSET = -8, 7, 8
+
+
+def pack_nibbles(u: np.ndarray) -> np.ndarray:
+    """The one nibble packing: (N, K) values in [0, 15] -> (N, ceil(K/2)) uint8, byte k//2
+    holding element k, even k in the low nibble, odd k in the high nibble. For odd K the last
+    high nibble is padding, 8 (q = 0 in the stored q + 8 form). Values are not checked."""
+    u = np.asarray(u, np.uint8)
+    if u.shape[1] % 2:
+        u = np.concatenate([u, np.full((u.shape[0], 1), OFFSET, np.uint8)], axis=1)
+    return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+
+
+def unpack_nibbles(packed: np.ndarray, k: int) -> np.ndarray:
+    """Inverse of pack_nibbles: (N, ceil(K/2)) uint8 -> (N, K) uint8 nibbles (padding dropped)."""
+    u = np.empty((packed.shape[0], 2 * packed.shape[1]), np.uint8)
+    u[:, 0::2] = packed & 0x0F
+    u[:, 1::2] = packed >> 4
+    return u[:, :k]
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
@@ -26,11 +45,7 @@ def pack_int4(q: np.ndarray) -> np.ndarray:
         raise DTypeError("pack_int4", "q", "2-D integer array", describe(q))
     if q.size and (q.min() < QMIN or q.max() > QMAX):
         raise ValueRangeError("pack_int4", "q", f"values in [{QMIN}, {QMAX}]", f"range [{q.min()}, {q.max()}]")
-    n, k = q.shape
-    u = (q.astype(np.int16) + OFFSET).astype(np.uint8)
-    if k % 2:
-        u = np.concatenate([u, np.full((n, 1), OFFSET, np.uint8)], axis=1)
-    return (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+    return pack_nibbles((q.astype(np.int16) + OFFSET).astype(np.uint8))
 
 
 def unpack_int4(weights: np.ndarray, k: int) -> np.ndarray:
@@ -46,10 +61,7 @@ def unpack_int4(weights: np.ndarray, k: int) -> np.ndarray:
     k = positive_int("unpack_int4", "k", k, error=ShapeError)
     if weights.shape[1] != (k + 1) // 2:
         raise ShapeError("unpack_int4", "weights", f"{(k + 1) // 2} bytes per row for K={k}", describe(weights))
-    u = np.empty((weights.shape[0], 2 * weights.shape[1]), np.int8)
-    u[:, 0::2] = weights & 0x0F
-    u[:, 1::2] = weights >> 4
-    return u[:, :k] - OFFSET
+    return unpack_nibbles(weights, k).astype(np.int8) - OFFSET
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -64,15 +76,14 @@ class PackedWeight:
         group_size: elements of K per scale.
         in_features: K. Defaults to 2 * weights.shape[1]; pass it for odd K.
 
-    The arrays are kept as given (read-only views, no copy when already contiguous).
-    The GPU copy is made once per device, on first use, and cached on this object.
+    The arrays are kept as given (read-only views, no copy when already contiguous). The
+    runtime keeps one GPU copy per device while this object lives (q4gsw.runtime.weights).
     """
 
     weights: np.ndarray
     scales: np.ndarray
     group_size: int
     in_features: int | None = None
-    _gpu: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         fn = "PackedWeight"
@@ -86,7 +97,7 @@ class PackedWeight:
             raise ShapeError(fn, "weights", f"ceil(K/2) = {(k + 1) // 2} bytes per row for K={k}", describe(weights))
         if n == 0 or kb == 0:
             raise ShapeError(fn, "weights", "N >= 1 rows and K >= 1", describe(weights))
-        groups = -(-k // gs)
+        groups = ceil_div(k, gs)
         if scales.shape[0] < groups:
             raise GroupSizeError(
                 fn, "weight_scales", f"at least ceil(K/group_size) = ceil({k}/{gs}) = {groups} rows", describe(scales)
@@ -108,7 +119,7 @@ class PackedWeight:
     @property
     def num_groups(self) -> int:
         """ceil(K / group_size): the scale rows that are used."""
-        return -(-self.in_features // self.group_size)
+        return ceil_div(self.in_features, self.group_size)
 
     @property
     def nbytes(self) -> int:

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import dataclasses
 import statistics
 
-import numpy as np
-
 from .errors import ProfilerError
 from .runtime import get_runtime
-from .runtime.dispatch import Dispatch, encode
-
-_active: contextvars.ContextVar["Profiler | None"] = contextvars.ContextVar("q4gsw_profiler", default=None)
+from .runtime.dispatch import Dispatch
+from .runtime.submit import active_profiler, timed_passes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,25 +32,11 @@ class Profiler:
             )
         self.records: list[Record] = []
 
-    def run(self, dispatches: list[Dispatch], encoder=None) -> None:
-        """Encode each dispatch with timestamps, submit, and record the GPU times."""
-        rt = self.runtime
-        wgpu = rt.wgpu
-        device = rt.device
-        encoder = encoder or device.create_command_encoder(label="q4gsw")
-        count = 2 * len(dispatches)
-        query_set = device.create_query_set(type=wgpu.QueryType.timestamp, count=count)
-        resolved = rt.buffers.create(8 * count, wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC, "q4gsw/timestamps")
-        for i, d in enumerate(dispatches):
-            encode(encoder, d, {"query_set": query_set, "beginning_of_pass_write_index": 2 * i,
-                                "end_of_pass_write_index": 2 * i + 1})
-        encoder.resolve_query_set(query_set, 0, count, resolved, 0)
-        rt.submit(encoder)
-        stamps = rt.buffers.read(resolved, 8 * count, np.uint64).astype(np.int64)
-        rt.buffers.destroy(resolved)
-        query_set.destroy()
-        for i, d in enumerate(dispatches):
-            self.records.append(Record(d.key.label, float(stamps[2 * i + 1] - stamps[2 * i]), d.nbytes, d.flops))
+    def run(self, dispatches: list[Dispatch]) -> None:
+        """Run each dispatch as its own timed compute pass (one submit) and record the GPU times."""
+        times = timed_passes(self.runtime, [[d] for d in dispatches], label="q4gsw/profile")
+        for d, ns in zip(dispatches, times):
+            self.records.append(Record(d.key.label, ns, d.nbytes, d.flops))
 
     def rows(self) -> list[dict]:
         """Per label: calls, mean and total µs, GB/s, % of the measured read bandwidth, TFLOP/s."""
@@ -94,10 +76,6 @@ class Profiler:
         return "\n".join(lines)
 
 
-def active_profiler() -> Profiler | None:
-    return _active.get()
-
-
 @contextlib.contextmanager
 def profile(runtime=None):
     """Record the GPU time of every dispatch run inside the block.
@@ -109,20 +87,9 @@ def profile(runtime=None):
     Raises ProfilerError when the adapter lacks `timestamp-query`.
     """
     prof = Profiler(runtime)
-    token = _active.set(prof)
+    token = active_profiler.set(prof)
     try:
         yield prof
     finally:
-        _active.reset(token)
+        active_profiler.reset(token)
 
-
-def run(dispatches: list[Dispatch], runtime) -> None:
-    """Encode and submit dispatches in one command buffer, timed when a profiler is active."""
-    prof = _active.get()
-    if prof is not None:
-        prof.run(dispatches)
-        return
-    encoder = runtime.device.create_command_encoder(label="q4gsw")
-    for d in dispatches:
-        encode(encoder, d)
-    runtime.submit(encoder)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from .arith import ceil_div
 from .checks import as_array, describe, is_torch_tensor, positive_int
 from .errors import DTypeError, ShapeError, ValueRangeError
 from .format import QMAX, QMIN, PackedWeight, pack_int4
@@ -43,7 +44,7 @@ def quantize(w: np.ndarray, group_size: int = 128) -> PackedWeight:
         raise ValueRangeError(fn, "w", "values within float32 range", f"max |w| = {np.abs(w).max():.3g}")
     gs = positive_int(fn, "group_size", group_size)
     n, k = w.shape
-    groups = -(-k // gs)
+    groups = ceil_div(k, gs)
     padded = np.zeros((n, groups * gs), np.float32)
     padded[:, :k] = w
     blocks = padded.reshape(n, groups, gs)
@@ -124,7 +125,7 @@ def quantize_gptq(w: np.ndarray, x: np.ndarray, group_size: int = 128, *, damp: 
         raise ValueRangeError(fn, "w", "finite w and x", "NaN or Inf")
     gs = positive_int(fn, "group_size", group_size)
     n, k = w.shape
-    groups = -(-k // gs)
+    groups = ceil_div(k, gs)
     if not isinstance(damp, (int, float)) or isinstance(damp, bool) or not damp >= 0 or not np.isfinite(damp):
         raise ValueRangeError(fn, "damp", "a finite float >= 0", describe(damp))
     if scales is not None:
@@ -175,15 +176,6 @@ def _check_weight(fn: str, w) -> np.ndarray:
     if np.abs(w).max() > np.finfo(np.float32).max:
         raise ValueRangeError(fn, "w", "values within float32 range", f"max |w| = {np.abs(w).max():.3g}")
     return w
-
-
-def _check_inputs(fn: str, x, k: int) -> np.ndarray:
-    if not isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float64) or x.ndim != 2 \
-            or x.shape[1] != k or x.shape[0] == 0:
-        raise ShapeError(fn, "x", f"(S, K={k}) float array with S >= 1", describe(x))
-    if not np.isfinite(x).all():
-        raise ValueRangeError(fn, "x", "finite values", "NaN or Inf in the inputs")
-    return x
 
 
 def _check_scales(fn: str, scales, groups: int, n: int) -> np.ndarray:
@@ -237,7 +229,7 @@ def search_scales(w: np.ndarray, group_size: int = 128, *, importance: np.ndarra
     ratios = np.asarray(grid, np.float64)
     if ratios.ndim != 1 or ratios.size == 0 or not (np.isfinite(ratios).all() and (ratios > 0).all()):
         raise ValueRangeError(fn, "grid", "a non-empty sequence of positive ratios", describe(grid))
-    groups = -(-k // gs)
+    groups = ceil_div(k, gs)
     blocks = np.zeros((n, groups * gs), np.float32)
     blocks[:, :k] = w
     blocks = blocks.reshape(n, groups, gs)
@@ -272,7 +264,7 @@ def quantize_with_scales(w: np.ndarray, scales: np.ndarray, group_size: int = 12
     w = _check_weight(fn, w)
     gs = positive_int(fn, "group_size", group_size)
     n, k = w.shape
-    scales = _check_scales(fn, scales, -(-k // gs), n)
+    scales = _check_scales(fn, scales, ceil_div(k, gs), n)
     inv = (np.float32(1.0) / scales).T[:, np.arange(k) // gs]
     q = np.clip(np.round(w.astype(np.float32) * inv), QMIN, QMAX).astype(np.int8)
     return PackedWeight(pack_int4(q), np.ascontiguousarray(scales), gs, in_features=k)

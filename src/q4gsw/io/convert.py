@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..checks import describe, positive_int
+from ..checks import describe, existing_file, positive_int
 from ..errors import FormatError
 from ..quantize import quantize
 from ._deps import require
@@ -47,10 +47,7 @@ class ConvertReport:
 def detect_format(path: str | os.PathLike) -> str:
     """'gguf' or 'safetensors', from the file's first bytes (not its name)."""
     fn = "detect_format"
-    if not isinstance(path, (str, os.PathLike)):
-        raise FormatError(fn, "path", "a path (str or os.PathLike)", describe(path))
-    if not os.path.isfile(path):
-        raise FormatError(fn, "path", "an existing file", repr(os.fspath(path)))
+    path = existing_file(fn, "path", path)
     with open(path, "rb") as f:
         head = f.read(9)
     if head[:4] == b"GGUF":

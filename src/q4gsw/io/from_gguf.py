@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from ..checks import as_array, describe, positive_int
+from ..checks import as_array, describe, existing_file, positive_int
 from ..errors import FormatError, ShapeError
-from ..format import PackedWeight
+from ..format import PackedWeight, pack_nibbles
 from ._deps import require
 
 #: Elements per Q4_0 block (ggml's QK4_0) and bytes per block: fp16 d, then 16 bytes of nibbles.
@@ -45,8 +45,7 @@ def from_gguf_q4_0(blocks: np.ndarray, *, in_features: int) -> PackedWeight:
     d = np.ascontiguousarray(b[:, :, :2]).view(np.float16)[:, :, 0]  # (N, nb)
     qs = b[:, :, 2:]  # (N, nb, 16)
     u = np.concatenate([qs & 0x0F, qs >> 4], axis=2)  # (N, nb, 32): element j then j + 16
-    u = u.reshape(n, k)
-    weights = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
+    weights = pack_nibbles(u.reshape(n, k))
     scales = np.ascontiguousarray(d.T.astype(np.float32))
     return PackedWeight(weights, scales, Q4_0_BLOCK, in_features=k)
 
@@ -102,10 +101,7 @@ def gguf_tensor_to_packed(tensor, *, function: str = "gguf_tensor_to_packed") ->
 
 def _open(function: str, path, gguf):
     """gguf.GGUFReader(path), with a FormatError for a file that is not GGUF."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise FormatError(function, "path", "a path (str or os.PathLike)", describe(path))
-    if not os.path.isfile(path):
-        raise FormatError(function, "path", "an existing file", repr(os.fspath(path)))
+    path = existing_file(function, "path", path)
     try:
         return gguf.GGUFReader(path)
     except (ValueError, OSError, KeyError, IndexError) as exc:

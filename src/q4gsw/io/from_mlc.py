@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import describe, is_torch_tensor, positive_int
+from ..arith import ceil_div
+from ..checks import describe, float_array, foreign_array, positive_int
 from ..errors import DTypeError, FormatError, GroupSizeError, ShapeError, ValueRangeError
-from ..format import PackedWeight
+from ..format import PackedWeight, pack_nibbles
 
 #: MLC's GroupQuantize presets (mlc_llm/quantization/quantization.py): group size, linear
 #: weight layout, scale dtype. All are int4 in uint32 storage, 8 elements per word.
@@ -45,11 +46,11 @@ def from_mlc(q_weight, q_scale, *, in_features: int, scheme: str = "q4f16_1") ->
         raise FormatError(fn, "scheme", f"one of {sorted(MLC_SCHEMES)}", repr(scheme))
     gs, layout, scale_dtype = MLC_SCHEMES[scheme]
     k = positive_int(fn, "in_features", in_features, ShapeError)
-    words = _array(fn, "q_weight", q_weight, (np.uint32, np.int32)).view(np.uint32)
-    scales = _array(fn, "q_scale", q_scale, (scale_dtype,))
+    words = foreign_array(fn, "q_weight", q_weight, ("uint32", "int32"), ndim=2).view(np.uint32)
+    scales = float_array(fn, "q_scale", foreign_array(fn, "q_scale", q_scale, (np.dtype(scale_dtype).name,), ndim=2))
     if layout == "KN":
         words, scales = words.T, scales.T
-    groups = -(-k // gs)
+    groups = ceil_div(k, gs)
     n = words.shape[0]
     if n == 0 or words.shape[1] != groups * gs // 8:
         raise ShapeError(fn, "q_weight", f"{groups * gs // 8} words per output feature for K={k} ({layout})",
@@ -62,20 +63,5 @@ def from_mlc(q_weight, q_scale, *, in_features: int, scheme: str = "q4f16_1") ->
         row, col = np.argwhere(u == 15)[0]
         raise ValueRangeError(fn, "q_weight", "stored values u in [0, 14] (value (u - 7) * scale)",
                               f"u = 15 at (n={row}, k={col}), i.e. q = 8, outside int4 [-8, 7]")
-    stored = u + 1  # q + 8 = (u - 7) + 8
-    if k % 2:
-        stored = np.concatenate([stored, np.full((n, 1), 8, np.uint8)], axis=1)
-    weights = (stored[:, 0::2] | (stored[:, 1::2] << 4)).astype(np.uint8)
+    weights = pack_nibbles(u + 1)  # stored q + 8 = (u - 7) + 8
     return PackedWeight(weights, np.ascontiguousarray(scales.T.astype(np.float32)), gs, in_features=k)
-
-
-def _array(fn: str, name: str, value, dtypes) -> np.ndarray:
-    if is_torch_tensor(value):
-        value = value.detach().cpu().contiguous().numpy()
-    if not isinstance(value, np.ndarray) or value.dtype not in dtypes:
-        raise DTypeError(fn, name, f"array of {' or '.join(np.dtype(d).name for d in dtypes)}", describe(value))
-    if value.ndim != 2:
-        raise ShapeError(fn, name, "a 2-D array", describe(value))
-    if value.dtype.kind == "f" and not np.isfinite(value).all():
-        raise ValueRangeError(fn, name, "finite scales", "NaN or Inf")
-    return np.ascontiguousarray(value)

@@ -6,9 +6,10 @@ import os
 
 import numpy as np
 
-from ..checks import describe, positive_int
+from ..arith import ceil_div
+from ..checks import describe, existing_file, float_array, positive_int
 from ..errors import AsymmetricError, DTypeError, FormatError, ShapeError, ValueRangeError
-from ..format import PackedWeight
+from ..format import PackedWeight, unpack_nibbles
 from ._deps import require
 
 # The operator, per ONNX Runtime's docs/ContribOperators.md, "com.microsoft.MatMulNBits":
@@ -49,12 +50,12 @@ def from_matmul_nbits(b, scales, zero_points=None, *, in_features: int, out_feat
     bs = positive_int(fn, "block_size", block_size)
     if bs < 16 or bs & (bs - 1):
         raise FormatError(fn, "block_size", "a power of two >= 16 (the operator's rule)", repr(bs))
-    k_blocks, blob = -(-k // bs), bs // 2
+    k_blocks, blob = ceil_div(k, bs), bs // 2
     if not isinstance(b, np.ndarray) or b.dtype != np.uint8:
         raise DTypeError(fn, "b", "uint8 ndarray", describe(b))
     if b.size != n * k_blocks * blob:
         raise ShapeError(fn, "b", f"(N, k_blocks, blob_size) = {(n, k_blocks, blob)}", describe(b))
-    s = _float_array(fn, "scales", scales)
+    s = float_array(fn, "scales", scales)
     if s.size != n * k_blocks:
         raise ShapeError(fn, "scales", f"(N, k_blocks) = {(n, k_blocks)} elements", describe(scales))
     s = s.reshape(n, k_blocks)
@@ -79,12 +80,11 @@ def read_onnx(model) -> dict[str, PackedWeight]:
     from onnx import numpy_helper
 
     if isinstance(model, (str, os.PathLike)):
-        if not os.path.isfile(model):
-            raise FormatError(fn, "model", "an existing .onnx file", repr(os.fspath(model)))
+        path = existing_file(fn, "model", model)
         try:
-            model = onnx.load(os.fspath(model))
+            model = onnx.load(path)
         except (DecodeError, OSError, ValueError) as exc:
-            raise FormatError(fn, "model", "an ONNX file", f"{os.fspath(model)!r} ({exc})") from exc
+            raise FormatError(fn, "model", "an ONNX file", f"{path!r} ({exc})") from exc
     elif not isinstance(model, onnx.ModelProto):
         raise FormatError(fn, "model", "a path or onnx.ModelProto", describe(model))
     inits = {t.name: t for t in model.graph.initializer}
@@ -114,29 +114,18 @@ def read_onnx(model) -> dict[str, PackedWeight]:
     return out
 
 
-def _float_array(fn: str, name: str, value) -> np.ndarray:
-    if not isinstance(value, np.ndarray) or value.dtype.kind != "f" and value.dtype.name != "bfloat16":
-        raise DTypeError(fn, name, "float32, float16 or bfloat16 ndarray", describe(value))
-    if value.dtype.itemsize > 4:
-        raise DTypeError(fn, name, "float32, float16 or bfloat16 (exact in float32)", describe(value))
-    out = value.astype(np.float32)
-    if not np.isfinite(out).all():
-        raise ValueRangeError(fn, name, "finite values", "NaN or Inf")
-    return out
-
-
 def _check_zero_points(fn: str, zp, n: int, k_blocks: int) -> None:
     """Raise AsymmetricError unless every zero point is 8."""
     if not isinstance(zp, np.ndarray):
         raise DTypeError(fn, "zero_points", "ndarray", describe(zp))
     if zp.dtype == np.uint8:
-        packed_cols = -(-k_blocks // 2)
+        packed_cols = ceil_div(k_blocks, 2)
         if zp.size != n * packed_cols:
             raise ShapeError(fn, "zero_points", f"packed (N, ceil(k_blocks/2)) = {(n, packed_cols)}", describe(zp))
         p = zp.reshape(n, packed_cols)
-        nib = np.stack([p & 0x0F, p >> 4], axis=2).reshape(n, -1)[:, :k_blocks]
+        nib = unpack_nibbles(p, k_blocks)
     else:
-        nib = _float_array(fn, "zero_points", zp)
+        nib = float_array(fn, "zero_points", zp)
         if nib.size != n * k_blocks:
             raise ShapeError(fn, "zero_points", f"(N, k_blocks) = {(n, k_blocks)}", describe(zp))
         nib = nib.reshape(n, k_blocks)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..checks import describe, is_torch_tensor, positive_int
+from ..arith import ceil_div
+from ..checks import describe, float_array, foreign_array, is_torch_tensor, positive_int
 from ..errors import AsymmetricError, DTypeError, GroupSizeError, ShapeError, ValueRangeError
-from ..format import QMAX, QMIN, PackedWeight
+from ..format import QMAX, QMIN, PackedWeight, pack_int4, unpack_nibbles
 
 
 def from_torchao(weight) -> PackedWeight:
@@ -59,32 +60,25 @@ def from_torchao_plain(qdata, scale, zero_point=None, *, group_size: int, in_fea
         PackedWeight with scales (ceil(K/group_size), N) float32.
     """
     fn = function
-    q_bytes = _bytes(fn, "qdata", qdata)
+    q_bytes = foreign_array(fn, "qdata", qdata, ("int8", "uint8"), ndim=2).view(np.uint8)
     gs = positive_int(fn, "group_size", group_size)
     n, kb = q_bytes.shape
     k = 2 * kb if in_features is None else positive_int(fn, "in_features", in_features, ShapeError)
     if n == 0 or kb != (k + 1) // 2:
         raise ShapeError(fn, "qdata", f"(N >= 1, ceil(K/2) = {(k + 1) // 2}) for K={k}", describe(qdata))
-    groups = -(-k // gs)
-    s = _floats(fn, "scale", scale)
+    groups = ceil_div(k, gs)
+    s = float_array(fn, "scale", scale, ndim=2)
     if s.shape != (groups, n):
         raise GroupSizeError(fn, "scale", f"shape (ceil(K/group_size), N) = {(groups, n)}", describe(scale))
-    lo = (q_bytes & 0x0F).astype(np.int8)
-    hi = (q_bytes >> 4).astype(np.int8)
-    nib = np.empty((n, 2 * kb), np.int8)
-    nib[:, 0::2], nib[:, 1::2] = lo, hi
-    q = np.where(nib >= 8, nib - 16, nib)[:, :k].astype(np.int8)  # two's complement int4
+    nib = unpack_nibbles(q_bytes, k).astype(np.int8)
+    q = np.where(nib >= 8, nib - 16, nib).astype(np.int8)  # two's complement int4
     if zero_point is not None:
-        zp = _floats(fn, "zero_point", zero_point)
+        zp = float_array(fn, "zero_point", zero_point, ndim=2)
         if zp.shape != s.shape:
             raise ShapeError(fn, "zero_point", f"the shape of scale {s.shape}", describe(zero_point))
         if np.any(zp != 0):
             q = _carry_zero_point(fn, q, s, zp, gs)
-    u = (q.astype(np.int16) + 8).astype(np.uint8)
-    if k % 2:
-        u = np.concatenate([u, np.full((n, 1), 8, np.uint8)], axis=1)
-    weights = (u[:, 0::2] | (u[:, 1::2] << 4)).astype(np.uint8)
-    return PackedWeight(weights, s, gs, in_features=k)
+    return PackedWeight(pack_int4(q), s, gs, in_features=k)
 
 
 def _carry_zero_point(fn: str, q: np.ndarray, s: np.ndarray, zp: np.ndarray, gs: int) -> np.ndarray:
@@ -113,32 +107,3 @@ def _carry_zero_point(fn: str, q: np.ndarray, s: np.ndarray, zp: np.ndarray, gs:
             "beyond the int4 range; quantize the float weight with q4gsw.quantize instead",
         )
     return shifted.astype(np.int8)
-
-
-def _bytes(fn: str, name: str, value) -> np.ndarray:
-    """int8/uint8 torch tensor or ndarray -> 2-D uint8 ndarray of the same bits."""
-    if is_torch_tensor(value):
-        value = value.detach().cpu().contiguous()
-        if str(value.dtype) not in ("torch.int8", "torch.uint8"):
-            raise DTypeError(fn, name, "int8 or uint8 tensor", describe(value))
-        value = value.numpy()
-    if not isinstance(value, np.ndarray) or value.dtype not in (np.int8, np.uint8):
-        raise DTypeError(fn, name, "int8 or uint8 array", describe(value))
-    if value.ndim != 2:
-        raise ShapeError(fn, name, "a 2-D array (N, ceil(K/2))", describe(value))
-    return np.ascontiguousarray(value).view(np.uint8)
-
-
-def _floats(fn: str, name: str, value) -> np.ndarray:
-    """float16/bfloat16/float32 torch tensor or float16/float32 ndarray -> float32 (exact)."""
-    if is_torch_tensor(value):
-        if str(value.dtype) not in ("torch.float32", "torch.float16", "torch.bfloat16"):
-            raise DTypeError(fn, name, "float32, float16 or bfloat16 tensor", describe(value))
-        value = value.detach().cpu().float().contiguous().numpy()
-    if not isinstance(value, np.ndarray) or value.dtype not in (np.float32, np.float16):
-        raise DTypeError(fn, name, "float32 or float16 array (or a bfloat16 tensor)", describe(value))
-    if value.ndim != 2:
-        raise ShapeError(fn, name, "a 2-D array (ceil(K/group_size), N)", describe(value))
-    if not np.isfinite(value).all():
-        raise ValueRangeError(fn, name, "finite values", "NaN or Inf")
-    return np.ascontiguousarray(value, dtype=np.float32)

@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 
-from ..checks import describe
+from ..checks import describe, existing_file
 from ..errors import ArgumentError, FormatError
 from ..format import PackedWeight
 from ._deps import require
@@ -121,10 +121,7 @@ def load(path: str | os.PathLike) -> dict[str, PackedWeight]:
 
 def _metadata(function: str, path) -> dict[str, str]:
     """The safetensors header metadata of path ({} when it has none)."""
-    if not isinstance(path, (str, os.PathLike)):
-        raise FormatError(function, "path", "a path (str or os.PathLike)", describe(path))
-    if not os.path.isfile(path):
-        raise FormatError(function, "path", "an existing file", repr(os.fspath(path)))
+    path = existing_file(function, "path", path)
     safetensors = require("safetensors", function)
     try:
         with safetensors.safe_open(os.fspath(path), framework="np") as f:

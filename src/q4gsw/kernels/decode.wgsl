@@ -2,7 +2,7 @@
 //
 // Invocation c of a workgroup owns 32 consecutive k (one vec4<u32> of every weight row:
 // c < K/32) and keeps x[m, 32c .. 32c+31] in eight vec4 registers for the whole dispatch.
-// The workgroup walks ROWS consecutive output rows, RB = 4 rows per step; the loads of the
+// The workgroup walks FEATURES consecutive output features (weight rows), RB = 4 per step; the loads of the
 // next step are issued before the current step is computed (two steps in flight), and
 // every row is one coalesced 16-byte load per invocation.
 // Unpack (unpack.wgsl, composed after this file): each nibble u becomes 1 + u/16 exactly, in
@@ -16,15 +16,15 @@
 // reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
 // same weight rows run together (L2 serves the repeats).
-// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | ROWS, ROWS <= WG.
+// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | FEATURES, FEATURES <= WG.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32, multiple of 32), ROWS (rows per workgroup), UNPACK_IMAD (which
+// Overrides: WG (>= K/32, multiple of 32), FEATURES (output features per workgroup), UNPACK_IMAD (which
 // integer ops unpack: see unpack.wgsl), HAS_BIAS.
 
 override WG: u32 = 128u;
-override ROWS: u32 = 16u;
+override FEATURES: u32 = 16u;
 override UNPACK_IMAD: bool = false;
 override HAS_BIAS: bool = false;
 const RB: u32 = 4u;
@@ -68,7 +68,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
   let m = tile % params.m;
-  let n0 = (tile / params.m) * ROWS;
+  let n0 = (tile / params.m) * FEATURES;
   let words = params.k / 32u;          // vec4<u32> per weight row
   let owns_k = inv.lid < words;
   let c = min(inv.lid, words - 1u);
@@ -90,7 +90,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   var w_b = weights[min(n0 + 1u, last_row) * words + c];
   var w_c = weights[min(n0 + 2u, last_row) * words + c];
   var w_d = weights[min(n0 + 3u, last_row) * words + c];
-  for (var r = 0u; r < ROWS; r += RB) {
+  for (var r = 0u; r < FEATURES; r += RB) {
     let n_a = min(n0 + r, last_row);
     let n_b = min(n0 + r + 1u, last_row);
     let n_c = min(n0 + r + 2u, last_row);
@@ -105,7 +105,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                     scale_at(scale_base + n_c), scale_at(scale_base + n_d));
     }
     // the next step's rows (the last step re-reads its own rows: cache hits)
-    let r_next = min(r + RB, ROWS - RB);
+    let r_next = min(r + RB, FEATURES - RB);
     let next_a = weights[min(n0 + r_next, last_row) * words + c];
     let next_b = weights[min(n0 + r_next + 1u, last_row) * words + c];
     let next_c = weights[min(n0 + r_next + 2u, last_row) * words + c];
@@ -120,7 +120,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   workgroupBarrier();
   reduce_partials(inv);
   workgroupBarrier();
-  if (inv.lid < ROWS) {
+  if (inv.lid < FEATURES) {
     let n = n0 + inv.lid;
     if (n < params.n) {
       var total = row_total(inv.lid, inv);

@@ -1,13 +1,13 @@
 // linear_q4gsw/decode_batch: small M > 1 (batched decode), the weight unpack shared by up to
-// MB = 8 rows of x. (decode.wgsl gives each row of x its own workgroups, so M rows cost M
+// X_ROWS = 8 rows of x. (decode.wgsl gives each row of x its own workgroups, so M rows cost M
 // times its unpack, x loads and reductions.)
 //
 // Invocation c owns one u32 word (8 k) of every weight row (c < K/8 <= WG: one workgroup
-// covers all of K) and keeps x[m, 8c .. 8c+7] of the workgroup's MB rows of x in 2 x MB vec4
+// covers all of K) and keeps x[m, 8c .. 8c+7] of the workgroup's X_ROWS rows of x in 2 x X_ROWS vec4
 // registers. A step covers 4 weight rows: 4 coalesced u32 loads (the next step's issued
 // before this step's math), each word's 8 nibbles unpacked once to 1 + u/16 (as decode.wgsl:
 // sum x (u - 8) = 16 * sum x (1 + u/16) - 24 * sum x, scaled per row), then one 8-term dot
-// per row of x. The step's 4 x MB sums (value j = 4 * (row of x) + weight row) are added
+// per row of x. The step's 4 x X_ROWS sums (value j = 4 * (row of x) + weight row) are added
 // across the subgroup by a transpose-reduction: each exchange level (subgroupShuffleXor)
 // halves the values a lane holds, so 32 sums cost 31 shuffles where 32 subgroupAdds cost
 // 160. With 32 lanes each lane ends with one value, with 16 two, with 8 four. A block of 4
@@ -22,18 +22,18 @@
 // words); they write partial sums into slice `split` of a buffer bound as `out` (compact rows,
 // slice size params.split_stride) and reduce_splits.wgsl adds the slices and the bias, as for
 // tiled.wgsl.
-// Needs K % 8 == 0, ceil(K / 8 / SPLIT) <= WG, group_size % 8 == 0, ROWS % 4 == 0, the
+// Needs K % 8 == 0, ceil(K / 8 / SPLIT) <= WG, group_size % 8 == 0, FEATURES % 4 == 0, the
 // subgroup feature.
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
-//                     5 params: as general.wgsl (n_tiles = row blocks; tiles = row blocks x ceil(M / MB)).
-// Overrides: WG (>= K/8, multiple of 32), ROWS (weight rows per workgroup), MB (rows of x per
+//                     5 params: as general.wgsl (n_tiles = row blocks; tiles = row blocks x ceil(M / X_ROWS)).
+// Overrides: WG (>= K/8, multiple of 32), FEATURES (output features = weight rows per workgroup), X_ROWS (rows of x per
 // workgroup: 2, 4 or 8), MIN_LANES (sizes the slots), SPLIT (workgroups per tile along K),
 // UNPACK_IMAD (lo4 / hi4 of unpack.wgsl, composed after this file), HAS_BIAS.
 
 override WG: u32 = 512u;
-override ROWS: u32 = 16u;
-override MB: u32 = 8u;
+override FEATURES: u32 = 16u;
+override X_ROWS: u32 = 8u;
 override MIN_LANES: u32 = 4u;
 override SPLIT: u32 = 1u;
 override UNPACK_IMAD: bool = false;
@@ -52,8 +52,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
-// [ROWS][MB][subgroups]: a subgroup's sum for (weight row, row of x)
-var<workgroup> partial: array<f32, ROWS * MB * WG / MIN_LANES>;
+// [FEATURES][X_ROWS][subgroups]: a subgroup's sum for (weight row, row of x)
+var<workgroup> partial: array<f32, FEATURES * X_ROWS * WG / MIN_LANES>;
 
 struct Invocation {
   @builtin(local_invocation_index) lid: u32,
@@ -82,25 +82,25 @@ fn level4(lo: vec4<f32>, hi: vec4<f32>, lane: u32, bit: u32) -> vec4<f32> {
 // with 2), added last as plain butterflies over the value(s) a lane holds.
 fn fold4(v: vec4<f32>, bit_a: u32, bit_b: u32) -> vec4<f32> {
   var s = v;
-  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
-  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  if (X_ROWS <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (X_ROWS <= 2u) { s += subgroupShuffleXor(s, bit_b); }
   return s;
 }
 fn fold2(v: vec2<f32>, bit_a: u32, bit_b: u32) -> vec2<f32> {
   var s = v;
-  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
-  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  if (X_ROWS <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (X_ROWS <= 2u) { s += subgroupShuffleXor(s, bit_b); }
   return s;
 }
 fn fold1(v: f32, bit_a: u32, bit_b: u32) -> f32 {
   var s = v;
-  if (MB <= 4u) { s += subgroupShuffleXor(s, bit_a); }
-  if (MB <= 2u) { s += subgroupShuffleXor(s, bit_b); }
+  if (X_ROWS <= 4u) { s += subgroupShuffleXor(s, bit_a); }
+  if (X_ROWS <= 2u) { s += subgroupShuffleXor(s, bit_b); }
   return s;
 }
 
 fn slot(row: u32, xr: u32, groups: u32, sg: u32) -> u32 {
-  return (row * MB + xr) * groups + sg;
+  return (row * X_ROWS + xr) * groups + sg;
 }
 
 // The first subgroup of a slot stores (workgroup memory is not zeroed), later ones add.
@@ -119,24 +119,24 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   if (tile >= params.tiles) { return; }
   let tiles_per_split = params.tiles / SPLIT;
   let split = tile / tiles_per_split;
-  let m0 = (tile % tiles_per_split / params.n_tiles) * MB;
-  let n0 = (tile % tiles_per_split % params.n_tiles) * ROWS;
+  let m0 = (tile % tiles_per_split / params.n_tiles) * X_ROWS;
+  let n0 = (tile % tiles_per_split % params.n_tiles) * FEATURES;
   let words = params.k / 8u;
   let words_per_split = (words + SPLIT - 1u) / SPLIT;
   let owns = inv.lid < words_per_split && split * words_per_split + inv.lid < words;
   let c = min(split * words_per_split + inv.lid, words - 1u);  // word c of every row: k = 8c .. 8c+7
   let last_m = params.m - 1u;
-  // rows m0 .. m0 + MB - 1 of x (clamped: rows past M are computed and never written)
+  // rows m0 .. m0 + X_ROWS - 1 of x (clamped: rows past M are computed and never written)
   let x0l = load_x(min(m0, last_m), 2u * c, owns);      let x0h = load_x(min(m0, last_m), 2u * c + 1u, owns);
   let x1l = load_x(min(m0 + 1u, last_m), 2u * c, owns); let x1h = load_x(min(m0 + 1u, last_m), 2u * c + 1u, owns);
   var x2l = vec4<f32>(0.0); var x2h = x2l; var x3l = x2l; var x3h = x2l;
-  if (MB > 2u) {
+  if (X_ROWS > 2u) {
     x2l = load_x(min(m0 + 2u, last_m), 2u * c, owns); x2h = load_x(min(m0 + 2u, last_m), 2u * c + 1u, owns);
     x3l = load_x(min(m0 + 3u, last_m), 2u * c, owns); x3h = load_x(min(m0 + 3u, last_m), 2u * c + 1u, owns);
   }
   var x4l = vec4<f32>(0.0); var x4h = x4l; var x5l = x4l; var x5h = x4l;
   var x6l = x4l; var x6h = x4l; var x7l = x4l; var x7h = x4l;
-  if (MB > 4u) {
+  if (X_ROWS > 4u) {
     x4l = load_x(min(m0 + 4u, last_m), 2u * c, owns); x4h = load_x(min(m0 + 4u, last_m), 2u * c + 1u, owns);
     x5l = load_x(min(m0 + 5u, last_m), 2u * c, owns); x5h = load_x(min(m0 + 5u, last_m), 2u * c + 1u, owns);
     x6l = load_x(min(m0 + 6u, last_m), 2u * c, owns); x6h = load_x(min(m0 + 6u, last_m), 2u * c + 1u, owns);
@@ -159,21 +159,21 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let bit_a = lanes / 2u;
   let bit_b = lanes / 4u;
   let bit_c = lanes / 8u;
-  let skipped = select(0u, bit_a, MB <= 4u) | select(0u, bit_b, MB <= 2u);
+  let skipped = select(0u, bit_a, X_ROWS <= 4u) | select(0u, bit_b, X_ROWS <= 2u);
   let stores = (lane & skipped) == 0u;
-  // after the vec4 levels a lane holds p[q], q = bit of c + 2 * bit of b + 4 * bit of a (< MB)
-  let q = select(0u, 1u, (lane & bit_c) != 0u) + select(0u, 2u, MB > 2u && (lane & bit_b) != 0u)
-        + select(0u, 4u, MB > 4u && (lane & bit_a) != 0u);
+  // after the vec4 levels a lane holds p[q], q = bit of c + 2 * bit of b + 4 * bit of a (< X_ROWS)
+  let q = select(0u, 1u, (lane & bit_c) != 0u) + select(0u, 2u, X_ROWS > 2u && (lane & bit_b) != 0u)
+        + select(0u, 4u, X_ROWS > 4u && (lane & bit_a) != 0u);
 
   var w0 = weights[min(n0, last_row) * words + c];
   var w1 = weights[min(n0 + 1u, last_row) * words + c];
   var w2 = weights[min(n0 + 2u, last_row) * words + c];
   var w3 = weights[min(n0 + 3u, last_row) * words + c];
-  for (var r = 0u; r < ROWS; r += 4u) {
+  for (var r = 0u; r < FEATURES; r += 4u) {
     let s = vec4<f32>(scales[scale_base + min(n0 + r, last_row)], scales[scale_base + min(n0 + r + 1u, last_row)],
                       scales[scale_base + min(n0 + r + 2u, last_row)], scales[scale_base + min(n0 + r + 3u, last_row)]);
     // the next step's rows (the last step re-reads its own: cache hits)
-    let rn = min(r + 4u, ROWS - 4u);
+    let rn = min(r + 4u, FEATURES - 4u);
     let v0 = weights[min(n0 + rn, last_row) * words + c];
     let v1 = weights[min(n0 + rn + 1u, last_row) * words + c];
     let v2 = weights[min(n0 + rn + 2u, last_row) * words + c];
@@ -185,12 +185,12 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let p0 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x0l, x0h, xs.x, s16, s24);
     let p1 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x1l, x1h, xs.y, s16, s24);
     var p2 = vec4<f32>(0.0); var p3 = p2;
-    if (MB > 2u) {
+    if (X_ROWS > 2u) {
       p2 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x2l, x2h, xs.z, s16, s24);
       p3 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x3l, x3h, xs.w, s16, s24);
     }
     var p4 = vec4<f32>(0.0); var p5 = p4; var p6 = p4; var p7 = p4;
-    if (MB > 4u) {
+    if (X_ROWS > 4u) {
       p4 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x4l, x4h, xs2.x, s16, s24);
       p5 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x5l, x5h, xs2.y, s16, s24);
       p6 = rows4(a0, b0, a1, b1, a2, b2, a3, b3, x6l, x6h, xs2.z, s16, s24);
@@ -198,12 +198,12 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     }
     if (transposed) {
       var qa0 = p0; var qa1 = p1; var qa2 = p2; var qa3 = p3;
-      if (MB > 4u) {
+      if (X_ROWS > 4u) {
         qa0 = level4(p0, p4, lane, bit_a); qa1 = level4(p1, p5, lane, bit_a);
         qa2 = level4(p2, p6, lane, bit_a); qa3 = level4(p3, p7, lane, bit_a);
       }
       var qb0 = qa0; var qb1 = qa1;
-      if (MB > 2u) { qb0 = level4(qa0, qa2, lane, bit_b); qb1 = level4(qa1, qa3, lane, bit_b); }
+      if (X_ROWS > 2u) { qb0 = level4(qa0, qa2, lane, bit_b); qb1 = level4(qa1, qa3, lane, bit_b); }
       let f = level4(qb0, qb1, lane, bit_c);  // p[q], summed over the subgroup when lanes == 8
       if (lanes == 8u) {
         let g = fold4(f, bit_a, bit_b);
@@ -239,8 +239,8 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
         if (lane == 0u && my_turn == i) {
           for (var e = 0u; e < 4u; e++) {
             add_slot(r + e, 0u, groups, sg, t0[e], i > 0u); add_slot(r + e, 1u, groups, sg, t1[e], i > 0u);
-            if (MB > 2u) { add_slot(r + e, 2u, groups, sg, t2[e], i > 0u); add_slot(r + e, 3u, groups, sg, t3[e], i > 0u); }
-            if (MB > 4u) {
+            if (X_ROWS > 2u) { add_slot(r + e, 2u, groups, sg, t2[e], i > 0u); add_slot(r + e, 3u, groups, sg, t3[e], i > 0u); }
+            if (X_ROWS > 4u) {
               add_slot(r + e, 4u, groups, sg, t4[e], i > 0u); add_slot(r + e, 5u, groups, sg, t5[e], i > 0u);
               add_slot(r + e, 6u, groups, sg, t6[e], i > 0u); add_slot(r + e, 7u, groups, sg, t7[e], i > 0u);
             }
@@ -251,9 +251,9 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     w0 = v0; w1 = v1; w2 = v2; w3 = v3;
   }
   workgroupBarrier();
-  for (var t = inv.lid; t < ROWS * MB; t += WG) {
-    let row = t / MB;
-    let xr = t % MB;
+  for (var t = inv.lid; t < FEATURES * X_ROWS; t += WG) {
+    let row = t / X_ROWS;
+    let xr = t % X_ROWS;
     let n = n0 + row;
     let m = m0 + xr;
     if (n < params.n && m < params.m) {

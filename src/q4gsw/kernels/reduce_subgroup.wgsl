@@ -15,13 +15,13 @@ struct Invocation {
   @builtin(subgroup_size) lanes: u32,
 }
 
-// [ROWS][subgroups]; a subgroup has at least 4 invocations.
-var<workgroup> partial: array<f32, ROWS * WG / 4u>;
+// [FEATURES][subgroups]; a subgroup has at least 4 invocations.
+var<workgroup> partial: array<f32, FEATURES * WG / 4u>;
 
 fn clear_partials(inv: Invocation) {
   if (inv.lane == 0u) {
     let groups = (WG + inv.lanes - 1u) / inv.lanes;
-    for (var r = 0u; r < ROWS; r++) { partial[r * groups + inv.lid / inv.lanes] = 0.0; }
+    for (var r = 0u; r < FEATURES; r++) { partial[r * groups + inv.lid / inv.lanes] = 0.0; }
   }
 }
 

@@ -1,13 +1,13 @@
 // linear_q4gsw/tiled: prefill (large M) as a tiled GEMM. A workgroup of 256 invocations
-// computes a BM (rows of x: 128, or 64 for smaller M) x 128 (output features) tile. Per
+// computes a TILE_M (rows of x: 128, or 64 for smaller M) x 128 (output features) tile. Per
 // step of 32 k:
-//   x tile:      BM x 32 floats, stored k-major (As[kk][m], m in vec4) in workgroup memory;
+//   x tile:      TILE_M x 32 floats, stored k-major (As[kk][m], m in vec4) in workgroup memory;
 //   weight tile: 128 rows x 32 k, dequantized once ((u - 8) * scale, exact before the
-//                multiply) into Bs[kk][n] and then reused by all BM rows of x.
-// Each invocation accumulates an 8 x 8 register tile (4 x 8 when BM = 64, the second four
+//                multiply) into Bs[kk][n] and then reused by all TILE_M rows of x.
+// Each invocation accumulates an 8 x 8 register tile (4 x 8 when TILE_M = 64, the second four
 // rows dropped at compile time): rows {4ty..4ty+3, 64+4ty..64+4ty+3},
 // features {4tx..4tx+3, 64+4tx..64+4tx+3}, in 16 named vec4 (no arrays: local memory is
-// slow on this stack), reading 4 vec4 from workgroup memory per 64 FMAs (3 per 32 at BM 64).
+// slow on this stack), reading 4 vec4 from workgroup memory per 64 FMAs (3 per 32 at TILE_M 64).
 // The next step's global loads are issued before this step's FMAs (held in registers).
 // The group's scale is read once per step (needs group_size % 32 == 0; the group index
 // advances without division). Edges: rows of x past M and features past N are clamped
@@ -16,11 +16,11 @@
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: HAS_BIAS, BM (64 or 128), SPLIT (workgroups per tile along K).
+// Overrides: HAS_BIAS, TILE_M (64 or 128), SPLIT (workgroups per tile along K).
 
 override HAS_BIAS: bool = false;
 override SPLIT: u32 = 1u;
-override BM: u32 = 128u;
+override TILE_M: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 32u;
 
@@ -71,7 +71,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let tiles_per_split = params.tiles / SPLIT;
   let split = tile / tiles_per_split;
   let n0 = (tile % tiles_per_split % params.n_tiles) * BN;
-  let m0 = (tile % tiles_per_split / params.n_tiles) * BM;
+  let m0 = (tile % tiles_per_split / params.n_tiles) * TILE_M;
   let ty = lid / 16u;
   let tx = lid % 16u;
   // loaders: x rows 4q..4q+3 at k-vec4 kv; weight rows 4q..4q+3, nibbles 4h..4h+3 of word wd
@@ -105,7 +105,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   var group_end = (g + 1u) * params.group_size;
   // Global loads run one step ahead (held in registers while the current step computes).
   let kk = 8u * wd + 4u * h;  // k of this invocation's first nibble within a step
-  let loads_x = 4u * q < BM;
+  let loads_x = 4u * q < TILE_M;
   var ra = vec4<f32>(0.0); var rb = ra; var rc = ra; var rd = ra;
   var wa = 0u; var wb = 0u; var wc = 0u; var wd4 = 0u;
   var s = vec4<f32>(0.0);
@@ -162,7 +162,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
       acc10 = fma(vec4<f32>(a0.y), b0, acc10); acc11 = fma(vec4<f32>(a0.y), b1, acc11);
       acc20 = fma(vec4<f32>(a0.z), b0, acc20); acc21 = fma(vec4<f32>(a0.z), b1, acc21);
       acc30 = fma(vec4<f32>(a0.w), b0, acc30); acc31 = fma(vec4<f32>(a0.w), b1, acc31);
-      if (BM == 64u) { continue; }
+      if (TILE_M == 64u) { continue; }
       let a1 = As[kk2 * 32u + 16u + ty];
       acc40 = fma(vec4<f32>(a1.x), b0, acc40); acc41 = fma(vec4<f32>(a1.x), b1, acc41);
       acc50 = fma(vec4<f32>(a1.y), b0, acc50); acc51 = fma(vec4<f32>(a1.y), b1, acc51);
@@ -180,7 +180,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   store4(split, r0 + 1u, c0, acc10); store4(split, r0 + 1u, c1, acc11);
   store4(split, r0 + 2u, c0, acc20); store4(split, r0 + 2u, c1, acc21);
   store4(split, r0 + 3u, c0, acc30); store4(split, r0 + 3u, c1, acc31);
-  if (BM == 64u) { return; }
+  if (TILE_M == 64u) { return; }
   store4(split, r1, c0, acc40); store4(split, r1, c1, acc41);
   store4(split, r1 + 1u, c0, acc50); store4(split, r1 + 1u, c1, acc51);
   store4(split, r1 + 2u, c0, acc60); store4(split, r1 + 2u, c1, acc61);

@@ -1,4 +1,4 @@
-"""linear_q4gsw: validate every argument, choose a kernel, bind, dispatch, read back."""
+"""linear_q4gsw: validate every argument, plan (ops/plan.py), submit, read back."""
 
 from __future__ import annotations
 
@@ -9,16 +9,12 @@ import weakref
 import numpy as np
 
 from ..checks import as_array, describe, is_torch_tensor, positive_int
-from ..errors import ArgumentError, DTypeError, ShapeError, SizeLimitError
+from ..errors import ArgumentError, DTypeError, ShapeError
 from ..format import PackedWeight
-from ..kernels.registry import KERNELS, Problem, select
-from ..profile import run
+from ..kernels import KERNELS, Problem, select
 from ..runtime import get_runtime
-from ..runtime.dispatch import Dispatch, fold_grid
-from ..tuning_cache import tuned_choices
-from .weights import gpu_weight
-
-POISON = np.uint32(0x7FBADBAD)  # a NaN: an output element no kernel wrote fails any comparison
+from ..runtime.submit import submit
+from .plan import choose_kernel, gpu_placeholder, plan_linear
 
 
 def linear(x, weight: PackedWeight, bias=None, *, kernel=None):
@@ -28,8 +24,8 @@ def linear(x, weight: PackedWeight, bias=None, *, kernel=None):
         x: (..., K) float32 ndarray or torch.Tensor.
         weight: the PackedWeight (N output features, K input features).
         bias: optional (N,) float32.
-        kernel: force a kernel by name (see q4gsw.kernels.registry.KERNELS) or as a KernelSpec
-            with settings (e.g. TiledSplit(rows=64, split=4)); default: chosen.
+        kernel: force a kernel by name (see q4gsw.kernels.KERNELS) or as a KernelSpec with
+            settings (e.g. TiledSplit(x_rows_per_tile=64, split=4)); default: chosen.
     Returns:
         (..., N) float32, an ndarray (a CPU torch.Tensor when x is a torch.Tensor).
     Raises:
@@ -47,43 +43,58 @@ def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kerne
         weight_scales: (num_groups, padded_N) float32.
         group_size: elements of K per scale.
         bias: optional (N,) float32.
-    The GPU copy of (weights, weight_scales) is cached while both objects live: treat them as
+    The GPU copy of (weights, weight_scales) is kept while both objects live: treat them as
     constants, as ExecuTorch does.
     """
     fn = "linear_q4gsw"
     xa = as_array(fn, "x", x, np.float32, contiguous=False)
     if xa.ndim < 1 or xa.shape[-1] < 1:
         raise ShapeError(fn, "x", "(..., K) array with K >= 1", describe(x))
-    positive_int(fn, "group_size", group_size)
+    group_size = positive_int(fn, "group_size", group_size)
     try:
         weight = PackedWeight(weights, weight_scales, group_size, in_features=xa.shape[-1])
     except ArgumentError as exc:  # report it as the op's error
         raise type(exc)(fn, exc.argument, exc.expected, exc.got) from None
-    _share_gpu_cache(weight, weights, weight_scales)
-    return _linear(fn, x, weight, bias, kernel)
+    return _linear(fn, x, weight, bias, kernel, _tensor_pairs.key(weights, weight_scales, group_size, xa.shape[-1]))
 
 
-_cache_lock = threading.Lock()
-_gpu_caches: dict[tuple, tuple] = {}
+class _TensorPairs:
+    """A key object per (weights, weight_scales) pair of objects, alive while both are: the
+    runtime keeps the pair's GPU copy under it, so repeated linear_q4gsw calls on the same
+    tensors upload them once, and the copy goes when `weights` is garbage-collected. Only
+    weak references to the tensors are held."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    def key(self, weights, scales, group_size: int, k: int) -> object | None:
+        ident = (id(weights), id(scales), group_size, k)
+        with self._lock:
+            hit = self._entries.get(ident)
+            if hit is not None and hit[0]() is weights and hit[1]() is scales:
+                return hit[2]
+            try:
+                refs = (weakref.ref(weights, lambda _, ident=ident: self._drop(ident)), weakref.ref(scales))
+            except TypeError:
+                return None  # not weak-referenceable: the PackedWeight of this call is the key
+            token = _PairKey()
+            self._entries[ident] = (*refs, token)
+            return token
+
+    def _drop(self, ident) -> None:
+        with self._lock:
+            self._entries.pop(ident, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-def _share_gpu_cache(weight: PackedWeight, weights, scales) -> None:
-    """Give `weight` the GPU cache of earlier calls with the same (weights, scales) objects.
+class _PairKey:
+    """The runtime's key for one (weights, weight_scales) pair (see _TensorPairs)."""
 
-    Only the GPU buffers are cached (keyed by the objects' identity, checked through weak
-    references); an entry goes when `weights` is garbage-collected.
-    """
-    key = (id(weights), id(scales), weight.group_size, weight.in_features)
-    with _cache_lock:
-        hit = _gpu_caches.get(key)
-        if hit is not None and hit[0]() is weights and hit[1]() is scales:
-            object.__setattr__(weight, "_gpu", hit[2])
-            return
-        try:
-            refs = (weakref.ref(weights, lambda _, key=key: _gpu_caches.pop(key, None)), weakref.ref(scales))
-        except TypeError:
-            return  # not weak-referenceable: no caching
-        _gpu_caches[key] = (*refs, weight._gpu)
+
+_tensor_pairs = _TensorPairs()
 
 
 def _validate(fn, x, weight, bias):
@@ -102,26 +113,7 @@ def _validate(fn, x, weight, bias):
     return xa, ba, Problem(m, n, k, weight.group_size, ba is not None)
 
 
-def check_sizes(fn: str, p: Problem, caps, spec) -> None:
-    """Refuse what the adapter cannot bind or dispatch, naming the argument.
-
-    The weight itself never is refused: ops.weights splits it along N to fit the binding
-    limit (a single row always fits once x does, as 4K bytes of x exceed K/2 of a row).
-    """
-    limit = caps.max_binding_size
-    if 4 * p.m * p.k > limit:
-        raise SizeLimitError(fn, "x", f"at most {limit} bytes (the adapter's storage binding limit)",
-                             f"{4 * p.m * p.k} bytes (M={p.m}, K={p.k})")
-    if 4 * p.m * p.n > limit:
-        raise SizeLimitError(fn, "x", f"M with M * N * 4 <= {limit} bytes of output",
-                             f"{4 * p.m * p.n} bytes (M={p.m}, N={p.n})")
-    n_tiles, m_tiles = spec.tiles(p)
-    dim = caps.max_workgroups_per_dimension
-    if n_tiles * m_tiles > dim * dim:
-        raise SizeLimitError(fn, "x", f"at most {dim}^2 workgroups", f"{n_tiles * m_tiles} for M={p.m}, N={p.n}")
-
-
-def _linear(fn, x, weight, bias, kernel):
+def _linear(fn, x, weight, bias, kernel, weight_key=None):
     was_torch = is_torch_tensor(x)
     xa, ba, p = _validate(fn, x, weight, bias)
     lead = xa.shape[:-1]
@@ -130,13 +122,10 @@ def _linear(fn, x, weight, bias, kernel):
             select(p, None, kernel)  # raises for an unknown name
         return _wrap(np.zeros((*lead, p.n), np.float32), was_torch)
     runtime = get_runtime()
-    spec = select(p, runtime.caps, kernel, tuned=tuned_choices(runtime))
-    check_sizes(fn, p, runtime.caps, spec)
+    spec = choose_kernel(runtime, fn, p, kernel)  # every check before any GPU buffer exists
     x2d = np.ascontiguousarray(xa).reshape(p.m, p.k)
-    if ba is not None:
-        ba = np.ascontiguousarray(ba)
     with runtime.device_calls():
-        out = _run(runtime, spec, p, x2d, weight, ba)
+        out = _run(runtime, fn, spec, p, x2d, weight, None if ba is None else np.ascontiguousarray(ba), weight_key)
     return _wrap(out.reshape(*lead, p.n), was_torch)
 
 
@@ -148,74 +137,19 @@ def _wrap(out: np.ndarray, was_torch: bool):
     return out
 
 
-def _run(runtime, spec, p: Problem, x2d: np.ndarray, weight: PackedWeight, bias) -> np.ndarray:
-    wgpu = runtime.wgpu
-    usage = wgpu.BufferUsage
-    chunks = gpu_weight(runtime, weight)
+def _run(runtime, fn, spec, p: Problem, x2d: np.ndarray, weight: PackedWeight, bias, weight_key) -> np.ndarray:
+    usage = runtime.wgpu.BufferUsage
     x_buf = runtime.buffers.upload(x2d, usage.STORAGE, "q4gsw/x")
     out_buf = runtime.buffers.create(4 * p.m * p.n, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "q4gsw/out")
-    if runtime.poison_outputs:
-        runtime.device.queue.write_buffer(out_buf, 0, np.full(p.m * p.n, POISON, np.uint32))
-    bias_buf = runtime.buffers.upload(bias if bias is not None else np.zeros(1, np.float32), usage.STORAGE, "q4gsw/bias")
-    temps = [x_buf, out_buf, bias_buf]
+    runtime.poison(out_buf, p.m * p.n)
+    bias_buf = (gpu_placeholder(runtime) if bias is None
+                else runtime.buffers.upload(bias, usage.STORAGE, "q4gsw/bias"))
+    plan = None
     try:
-        dispatches = []
-        for c in chunks:
-            dispatch, owned = make_dispatch(runtime, spec, p, c, x_buf, out_buf, bias_buf, weight)
-            temps += owned
-            dispatches.append(dispatch)
-        run(dispatches, runtime)
+        plan = plan_linear(runtime, fn, weight, p, x_buf, out_buf, bias_buf, kernel=spec, weight_key=weight_key)
+        submit(runtime, plan.dispatches)
         return runtime.buffers.read(out_buf, 4 * p.m * p.n, np.float32).reshape(p.m, p.n)
     finally:
-        runtime.buffers.destroy(*temps)
-
-
-def make_dispatch(runtime, spec, p: Problem, chunk, x_buf, out_buf, bias_buf, weight: PackedWeight):
-    """The dispatch of spec over one weight chunk, and the buffers it owns (params; with a
-    split-K kernel also the partial sums and the reduction's params): the caller frees them.
-
-    A split-K kernel (spec.split(p) > 1) writes SPLIT partial M x n slices into its own
-    buffer; a reduce_splits dispatch in the same pass adds them (and the bias) into out.
-    """
-    usage = runtime.wgpu.BufferUsage
-    cp = Problem(p.m, chunk.n, p.k, p.group_size, p.has_bias)
-    n_tiles, m_tiles = spec.tiles(cp)
-    tiles = n_tiles * m_tiles
-    split = spec.split(cp)
-    slice_size = cp.m * cp.n
-    owned = []
-    target, out_stride, out_offset = out_buf, p.n, chunk.n0
-    if split > 1:
-        target = runtime.buffers.create(4 * split * slice_size, usage.STORAGE | usage.COPY_DST, "q4gsw/partial-sums")
-        owned.append(target)
-        if runtime.poison_outputs:
-            runtime.device.queue.write_buffer(target, 0, np.full(split * slice_size, POISON, np.uint32))
-        out_stride, out_offset = cp.n, 0
-    # min(group_size, K): the same groups for every k < K, and always fits a u32
-    params = np.array([cp.m, cp.n, cp.k, cp.row_bytes, min(cp.group_size, cp.k), cp.num_groups, chunk.scale_stride,
-                       out_stride, out_offset, n_tiles, tiles, slice_size if split > 1 else 0], np.uint32)
-    params_buf = runtime.buffers.upload(params, usage.UNIFORM, "q4gsw/params")
-    owned.append(params_buf)
-    d = _bound(runtime, spec.key(cp), (target, x_buf, chunk.weights, chunk.scales, bias_buf, params_buf), tiles)
-    if split > 1:
-        reduce_params = runtime.buffers.upload(
-            np.array([cp.m, cp.n, p.n, chunk.n0, slice_size, slice_size, 0, 0], np.uint32), usage.UNIFORM,
-            "q4gsw/reduce-params")
-        owned.append(reduce_params)
-        reduce_key = spec.reduce_key(cp)
-        d.then = (_bound(runtime, reduce_key, (out_buf, target, bias_buf, reduce_params),
-                         -(-slice_size // dict(reduce_key.constants)["WG"])),)
-    d.nbytes = chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + 4 * cp.m * cp.k + 4 * cp.m * chunk.n
-    d.flops = 2 * cp.m * cp.k * chunk.n
-    return d, owned
-
-
-def _bound(runtime, key, buffers, workgroups: int) -> Dispatch:
-    """A Dispatch of key's pipeline with buffers bound at 0, 1, ... of group 0."""
-    pipeline = runtime.pipelines.get(key)
-    bind_group = runtime.device.create_bind_group(
-        label=str(key),
-        layout=pipeline.get_bind_group_layout(0),
-        entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate(buffers)],
-    )
-    return Dispatch(key, pipeline, bind_group, fold_grid(workgroups, runtime.caps.max_workgroups_per_dimension))
+        runtime.buffers.destroy(x_buf, out_buf, bias_buf)
+        if plan is not None:
+            plan.release(runtime)

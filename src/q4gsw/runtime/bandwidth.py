@@ -7,7 +7,8 @@ import statistics
 
 import numpy as np
 
-from .dispatch import Dispatch, fold_grid
+from ..arith import ceil_div
+from .dispatch import bind
 from .pipelines import KernelKey
 from .timing import time_dispatch
 
@@ -38,17 +39,12 @@ def measure_read_bandwidth(runtime, nbytes: int | None = None, repeats: int = 20
     for offset in range(0, nbytes, chunk.nbytes):
         n = min(chunk.nbytes, nbytes - offset)
         runtime.device.queue.write_buffer(data, offset, chunk[: n // 4])
-    workgroups = min(-(-words // WG), 4 * 1024 if not runtime.caps.is_cpu else 64)
+    workgroups = min(ceil_div(words, WG), 4 * 1024 if not runtime.caps.is_cpu else 64)
     invocations = workgroups * WG
     sink = runtime.buffers.create(4 * invocations, wgpu.BufferUsage.STORAGE, "q4gsw/read-bandwidth-sink")
     params = runtime.buffers.upload(np.array([words, invocations, 0, 0], np.uint32), wgpu.BufferUsage.UNIFORM, "params")
     key = KernelKey("read_bandwidth", (("WG", WG),), family="q4gsw")
-    pipeline = runtime.pipelines.get(key)
-    bind_group = runtime.device.create_bind_group(
-        layout=pipeline.get_bind_group_layout(0),
-        entries=[{"binding": i, "resource": {"buffer": b}} for i, b in enumerate((sink, data, params))],
-    )
-    dispatch = Dispatch(key, pipeline, bind_group, fold_grid(workgroups, runtime.caps.max_workgroups_per_dimension), nbytes)
+    dispatch = bind(runtime, key, (sink, data, params), workgroups, nbytes=nbytes)
     try:
         times = time_dispatch(runtime, dispatch, repeats=repeats, warmup=2)
     finally:

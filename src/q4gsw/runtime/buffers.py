@@ -20,14 +20,14 @@ class BufferAllocator:
     def __init__(self, device):
         self.device = device
         self.created = 0
-        self._live = weakref.WeakSet()
+        self._live = weakref.WeakSet()  # created here, not yet destroyed
         self._lock = threading.Lock()
 
     @property
     def live(self) -> int:
         """Buffers created here that are neither destroyed nor garbage-collected."""
         with self._lock:
-            return sum(1 for b in self._live if not getattr(b, "_q4gsw_destroyed", False))
+            return len(self._live)
 
     def create(self, nbytes: int, usage, label: str, *, align: int = 4):
         """An uninitialized buffer of at least nbytes (rounded up to a multiple of align)."""
@@ -57,11 +57,16 @@ class BufferAllocator:
         return np.frombuffer(raw, dtype=np.uint8)[:nbytes].view(dtype).copy()
 
     def destroy(self, *buffers) -> None:
-        """Free GPU memory now rather than at garbage collection."""
+        """Free GPU memory now rather than at garbage collection (buffers created here; each
+        once: a second call for the same buffer does nothing)."""
         for buf in buffers:
-            if buf is not None and not getattr(buf, "_q4gsw_destroyed", False):
+            if buf is None:
+                continue
+            with self._lock:
+                live = buf in self._live
+                self._live.discard(buf)
+            if live:
                 buf.destroy()
-                buf._q4gsw_destroyed = True
 
     def _copy_dst(self):
         import wgpu

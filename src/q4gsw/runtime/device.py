@@ -9,9 +9,13 @@ import os
 import re
 import threading
 
+import numpy as np
+
 from ..errors import DeviceError
 from .buffers import BufferAllocator
 from .pipelines import PipelineCache
+from .tuning_cache import read_cache
+from .weights import WeightCache
 
 log = logging.getLogger("q4gsw")
 
@@ -30,6 +34,8 @@ RAISED_LIMITS = (
     "max-storage-buffers-per-shader-stage",
     "max-uniform-buffer-binding-size",
 )
+#: A NaN whose bits say "unwritten": an output element no kernel wrote fails any comparison.
+POISON = np.uint32(0x7FBADBAD)
 INSTALL_HINT = (
     "no WebGPU adapter was found. On Debian/Ubuntu install a Vulkan driver, e.g. Mesa's CPU "
     "driver: apt-get install mesa-vulkan-drivers libvulkan1 (or run scripts/install-webgpu-driver.sh)"
@@ -146,7 +152,8 @@ def _probe_subgroup_size(wgpu, device) -> int:
 
 
 class Runtime:
-    """One device: its capabilities, buffer allocator and pipeline cache."""
+    """One device and what lives on it: capabilities, buffers, pipelines, the GPU copies of
+    weights, the tuned kernel choices for this adapter, and the buffer read back to wait."""
 
     def __init__(self, selector: str | None = None, power_preference: str = "high-performance",
                  disable_features: tuple[str, ...] = ()):
@@ -178,11 +185,13 @@ class Runtime:
         self.lost = False
         self.buffers = BufferAllocator(self.device)
         self.pipelines = PipelineCache(self.device)
-        self._read_bandwidth: float | None = None
+        self.weights = WeightCache(self)
         #: Fill every output buffer with a NaN pattern before its dispatch (tests set
         #: Q4GSW_POISON_OUTPUTS=1), so an element no kernel wrote fails any comparison.
         self.poison_outputs = os.environ.get("Q4GSW_POISON_OUTPUTS", "") not in ("", "0")
-        self._lock = threading.Lock()
+        self._tuned: dict | None = None
+        self._sync_buffer = None
+        self._read_bandwidth: float | None = None
         if self.caps.has_loop_limit:
             log.warning(
                 "q4gsw: %s (%s) cuts shader loops past 65 535 iterations silently; q4gsw routes to "
@@ -204,9 +213,32 @@ class Runtime:
             raise DeviceError(f"the WebGPU device was lost ({reason}); the next call creates a new device "
                               f"(weights are uploaded again)") from exc
 
-    def submit(self, encoder) -> None:
-        """Finish the encoder and submit it."""
-        self.device.queue.submit([encoder.finish()])
+    @property
+    def tuned(self) -> dict | None:
+        """The tuning cache's entries for this adapter ({bucket: {"kernel", "settings"}}, see
+        `q4gsw tune`), read once; None when Q4GSW_TUNE=0."""
+        if os.environ.get("Q4GSW_TUNE", "1") == "0":
+            return None
+        if self._tuned is None:
+            self._tuned = read_cache(self.caps)
+        return self._tuned
+
+    def forget_tuning(self) -> None:
+        """Read the tuning cache again on next use (after `q4gsw tune` wrote it)."""
+        self._tuned = None
+
+    @property
+    def sync_buffer(self):
+        """A 4-byte buffer read back to wait for the GPU (see submit.wait)."""
+        if self._sync_buffer is None:
+            usage = self.wgpu.BufferUsage
+            self._sync_buffer = self.buffers.create(4, usage.COPY_SRC | usage.COPY_DST, "q4gsw/sync")
+        return self._sync_buffer
+
+    def poison(self, buffer, count: int) -> None:
+        """With poison_outputs, fill the first `count` 32-bit words of buffer with NaN."""
+        if self.poison_outputs:
+            self.device.queue.write_buffer(buffer, 0, np.full(count, POISON, np.uint32))
 
     def read_bandwidth(self) -> float:
         """The adapter's read bandwidth in bytes/s, measured once per runtime (see bandwidth.py)."""

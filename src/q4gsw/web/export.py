@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..arith import ceil_div
 from ..checks import as_array, describe
 from ..errors import DTypeError, ShapeError
 from ..format import PackedWeight
-from ..kernels import registry
-from ..kernels.registry import KERNELS, Problem
+from ..kernels import KERNELS, Decode, General, Problem, Tiled, cost
 from ..runtime.pipelines import KernelKey, load_wgsl
 
 FORMAT = "q4gsw-web"
@@ -114,19 +114,19 @@ def _tiling(spec, n: int, k: int, group_size: int) -> tuple[int, int]:
     n_tiles = spec.tiles(Problem(1, n, k, group_size))[0]
     m_per_tile = max(m for m in _TILING_PROBES if spec.tiles(Problem(m, n, k, group_size))[1] == 1)
     for m in _TILING_PROBES:
-        if spec.tiles(Problem(m, n, k, group_size)) != (n_tiles, -(-m // m_per_tile)):
+        if spec.tiles(Problem(m, n, k, group_size)) != (n_tiles, ceil_div(m, m_per_tile)):
             raise ValueError(f"{spec.name}: tiles() is not (n_tiles, ceil(M / {m_per_tile})) at M={m}")
     return n_tiles, m_per_tile
 
 
 def _preference(spec) -> str:
-    """How registry.select() ranks spec, for q4gsw.js: 'decode' (when decode_beats_tiled),
+    """How kernels.select() ranks spec, for q4gsw.js: 'decode' (when decode_beats_tiled),
     'tiled' (when it does not) or 'fallback' (never preferred)."""
-    if isinstance(spec, registry.Decode):
+    if isinstance(spec, Decode):
         return "decode"
-    if isinstance(spec, registry.Tiled):
+    if isinstance(spec, Tiled):
         return "tiled"
-    if isinstance(spec, registry.General):
+    if isinstance(spec, General):
         return "fallback"
     raise ValueError(f"kernel {spec.name!r}: q4gsw.web does not know how select() ranks it")
 
@@ -234,10 +234,10 @@ def export_web(out_dir: str | Path, layers: list[WebLayer]) -> Path:
         "format": FORMAT, "version": VERSION, "q4gsw_version": __version__,
         "kernel_order": [s.name for s in KERNELS.values() if not s.baseline and s.web],
         "routing": {
-            "decode_seconds_per_mac": registry.DECODE_SECONDS_PER_MAC,
-            "tiled_seconds_per_k_per_wave": registry.TILED_SECONDS_PER_K_PER_WAVE,
-            "tiled_tiles_per_wave": registry.TILED_TILES_PER_WAVE,
-            "tiled_tile": KERNELS["tiled"].tile,
+            "decode_seconds_per_mac": cost.DECODE_SECONDS_PER_MAC,
+            "tiled_seconds_per_k_per_wave": cost.TILED_SECONDS_PER_K_PER_WAVE,
+            "tiled_tiles_per_wave": cost.TILED_TILES_PER_WAVE,
+            "tiled_tile": KERNELS["tiled"].tile_n,
         },
         "layers": manifest_layers,
         "kernels": manifest_kernels,

@@ -6,13 +6,13 @@ import statistics
 
 import numpy as np
 
-from .bench import Workload, parse_shapes, random_weight
-from .kernels.registry import KERNELS, Problem, tuning_bucket
-from .ops.linear import check_sizes
-from .errors import Q4gswError
-from .runtime import get_runtime
-from .runtime.timing import time_dispatch
-from .tuning_cache import write_cache
+from ..errors import Q4gswError
+from ..kernels import KERNELS, Problem, tuning_bucket
+from ..ops.plan import check_sizes
+from ..runtime import get_runtime
+from ..runtime.timing import time_dispatch
+from ..runtime.tuning_cache import write_cache
+from .workload import Workload, parse_shapes, random_weight
 
 
 def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, log=print) -> dict:
@@ -51,7 +51,7 @@ def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, log
                                      "shape": [m, k, n]}
         log(f"  -> {best.name} {best.settings() or ''}")
     path = write_cache(rt.caps, entries)
-    rt._q4gsw_tuned = None  # re-read on next use
+    rt.forget_tuning()  # re-read on next use
     log(f"wrote {path}")
     return entries
 

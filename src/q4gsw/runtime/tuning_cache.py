@@ -1,7 +1,7 @@
 """The autotuning cache: where `q4gsw tune` stores its winners and how the op finds them.
 
 One JSON file per (adapter, driver, backend, wgpu version) under $Q4GSW_CACHE_DIR (default
-~/.cache/q4gsw). Q4GSW_TUNE=0 makes the op ignore it.
+~/.cache/q4gsw). Q4GSW_TUNE=0 makes the runtime ignore it (Runtime.tuned).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 log = logging.getLogger("q4gsw")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: decode settings say features_per_workgroup, tiled_split x_rows_per_tile
 
 
 def cache_dir() -> Path:
@@ -59,14 +59,3 @@ def write_cache(caps, entries: dict) -> Path:
     tmp.write_text(json.dumps({"format": FORMAT_VERSION, "identity": identity(caps), "entries": merged}, indent=1))
     tmp.replace(path)
     return path
-
-
-def tuned_choices(runtime) -> dict | None:
-    """The runtime's tuning cache, read once (None when disabled by Q4GSW_TUNE=0)."""
-    if os.environ.get("Q4GSW_TUNE", "1") == "0":
-        return None
-    cached = getattr(runtime, "_q4gsw_tuned", None)
-    if cached is None:
-        cached = read_cache(runtime.caps)
-        runtime._q4gsw_tuned = cached
-    return cached

@@ -11,93 +11,15 @@ import time
 
 import numpy as np
 
-from .format import PackedWeight, linear_reference
-from .kernels.registry import KERNELS, Problem
-from .errors import Q4gswError
-from .ops.linear import check_sizes, make_dispatch
-from .ops.weights import fits_one_binding, gpu_weight, release_gpu_weight
-from .runtime import get_runtime
-from .runtime.bandwidth import measure_read_bandwidth
-from .runtime.timing import time_chain, time_dispatch
-
-#: (M, K, N) sets. "small" finishes in well under a minute on lavapipe.
-PRESETS = {
-    "small": [(1, 1024, 1024), (1, 1024, 2816), (1, 2816, 1024), (4, 1024, 1024), (16, 1024, 1024)],
-    "llama": [
-        (1, 4096, 4096), (1, 4096, 14336), (1, 14336, 4096), (1, 2048, 8192), (1, 8192, 2048),
-        (1, 4096, 128256),
-        (2, 4096, 14336), (4, 4096, 14336), (8, 4096, 14336),
-        (16, 4096, 4096), (32, 4096, 4096), (64, 4096, 4096), (128, 4096, 4096), (256, 4096, 4096),
-        (128, 14336, 4096), (512, 4096, 4096), (512, 4096, 14336), (512, 14336, 4096), (2048, 4096, 4096),
-    ],
-}
-#: On a GPU, timed passes rotate among copies of the weight totalling at least this much
-#: (5x the H100's 50 MB L2), so each pass reads its weight from device memory.
-ROTATE_BYTES = 256 << 20
-
-
-def parse_shapes(text: str) -> list[tuple[int, int, int]]:
-    """'1x4096x4096,8x4096x14336' -> [(M, K, N), ...]; a preset name gives its list."""
-    if text in PRESETS:
-        return PRESETS[text]
-    shapes = []
-    for part in text.split(","):
-        try:
-            m, k, n = (int(v) for v in part.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"shape {part!r}: expected MxKxN, e.g. 1x4096x4096") from None
-        shapes.append((m, k, n))
-    return shapes
-
-
-def random_weight(rng, n: int, k: int, group_size: int) -> PackedWeight:
-    """Random bytes (every nibble value) and random-sign scales of LLM-like magnitude."""
-    weights = rng.integers(0, 256, size=(n, (k + 1) // 2), dtype=np.uint8)
-    groups = -(-k // group_size)
-    scales = (rng.standard_normal((groups, n)) * 0.01 + 0.02).astype(np.float32)
-    return PackedWeight(weights, scales, group_size, in_features=k)
-
-
-class Workload:
-    """One shape's GPU-resident inputs: `copies` uploads of the weight (for L2 rotation), x,
-    the output and a bias placeholder. dispatches(spec) gives one dispatch per copy."""
-
-    def __init__(self, rt, weight: PackedWeight, x: np.ndarray, copies: int = 1):
-        usage = rt.wgpu.BufferUsage
-        self.rt, self.weight, self.m = rt, weight, x.shape[0]
-        self.copies = [PackedWeight(weight.weights, weight.scales, weight.group_size, weight.in_features)
-                       for _ in range(copies - 1)]
-        self.chunks = [gpu_weight(rt, w)[0] for w in (weight, *self.copies)]
-        self.x = rt.buffers.upload(x, usage.STORAGE, "bench/x")
-        self.out = rt.buffers.create(4 * self.m * weight.out_features, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "bench/out")
-        self.bias = rt.buffers.upload(np.zeros(1, np.float32), usage.STORAGE, "bench/bias")
-        self._params = []
-
-    @classmethod
-    def rotating(cls, rt, weight, x):
-        """As many copies as make ROTATE_BYTES on a GPU (one on a CPU adapter)."""
-        copies = 1 if rt.caps.is_cpu else max(1, -(-ROTATE_BYTES // weight.nbytes))
-        return cls(rt, weight, x, copies)
-
-    def problem(self) -> Problem:
-        return Problem(self.m, self.weight.out_features, self.weight.in_features, self.weight.group_size)
-
-    def dispatches(self, spec) -> list:
-        result = []
-        for chunk in self.chunks:
-            d, owned = make_dispatch(self.rt, spec, self.problem(), chunk, self.x, self.out, self.bias, self.weight)
-            self._params += owned
-            result.append(d)
-        return result
-
-    def read_out(self) -> np.ndarray:
-        return self.rt.buffers.read(self.out, 4 * self.m * self.weight.out_features).reshape(self.m, -1)
-
-    def release(self) -> None:
-        self.rt.buffers.destroy(self.x, self.out, self.bias, *self._params)
-        for w in (self.weight, *self.copies):
-            release_gpu_weight(w)
-
+from ..errors import Q4gswError
+from ..format import PackedWeight, linear_reference
+from ..kernels import KERNELS, Problem
+from ..ops.plan import check_sizes
+from ..runtime import get_runtime
+from ..runtime.bandwidth import measure_read_bandwidth
+from ..runtime.timing import time_chain, time_dispatch
+from ..runtime.weights import fits_one_binding
+from .workload import ROTATE_BYTES, Workload, random_weight
 
 def _reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> float:
     """max |y - ref| / max |ref|, with the float64 reference computed in chunks of N."""

@@ -7,9 +7,11 @@ import statistics
 
 import numpy as np
 
-from .runtime.dispatch import Dispatch, encode, fold_grid
-from .runtime.pipelines import KernelKey
-from .runtime.timing import time_chain, time_dispatch
+from ..arith import ceil_div
+from ..runtime.dispatch import bind
+from ..runtime.pipelines import KernelKey
+from ..runtime.submit import submit
+from ..runtime.timing import time_chain, time_dispatch
 
 DENSE_WG = 256
 #: dense_gemm.wgsl's output tile (rows of x and output features per workgroup).
@@ -23,23 +25,17 @@ def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
     usage = rt.wgpu.BufferUsage
     w = rng.standard_normal((n, k)).astype(np.float32)
     x = rng.standard_normal((m, k)).astype(np.float32)
-    copies = 1 if rt.caps.is_cpu else max(1, -(-rotate_bytes // w.nbytes))
+    copies = 1 if rt.caps.is_cpu else max(1, ceil_div(rotate_bytes, w.nbytes))
     if w.nbytes > rt.caps.max_binding_size:
         return {"skipped": f"{w.nbytes} bytes of fp32 weight exceed one binding"}
     key = KernelKey("dense_gemv", (("WG", DENSE_WG),), family="dense_f32")
-    pipeline = rt.pipelines.get(key)
-    tiles = -(-n // 4) * m
+    tiles = ceil_div(n, 4) * m
     x_buf = rt.buffers.upload(x, usage.STORAGE, "dense/x")
     out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC, "dense/out")
     params = rt.buffers.upload(np.array([m, n, k, tiles], np.uint32), usage.UNIFORM, "dense/params")
     w_bufs = [rt.buffers.upload(w, usage.STORAGE, "dense/w") for _ in range(copies)]
-    dispatches = [
-        Dispatch(key, pipeline, rt.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
-            {"binding": i, "resource": {"buffer": b}} for i, b in enumerate((out, x_buf, wb, params))]),
-            fold_grid(tiles, rt.caps.max_workgroups_per_dimension), nbytes=w.nbytes + x.nbytes + 4 * m * n,
-            flops=2 * m * n * k)
-        for wb in w_bufs
-    ]
+    dispatches = [bind(rt, key, (out, x_buf, wb, params), tiles, nbytes=w.nbytes + x.nbytes + 4 * m * n,
+                       flops=2 * m * n * k) for wb in w_bufs]
     try:
         single = statistics.median(time_dispatch(rt, dispatches, repeats=30, warmup_s=0.3))
         chained = statistics.median(time_chain(rt, dispatches))
@@ -64,29 +60,21 @@ class DenseGemm:
         usage = rt.wgpu.BufferUsage
         self.rt, self.m, self.n, self.k = rt, m, n, k
         self.key = KernelKey("dense_gemm", (("K_TAIL", k % 32 != 0),), family="dense_f32")
-        pipeline = rt.pipelines.get(self.key)
-        n_tiles = -(-n // GEMM_TILE)
-        tiles = n_tiles * -(-m // GEMM_TILE)
+        n_tiles = ceil_div(n, GEMM_TILE)
+        tiles = n_tiles * ceil_div(m, GEMM_TILE)
         self.x = rt.buffers.upload(x.astype(np.float32), usage.STORAGE, "dense/x", align=16)
         self.out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "dense/out")
         self.params = rt.buffers.upload(np.array([m, n, k, n_tiles, tiles, 0, 0, 0], np.uint32), usage.UNIFORM, "dense/params")
         w32 = np.ascontiguousarray(w, np.float32)
         self.w = [rt.buffers.upload(w32, usage.STORAGE, "dense/w", align=16) for _ in range(copies)]
-        grid = fold_grid(tiles, rt.caps.max_workgroups_per_dimension)
-        self.dispatches = [
-            Dispatch(self.key, pipeline, rt.device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
-                {"binding": i, "resource": {"buffer": b}} for i, b in enumerate((self.out, self.x, wb, self.params))]),
-                grid, nbytes=w32.nbytes + 4 * m * k + 4 * m * n, flops=2 * m * n * k)
-            for wb in self.w
-        ]
+        self.dispatches = [bind(rt, self.key, (self.out, self.x, wb, self.params), tiles,
+                                nbytes=w32.nbytes + 4 * m * k + 4 * m * n, flops=2 * m * n * k) for wb in self.w]
 
     def run_once(self) -> np.ndarray:
         """(M, N) float32 out after one dispatch; out is filled with NaN first, so an element
         the kernel does not write shows as NaN."""
         self.rt.device.queue.write_buffer(self.out, 0, np.full(self.m * self.n, np.nan, np.float32))
-        encoder = self.rt.device.create_command_encoder(label="dense/gemm")
-        encode(encoder, self.dispatches[0])
-        self.rt.submit(encoder)
+        submit(self.rt, self.dispatches[:1], label="dense/gemm")
         return self.rt.buffers.read(self.out, 4 * self.m * self.n).reshape(self.m, self.n)
 
     def release(self) -> None:
@@ -129,7 +117,7 @@ def dense_gemm(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
         copies = 1
     else:
         room = (GEMM_MEMORY_CAP - 4 * m * (k + n)) // w_bytes
-        copies = max(1, min(-(-rotate_bytes // w_bytes), room))
+        copies = max(1, min(ceil_div(rotate_bytes, w_bytes), room))
     gemm = DenseGemm(rt, x, w, copies)
     try:
         y = gemm.run_once()
@@ -178,13 +166,13 @@ def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int)
 
     x16 = torch.randn(m, k, device=dev, dtype=torch.float16)
     w16 = torch.randn(n, k, device=dev, dtype=torch.float16)
-    copies = max(1, -(-rotate_bytes // (w16.numel() * 2)))
+    copies = max(1, ceil_div(rotate_bytes, w16.numel() * 2))
     ws = [w16.clone() for _ in range(copies)]
     result["cublas_fp16_us"] = timed(torch.nn.functional.linear, [(x16, wc) for wc in ws])
     del ws
     torch.backends.cuda.matmul.allow_tf32 = False
     x32, w32 = x16.float(), w16.float()
-    copies = max(1, -(-rotate_bytes // (w32.numel() * 4)))
+    copies = max(1, ceil_div(rotate_bytes, w32.numel() * 4))
     ws = [w32.clone() for _ in range(copies)]
     result["cublas_fp32_us"] = timed(torch.nn.functional.linear, [(x32, wc) for wc in ws])
     del ws
@@ -194,7 +182,7 @@ def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int)
         packed = torch.ops.aten._convert_weight_to_int4pack(packed_u8, 8)
         sz = torch.randn(k // group_size, n, 2, device=dev, dtype=torch.bfloat16)
         xb = x16.to(torch.bfloat16)
-        copies = max(1, -(-rotate_bytes // (n * k // 2)))
+        copies = max(1, ceil_div(rotate_bytes, n * k // 2))
         args = [(xb, packed.clone(), group_size, sz) for _ in range(copies)]
         result["tinygemm_int4_us"] = timed(torch.ops.aten._weight_int4pack_mm, args)
     except Exception as exc:  # the private op's signature moves between torch releases

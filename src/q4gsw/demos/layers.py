@@ -6,11 +6,11 @@ import dataclasses
 
 import numpy as np
 
-from .format import linear_reference
-from .ops.linear import linear
-from .profile import profile
-from .quantize import quantization_error, quantize
-from .runtime import get_runtime
+from ..format import linear_reference
+from ..ops.linear import linear
+from ..profile import profile
+from ..quantize import quantization_error, quantize
+from ..runtime import get_runtime
 
 
 @dataclasses.dataclass(frozen=True)

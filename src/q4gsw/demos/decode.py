@@ -7,10 +7,11 @@ import time
 
 import numpy as np
 
-from .chain import Chain
-from .demo import BlockShape
-from .format import PackedWeight, linear_reference
-from .runtime import get_runtime
+from ..chain import Chain
+from ..format import PackedWeight, linear_reference
+from ..runtime import get_runtime
+from ..tools.workload import random_weight
+from .layers import BlockShape
 
 EPS = 1e-6
 
@@ -29,9 +30,7 @@ class DecodeShape(BlockShape):
 
 def random_packed(rng, n: int, k: int, group_size: int) -> PackedWeight:
     """Random int4 bytes with scales ~ 1/(4.6 sqrt(K)), so each layer keeps activations O(1)."""
-    weights = rng.integers(0, 256, (n, (k + 1) // 2), dtype=np.uint8)
-    scales = (rng.uniform(0.5, 1.5, (-(-k // group_size), n)) / (4.6 * np.sqrt(k))).astype(np.float32)
-    return PackedWeight(weights, scales, group_size, in_features=k)
+    return random_weight(rng, n, k, group_size, scale=1 / (4.6 * np.sqrt(k)))
 
 
 def embedding(token: int, hidden: int) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""The cost model: each routed kernel's predicted time for a Problem (seconds).
+
+Constants are fitted to the H100 runs bench/results/2026-11-25-h100-s2b-llama.md (tiled,
+tiled_split, the fixed cost) and 2026-11-25-h100-s3-llama.md (decode, decode_batch). Decode
+time grows with M * N * K; tiled time with the waves of tiles (one resident workgroup per
+SM, 132 SMs) times the k each tile covers; split-K adds a pass over the partial sums. Every
+kernel also pays SECONDS_FIXED (a pass's launch and a short grid's ramp, fitted on the decode
+runs at M=1 4096^2 and the LM head alike), so that term never decides between kernels.
+"""
+
+from __future__ import annotations
+
+from ..arith import ceil_div
+from .problem import Problem
+
+SECONDS_FIXED = 1.0e-5
+DECODE_SECONDS_PER_MAC = 2.5e-13
+TILED_SECONDS_PER_K_PER_WAVE = 1.53e-7  # 128-row tiles (4.9 µs a step of 32 k)
+TILED64_SECONDS_PER_K_PER_WAVE = 1.35e-7  # 64-row tiles: half the FMAs, the same latency-bound steps
+TILED_TILES_PER_WAVE = 132  # one resident workgroup per SM (measured: 2 x 132 workgroups take 2 waves)
+SPLIT_SECONDS_PER_PARTIAL = 5.0e-12  # the reduction: write + read of one partial float
+SPLIT_SECONDS_FIXED = 3.0e-6  # the second dispatch
+#: decode_batch, per block of 2, 4 or 8 rows of x, per weight element
+BATCH_SECONDS_PER_BLOCK_MAC = {2: 0.45e-12, 4: 0.7e-12, 8: 1.0e-12}
+#: A decode grid of at least this many blocks of 16 output features (the LM head: 8016) is
+#: throughput-bound: decode runs 32 features a workgroup and the multiply-add unpack there.
+LONG_GRID_FEATURE_BLOCKS = 2048
+
+
+def long_grid(p: Problem) -> bool:
+    """At least LONG_GRID_FEATURE_BLOCKS blocks of 16 output features: many waves of
+    workgroups, so a decode kernel is throughput-bound (the LM head). Measured on the H100
+    (docs/kernels-decode.md, session 3): the multiply-add unpack 12-14 % and 32 features a
+    workgroup 3-4 % faster there; on the mid shapes both were slower."""
+    return ceil_div(p.n, 16) >= LONG_GRID_FEATURE_BLOCKS
+
+
+def decode_seconds(p: Problem) -> float:
+    return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
+
+
+def decode_batch_seconds(p: Problem, x_rows_per_block: int, split: int) -> float:
+    blocks = ceil_div(p.m, x_rows_per_block)
+    seconds = SECONDS_FIXED + BATCH_SECONDS_PER_BLOCK_MAC[x_rows_per_block] * blocks * p.n * p.k
+    return seconds + split_seconds(p, split)
+
+
+def tiled_seconds(p: Problem, tile_m: int = 128, split: int = 1) -> float:
+    tiles = ceil_div(p.m, tile_m) * ceil_div(p.n, 128) * split
+    per_k = TILED_SECONDS_PER_K_PER_WAVE if tile_m == 128 else TILED64_SECONDS_PER_K_PER_WAVE
+    steps = ceil_div(p.k // 32, split)
+    return SECONDS_FIXED + per_k * 32 * steps * ceil_div(tiles, TILED_TILES_PER_WAVE) + split_seconds(p, split)
+
+
+def split_seconds(p: Problem, split: int) -> float:
+    """The reduce_splits pass that a split-K run adds (0 without a split)."""
+    if split <= 1:
+        return 0.0
+    return SPLIT_SECONDS_FIXED + SPLIT_SECONDS_PER_PARTIAL * split * p.m * p.n
+
+
+def decode_beats_tiled(p: Problem) -> bool:
+    """Whether the decode kernel is predicted faster than the (unsplit) tiled one for p:
+    the choice q4gsw.js makes between the kernels a browser bundle holds."""
+    return decode_seconds(p) <= tiled_seconds(p)

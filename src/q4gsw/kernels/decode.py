@@ -1,0 +1,231 @@
+"""The decode kernel specs (small M at read bandwidth): Decode (decode.wgsl, one row of x a
+workgroup) and DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
+
+from __future__ import annotations
+
+from ..arith import ceil_div
+from ..runtime.pipelines import KernelKey
+from . import cost
+from .problem import Problem
+from .spec import KernelSpec
+
+#: The nibble unpacks of unpack.wgsl (UNPACK_IMAD false / true).
+UNPACKS = ("shift", "imad")
+#: The output-feature counts per workgroup that `q4gsw tune` tries.
+TUNED_FEATURES = (8, 16, 32)
+
+
+def decode_settings(settings: dict, features: int | None, unpack: str) -> tuple[int | None, str] | None:
+    """(features_per_workgroup, unpack) with tuned `settings` applied over the current values,
+    or None when a setting is out of range (features a multiple of 4 in 4..64, or None for
+    the default; unpack one of UNPACKS or "auto")."""
+    features = settings.get("features_per_workgroup", features)
+    unpack = settings.get("unpack", unpack)
+    if features is not None and (int(features) % 4 or not 4 <= int(features) <= 64):
+        return None
+    if unpack not in (*UNPACKS, "auto"):
+        return None
+    return None if features is None else int(features), unpack
+
+
+class Decode(KernelSpec):
+    """Small M at read bandwidth: x in registers, 16-byte weight loads, cheap unpack; each
+    workgroup takes FEATURES output features of one row of x.
+
+    Two variants differ only in how a feature's partial sums are added across invocations:
+    decode_subgroup (subgroupAdd; needs the `subgroup` feature) and decode_workgroup
+    (workgroup memory; any adapter).
+    """
+
+    max_m = 1024  # capability; routing prefers it only while the cost model says so
+    features_per_step = 4  # decode.wgsl's RB
+    file = "decode"
+
+    def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
+                 unpack: str = "auto"):
+        self.reduction = reduction
+        self.name = f"{self.file}_{reduction}"
+        self.partial_capacity = partial_capacity  # FEATURES * WG bound from workgroup memory
+        self.features_per_workgroup = features_per_workgroup  # None: 32 on a long grid with subgroups, else 16
+        self.unpack = unpack  # "shift" | "imad" | "auto": imad on a long grid
+
+    def variants(self, p):
+        return [self.with_settings({"features_per_workgroup": f, "unpack": u}) for u in UNPACKS
+                for f in TUNED_FEATURES if f * self.workgroup_size(p) <= self.partial_capacity or f == 8]
+
+    def settings(self):
+        return {"features_per_workgroup": self.features_per_workgroup, "unpack": self.unpack}
+
+    def with_settings(self, settings):
+        tuned = decode_settings(settings, self.features_per_workgroup, self.unpack)
+        return self if tuned is None else Decode(self.reduction, self.partial_capacity, *tuned)
+
+    def unpack_imad(self, p: Problem) -> bool:
+        """UNPACK_IMAD (unpack.wgsl)."""
+        if self.unpack == "auto":
+            return cost.long_grid(p)
+        return self.unpack == "imad"
+
+    def workgroup_size(self, p: Problem) -> int:
+        """Invocations: one per 32 k (one vec4<u32> of a weight row), at least 32."""
+        return max(32, ceil_div(p.k, 1024) * 32)
+
+    def features(self, p: Problem) -> int:
+        """Output features per workgroup (FEATURES): a multiple of 4 within workgroup memory."""
+        cap = self.partial_capacity // self.workgroup_size(p)
+        # 32 on a long grid only with the subgroup reduction: the workgroup one's partial sums
+        # (16 KiB at 32 features) cut residency (LM head 140 -> 196 µs on the H100)
+        wanted = self.features_per_workgroup or (32 if cost.long_grid(p) and self.reduction == "subgroup" else 16)
+        step = self.features_per_step
+        return max(step, min(wanted, cap) // step * step)
+
+    def tiles(self, p):
+        return ceil_div(p.n, self.features(p)), p.m
+
+    def loop_trips(self, p):
+        wg, features = self.workgroup_size(p), self.features(p)
+        return features // self.features_per_step + 2 * features + wg
+
+    def constants(self, p):
+        return (("FEATURES", self.features(p)), ("WG", self.workgroup_size(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+
+    def key(self, p):
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
+                         files=(self.file, "unpack", f"reduce_{self.reduction}"))
+
+    def predicted_seconds(self, p):
+        return cost.decode_seconds(p)
+
+    def _shape_reason(self, p):
+        if p.m > self.max_m:
+            return f"M={p.m} > {self.max_m}"
+        if p.k % 32:
+            return f"K={p.k} is not a multiple of 32"
+        if p.group_size % 32:
+            return f"group_size={p.group_size} is not a multiple of 32"
+        if p.k > 32 * 1024:
+            return f"K={p.k} > 32768 (one vec4 of k per invocation, 1024 invocations)"
+        return None
+
+    def workgroup_bytes(self, p: Problem) -> int:
+        """Workgroup memory the kernel declares (partial sums)."""
+        wg, features = self.workgroup_size(p), self.features(p)
+        partials = features * wg // 4 if self.reduction == "subgroup" else features * wg + wg
+        return 4 * partials
+
+    def supports(self, p, caps):
+        if self.reduction == "subgroup" and caps is not None and not caps.has_subgroups:
+            return "the device has no `subgroup` feature"
+        reason = super().supports(p, caps)
+        if reason is None and caps is not None:
+            limit = int(caps.limits.get("max-compute-workgroup-storage-size", 16384))
+            if self.workgroup_bytes(p) > limit:
+                return f"needs {self.workgroup_bytes(p)} bytes of workgroup memory, the device has {limit}"
+        return reason
+
+
+class DecodeBatch(KernelSpec):
+    """Batched decode (2 <= M <= ~64): a workgroup takes FEATURES output features and a block
+    of 2, 4 or 8 rows of x (X_ROWS), 8 k per invocation, so each weight word is unpacked once
+    for the whole block; the block's sums are added across the subgroup by a
+    transpose-reduction (see decode_batch.wgsl). A workgroup covers up to 4096 k (8 rows of
+    x) or 8192 k (2 or 4 rows); K beyond that is split over workgroups and reduced by
+    reduce_splits. Needs the `subgroup` feature. Not in browser bundles.
+    """
+
+    name = "decode_batch"
+    web = False
+    max_k = 32768  # at most 8 workgroups of 512 invocations (8 rows of x), 8 k each
+
+    def __init__(self, features_per_workgroup: int | None = None, min_lanes: int = 4, storage_limit: int = 16384,
+                 unpack: str = "auto"):
+        self.features_per_workgroup = features_per_workgroup  # None: 32 with blocks of 8 or a long grid, else 16
+        self.min_lanes = min_lanes  # the smallest subgroup the device may run (sizes the slots)
+        self.storage_limit = storage_limit
+        self.unpack = unpack  # "shift" | "imad" | "auto": imad with blocks of 4 or 8 or a long grid
+
+    def bind(self, caps):
+        if caps is None:
+            return self
+        return DecodeBatch(self.features_per_workgroup, max(1, int(caps.subgroup_min_size)),
+                           int(caps.limits.get("max-compute-workgroup-storage-size", 16384)), self.unpack)
+
+    def variants(self, p):
+        return [DecodeBatch(f, self.min_lanes, self.storage_limit, u) for u in UNPACKS for f in TUNED_FEATURES]
+
+    def settings(self):
+        return {"features_per_workgroup": self.features_per_workgroup, "unpack": self.unpack}
+
+    def with_settings(self, settings):
+        tuned = decode_settings(settings, self.features_per_workgroup, self.unpack)
+        if tuned is None:
+            return self
+        return DecodeBatch(tuned[0], self.min_lanes, self.storage_limit, tuned[1])
+
+    def unpack_imad(self, p: Problem) -> bool:
+        """UNPACK_IMAD (unpack.wgsl). Measured on the H100 (docs/kernels-decode.md, session 3):
+        with blocks of 4 or 8 rows of x the multiply-add unpack was faster on most shapes (up to
+        9 %), with blocks of 2 slower except on the LM head (a long grid)."""
+        if self.unpack == "auto":
+            return self.x_rows(p) >= 4 or cost.long_grid(p)
+        return self.unpack == "imad"
+
+    def x_rows(self, p: Problem) -> int:
+        """Rows of x per workgroup (X_ROWS): 2, 4 or 8."""
+        return 2 if p.m <= 2 else 4 if p.m <= 4 else 8
+
+    def split(self, p):
+        # at most 512 invocations with 8 rows of x (16 vec4 of x each: more would cap registers
+        # below what the kernel needs; 896 ran 2.5x slower on the H100), 1024 with 2 or 4
+        words_per_workgroup = 512 if self.x_rows(p) == 8 else 1024
+        return max(1, ceil_div(p.k // 8, words_per_workgroup))
+
+    def workgroup_size(self, p: Problem) -> int:
+        words = ceil_div(p.k // 8, self.split(p))  # per workgroup
+        return max(32, ceil_div(words, 32) * 32)
+
+    def workgroup_bytes(self, p: Problem, features: int) -> int:
+        return 4 * features * self.x_rows(p) * (self.workgroup_size(p) // self.min_lanes)
+
+    def features(self, p: Problem) -> int:
+        """Output features per workgroup (FEATURES), halved until the subgroup slots fit
+        workgroup memory (>= 4)."""
+        features = self.features_per_workgroup or (32 if self.x_rows(p) == 8 or cost.long_grid(p) else 16)
+        while features > 4 and self.workgroup_bytes(p, features) > self.storage_limit:
+            features //= 2
+        return features
+
+    def predicted_seconds(self, p):
+        return cost.decode_batch_seconds(p, self.x_rows(p), self.split(p))
+
+    def tiles(self, p):
+        return ceil_div(p.n, self.features(p)), ceil_div(p.m, self.x_rows(p)) * self.split(p)
+
+    def loop_trips(self, p):
+        features, wg = self.features(p), self.workgroup_size(p)
+        return features // 4 * 4 + ceil_div(features * self.x_rows(p), wg) * (wg // self.min_lanes + 2)
+
+    def constants(self, p):
+        return (("WG", self.workgroup_size(p)), ("FEATURES", self.features(p)), ("X_ROWS", self.x_rows(p)),
+                ("MIN_LANES", self.min_lanes), ("SPLIT", self.split(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+
+    def key(self, p):
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=(self.name, "unpack"))
+
+    def _shape_reason(self, p):
+        if p.k % 8:
+            return f"K={p.k} is not a multiple of 8"
+        if p.k > self.max_k:
+            return f"K={p.k} > {self.max_k} (at most 8 workgroups of 512 invocations, 8 k each, cover K)"
+        if p.group_size % 8:
+            return f"group_size={p.group_size} is not a multiple of 8"
+        return None
+
+    def supports(self, p, caps):
+        if caps is not None and not caps.has_subgroups:
+            return "the device has no `subgroup` feature"
+        reason = super().supports(p, caps)
+        if reason is None and self.workgroup_bytes(p, self.features(p)) > self.storage_limit:
+            return (f"needs {self.workgroup_bytes(p, self.features(p))} bytes of workgroup memory "
+                    f"(subgroups of {self.min_lanes}), the device has {self.storage_limit}")
+        return reason

@@ -1,0 +1,86 @@
+"""The one place that encodes, submits and times dispatches.
+
+submit() is the normal path: dispatches as compute passes in one command buffer, one submit.
+While a profiler is active (q4gsw.profile) it hands the dispatches to it instead, and the
+profiler times each through timed_passes(), which is also what benchmarks use: every
+timestamp query set is created, resolved and read back here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+
+import numpy as np
+
+from .dispatch import Dispatch, record
+
+#: The active profiler (set by q4gsw.profile): an object with .run(dispatches), or None.
+active_profiler: contextvars.ContextVar = contextvars.ContextVar("q4gsw_profiler", default=None)
+
+
+def submit(runtime, dispatches: list[Dispatch], *, label: str = "q4gsw", one_pass: bool = False) -> None:
+    """Encode dispatches and submit them in one command buffer; returns without waiting.
+
+    Args:
+        dispatches: in order (each with its follow-ups, e.g. a split-K reduction).
+        one_pass: all of them in one compute pass (a chain: WebGPU orders the storage writes
+            of a dispatch before the next one of the same pass reads them); else one
+            compute pass each, labelled with its kernel key.
+    While a profiler is active, the profiler runs them instead, one timed pass each.
+    """
+    profiler = active_profiler.get()
+    if profiler is not None:
+        profiler.run(dispatches)
+        return
+    encoder = runtime.device.create_command_encoder(label=label)
+    for group in ([dispatches] if one_pass else [[d] for d in dispatches]):
+        cpass = encoder.begin_compute_pass(label=label if one_pass else str(group[0].key))
+        for d in group:
+            record(cpass, d)
+        cpass.end()
+    runtime.device.queue.submit([encoder.finish()])
+
+
+def timed_passes(runtime, passes: list[list[Dispatch]], *, label: str = "q4gsw/timed") -> list[float]:
+    """GPU nanoseconds of each pass: every list of dispatches is one compute pass with
+    timestamp writes at its start and end, all in one command buffer and one submit.
+
+    Without `timestamp-query`, every pass gets the wall-clock time of the whole submit and
+    its wait divided by the number of passes (host overhead included; say so when reporting).
+    """
+    wgpu = runtime.wgpu
+    device = runtime.device
+    encoder = device.create_command_encoder(label=label)
+    queries = resolved = None
+    if runtime.caps.has_timestamps:
+        queries = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * len(passes))
+        resolved = runtime.buffers.create(16 * len(passes), wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
+                                          "q4gsw/timestamps")
+    for i, dispatches in enumerate(passes):
+        writes = None if queries is None else {
+            "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}
+        cpass = encoder.begin_compute_pass(label=str(dispatches[0].key) if len(dispatches) == 1 else label,
+                                           timestamp_writes=writes)
+        for d in dispatches:
+            record(cpass, d)
+        cpass.end()
+    if queries is not None:
+        encoder.resolve_query_set(queries, 0, 2 * len(passes), resolved, 0)
+    t0 = time.perf_counter_ns()
+    device.queue.submit([encoder.finish()])
+    if queries is None:
+        wait(runtime)
+        return [(time.perf_counter_ns() - t0) / len(passes)] * len(passes)
+    try:
+        stamps = runtime.buffers.read(resolved, 16 * len(passes), np.uint64).astype(np.int64)
+    finally:
+        runtime.buffers.destroy(resolved)
+        queries.destroy()
+    return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(len(passes))]
+
+
+def wait(runtime) -> None:
+    """Wait until the GPU has finished the work submitted so far (a 4-byte read back: wgpu-py
+    0.32's on_submitted_work_done_sync is broken, see ENVIRONMENT.md)."""
+    runtime.buffers.read(runtime.sync_buffer, 4, np.uint32)

@@ -1,0 +1,93 @@
+"""The runtime's GPU copies of PackedWeights: uploaded once per device, split along N to fit
+the binding limit, freed with the weight (or by release())."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import weakref
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class WeightChunk:
+    """Output features [n0, n0 + n) of a weight, as GPU buffers."""
+
+    n0: int
+    n: int
+    weights: object
+    scales: object
+    scale_stride: int
+
+
+def fits_one_binding(weight, max_binding: int) -> bool:
+    """Whether the bytes and the used scale rows (padded_N wide) each fit one binding."""
+    return (weight.weights.nbytes <= max_binding
+            and 4 * weight.num_groups * weight.scales.shape[1] <= max_binding)
+
+
+def features_per_chunk(weight, max_binding: int) -> int:
+    """Output features per chunk: all of them when they fit one binding, else as many as
+    keep a chunk's bytes and its own scale columns within the limit."""
+    if fits_one_binding(weight, max_binding):
+        return weight.out_features
+    per_feature = max(weight.weights.shape[1], 4 * weight.num_groups)
+    return max(1, min(weight.out_features, max_binding // per_feature))
+
+
+class WeightCache:
+    """PackedWeight -> its chunks on one device. Entries are keyed by the weight object (or
+    by a key object given for it, see ops.linear.linear_q4gsw) and go when the key is
+    garbage-collected (PackedWeight is immutable, so a copy is never stale)."""
+
+    def __init__(self, runtime):
+        self._runtime = weakref.ref(runtime)
+        self._chunks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def chunks(self, weight, *, key=None) -> list[WeightChunk]:
+        """The weight's chunks on the device, uploaded on first use and kept while `key`
+        (default: the weight itself) lives.
+
+        One chunk uploads ExecuTorch's bytes and scales as they are (scales keep their
+        padded_N stride); larger weights are split along N, each chunk with its own rows and
+        scale columns.
+        """
+        key = weight if key is None else key
+        with self._lock:
+            cached = self._chunks.get(key)
+            if cached is None:
+                cached = self._chunks[key] = self._upload(weight)
+            return cached
+
+    def release(self, key) -> None:
+        """Free the GPU buffers kept for key (a weight) now (they are also freed with it)."""
+        with self._lock:
+            chunks = self._chunks.pop(key, [])
+        for c in chunks:
+            self._runtime().buffers.destroy(c.weights, c.scales)
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def _upload(self, weight) -> list[WeightChunk]:
+        runtime = self._runtime()
+        usage = runtime.wgpu.BufferUsage.STORAGE
+        limit = runtime.caps.max_binding_size
+        as_is = fits_one_binding(weight, limit)
+        step = features_per_chunk(weight, limit)
+        chunks = []
+        for n0 in range(0, weight.out_features, step):
+            n = min(step, weight.out_features - n0)
+            if as_is:
+                scales, stride = weight.scales[: weight.num_groups], weight.scales.shape[1]
+            else:
+                scales, stride = np.ascontiguousarray(weight.scales[: weight.num_groups, n0 : n0 + n]), n
+            chunks.append(WeightChunk(
+                n0, n,
+                runtime.buffers.upload(weight.weights[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
+                runtime.buffers.upload(scales, usage, f"q4gsw/scales[{n0}:{n0 + n}]", align=16),  # read as vec4
+                stride,
+            ))
+        return chunks
