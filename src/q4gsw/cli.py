@@ -1,12 +1,203 @@
-"""The q4gsw command line: info, bench, demo (thin argparse wrappers)."""
+"""The q4gsw command line: info, bench, tune, demo, export-web, quantize (thin argparse wrappers).
+
+Every value is checked while the arguments are parsed, before a command does any work: a bad
+one ends in a single line on stderr, `q4gsw <command>: argument <name>: expected ..., got ...`,
+and exit status 2. Importing this module imports neither torch nor wgpu; each command imports
+what it needs when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
+import os
 import sys
+from pathlib import Path
 
-from .errors import Q4gswError
+from .errors import ArgumentError, FormatError, Q4gswError
+
+#: Exit statuses: a refused value (argparse's own), an error while running, Ctrl-C (128 + SIGINT).
+EXIT_USAGE, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, `<prog>: <message>`, without the usage block."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"{self.prog}: {message}\n")
+
+
+class _Refused(Exception):
+    """A value refused by a check that needs more than one argument or the file's contents;
+    main prints it as argparse does a bad value."""
+
+    def __init__(self, argument: str, expected: str, got: str):
+        super().__init__(f"argument {argument}: expected {expected}, got {got}")
+
+
+def _expected(expected: str, got: str) -> argparse.ArgumentTypeError:
+    """The error a `type=` function raises; argparse prefixes 'argument --name: '."""
+    return argparse.ArgumentTypeError(f"expected {expected}, got {got}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Value types: each parses one command-line string or raises argparse.ArgumentTypeError.
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _expected("a positive integer", repr(text)) from None
+    if value <= 0:
+        raise _expected("a positive integer", repr(text))
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise _expected("an integer >= 0", repr(text)) from None
+    if value < 0:
+        raise _expected("an integer >= 0", repr(text))
+    return value
+
+
+def _shapes(text: str) -> list[tuple[int, int, int]]:
+    """A preset name or 'MxKxN[,MxKxN...]' -> [(M, K, N), ...], every size positive."""
+    from .tools.workload import PRESETS, parse_shapes
+
+    expected = f"a preset ({', '.join(PRESETS)}) or MxKxN[,MxKxN...] of positive integers"
+    try:
+        shapes = parse_shapes(text)
+    except ValueError:
+        raise _expected(expected, repr(text)) from None
+    for shape in shapes:
+        # parse_shapes reads any integers; sizes <= 0 are refused here, before a GPU sees them.
+        if min(shape) <= 0:
+            raise _expected(expected, f"{text!r} ({'x'.join(map(str, shape))} has a size <= 0)")
+    return shapes
+
+
+def _kernel_names(text: str) -> list[str]:
+    """'tiled,rowwise' -> ['tiled', 'rowwise'], each a distinct kernel of the registry."""
+    from .kernels import KERNELS
+
+    expected = f"comma-separated kernel names from {', '.join(KERNELS)}"
+    names = [name.strip() for name in text.split(",")]
+    unknown = [name for name in names if name not in KERNELS]
+    if unknown:
+        raise _expected(expected, f"{text!r} (unknown: {', '.join(map(repr, unknown))})")
+    if len(set(names)) != len(names):
+        raise _expected(f"distinct kernel names from {', '.join(KERNELS)}", repr(text))
+    return names
+
+
+def _layer_shape(text: str) -> tuple[int, int]:
+    """'NxK' -> (N, K), both positive."""
+    n, _, k = text.lower().partition("x")
+    try:
+        n, k = int(n), int(k)
+    except ValueError:
+        raise _expected("NxK (out x in features), e.g. 256x256", repr(text)) from None
+    if n <= 0 or k <= 0:
+        raise _expected("NxK (out x in features) of positive integers", repr(text))
+    return n, k
+
+
+def _readable_file(text: str) -> str:
+    """An existing file that this process can open for reading (opened once to be sure)."""
+    path = Path(text)
+    if not path.exists():
+        raise _expected("an existing file", f"{text!r} (no such file)")
+    if not path.is_file():
+        raise _expected("a file", f"{text!r} (not a regular file)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise _expected("a readable file", f"{text!r} ({exc.strerror or exc})") from None
+    return text
+
+
+def _npz_file(text: str) -> str:
+    """A readable .npz archive (a zip file); what it holds is checked when it is loaded."""
+    _readable_file(text)
+    with open(text, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise _expected("an .npz file (weights, weight_scales, group_size[, in_features, bias])",
+                        f"{text!r} (not a zip archive, as .npz files are)")
+    return text
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in `folder`, or None when they can."""
+    if not folder.exists():
+        return f"{folder} does not exist"
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why `path` cannot be written as a file (its folder is not created), or None."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    why = _unwritable(path.parent)
+    if why is None and path.exists() and not os.access(path, os.W_OK):
+        why = f"{path} is not writable"
+    return why
+
+
+def _output_file(text: str) -> str:
+    """A file path to write: not a directory, in an existing writable directory."""
+    why = _file_problem(Path(text))
+    if why:
+        raise _expected("a file path in an existing writable directory", f"{text!r} ({why})")
+    return text
+
+
+def _output_stem(text: str) -> str:
+    """A stem STEM for STEM.json and STEM.md, both writable."""
+    if not os.path.basename(text):
+        raise _expected("a path stem ending in a file name, e.g. bench/results/run", f"{text!r}")
+    why = _file_problem(Path(text + ".json")) or _file_problem(Path(text + ".md"))
+    if why:
+        raise _expected("a path stem whose .json and .md can be written", f"{text!r} ({why})")
+    return text
+
+
+def _png_file(text: str) -> str:
+    """A PNG path to write, with matplotlib installed to draw it (checked, not imported)."""
+    _output_file(text)
+    if importlib.util.find_spec("matplotlib") is None:
+        raise _expected("matplotlib installed to draw the plot (pip install matplotlib)", f"{text!r}")
+    return text
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why `path` cannot be made or filled as a folder (missing parents are created), or None."""
+    if path.exists():
+        return _unwritable(path)
+    return _unwritable(next(p for p in path.absolute().parents if p.exists()))
+
+
+def _output_dir(text: str) -> str:
+    """A folder to create or fill: an existing writable folder, or one whose nearest existing
+    parent is a writable folder."""
+    why = _folder_problem(Path(text))
+    if why:
+        raise _expected("a folder that can be created or written", f"{text!r} ({why})")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands. Each returns an exit status; the values in `args` are already checked.
 
 
 def _info(args) -> int:
@@ -37,13 +228,11 @@ def _info(args) -> int:
 
 def _bench(args) -> int:
     from .tools.bench import bench, write_results
-    from .tools.workload import parse_shapes
 
-    result = bench(parse_shapes(args.shapes), args.kernels.split(",") if args.kernels else None,
-                   group_size=args.group_size, repeats=args.repeats, yardsticks=args.yardsticks)
+    result = bench(args.shapes, args.kernels, group_size=args.group_size, repeats=args.repeats,
+                   yardsticks=args.yardsticks)
     if args.out:
-        stem = args.out
-        paths = write_results(result, stem)
+        paths = write_results(result, args.out)
         print("wrote " + ", ".join(paths))
     if args.plot:
         from .tools.plot import roofline
@@ -54,13 +243,16 @@ def _bench(args) -> int:
 
 def _demo(args) -> int:
     if args.model == "minilm":
+        if args.decode:
+            raise _Refused("--decode", "--model llama-shaped (decoding runs random Llama-shaped weights)",
+                           "--model minilm")
         from .models.minilm import run_demo as run_minilm_demo
 
         try:
             run_minilm_demo(group_size=args.group_size, method=args.quantizer)
         except ModuleNotFoundError as exc:
             print(f"q4gsw demo: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         return 0
     if args.decode:
         from .demos.decode import run_decode_demo
@@ -74,14 +266,23 @@ def _demo(args) -> int:
 
 
 def _export_web(args) -> int:
+    import zipfile
+
     from .web.export import export_web, load_npz_layer, random_layer
 
-    layers = [load_npz_layer(path) for path in args.weight]
-    for i, spec in enumerate(args.random or ([] if layers else ["256x256"])):
-        n, _, k = spec.lower().partition("x")
-        name = f"random_{int(n)}x{int(k)}"
+    layers = []
+    for path in args.weight:  # the file is a readable zip (checked while parsing); now its contents
+        try:
+            layers.append(load_npz_layer(path))
+        except (Q4gswError, ValueError, TypeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            reason = (f"{exc.argument}: expected {exc.expected}, got {exc.got}"
+                      if isinstance(exc, ArgumentError) else str(exc))
+            raise _Refused("--weight", "an .npz of weights, weight_scales, group_size[, in_features, bias]",
+                           f"{path!r} ({reason})") from None
+    for i, (n, k) in enumerate(args.random or ([] if layers else [(256, 256)])):
+        name = f"random_{n}x{k}"
         name = name if name not in {layer.name for layer in layers} else f"{name}_{i}"
-        layers.append(random_layer(name, int(n), int(k), group_size=args.group_size, bias=not args.no_bias,
+        layers.append(random_layer(name, n, k, group_size=args.group_size, bias=not args.no_bias,
                                    seed=args.seed + i))
     path = export_web(args.out_dir, layers)
     print(f"wrote {path.parent}/ ({', '.join(layer.name for layer in layers)}); serve it, e.g. "
@@ -91,7 +292,14 @@ def _export_web(args) -> int:
 
 def _quantize(args) -> int:
     from .io import quantize_file
+    from .io.convert import detect_format
 
+    if os.path.exists(args.output) and os.path.samefile(args.input, args.output):
+        raise _Refused("OUT", "a file other than IN (IN is read while OUT is written)", repr(args.output))
+    try:
+        detect_format(args.input)
+    except FormatError as exc:
+        raise _Refused("IN", "a safetensors or GGUF file", exc.got) from None
     report = quantize_file(args.input, args.output, group_size=args.group_size, progress=_progress())
     print(f"wrote {args.output}: {report.count('quantized')} quantized, "
           f"{report.count('imported')} imported losslessly (Q4_0), {report.count('skipped')} skipped")
@@ -118,69 +326,140 @@ def _progress():
 
 
 def _tune(args) -> int:
-    from .tools.workload import parse_shapes
+    from .runtime.tuning_cache import cache_dir
+
+    folder = cache_dir()  # written after every shape is timed: checked first
+    why = _folder_problem(folder)
+    if why:
+        raise _Refused("Q4GSW_CACHE_DIR (environment)", "a folder that can be created or written",
+                       f"{str(folder)!r} ({why})")
     from .tools.tune import tune
 
-    tune(parse_shapes(args.shapes), group_size=args.group_size, repeats=args.repeats)
+    tune(args.shapes, group_size=args.group_size, repeats=args.repeats)
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="q4gsw", description=__doc__)
+# ---------------------------------------------------------------------------------------------
+# The parser and main.
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `q4gsw` parser; each subcommand sets `func`, the command to run with the parsed args."""
+    parser = _Parser(prog="q4gsw", epilog="q4gsw COMMAND --help lists the options of a command.",
+                     description="ExecuTorch's 4-bit linear (linear_q4gsw) on WebGPU: inspect the adapter, "
+                                 "benchmark and tune the kernels, run demos, export a browser bundle, "
+                                 "quantize checkpoints.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="adapter, backend, features, limits, measured read bandwidth").set_defaults(func=_info)
-    b = sub.add_parser("bench", help="time every kernel per shape: µs, GB/s, %% of the read ceiling, error")
-    b.add_argument("--shapes", default="small", help="preset (small, llama) or MxKxN[,MxKxN...] (default: small)")
-    b.add_argument("--kernels", default=None, help="comma-separated kernel names (default: all)")
-    b.add_argument("--group-size", type=int, default=128)
-    b.add_argument("--repeats", type=int, default=30)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("info", help="adapter, backend, features, limits, measured read bandwidth",
+                   description="The adapter q4gsw picks, its features and limits, and its measured read "
+                               "bandwidth.").set_defaults(func=_info)
+
+    b = sub.add_parser("bench", help="time every kernel per shape: µs, GB/s, %% of the read ceiling, error",
+                       description="Time every kernel per shape: µs, GB/s, % of the read ceiling, error.")
+    b.add_argument("--shapes", type=_shapes, default="small",
+                   help="a preset (small, llama) or MxKxN[,MxKxN...] (default: %(default)s)")
+    b.add_argument("--kernels", type=_kernel_names, default=None,
+                   help="comma-separated kernel names (default: all)")
+    b.add_argument("--group-size", type=_positive_int, default=128,
+                   help="elements of K per scale (default: %(default)s)")
+    b.add_argument("--repeats", type=_positive_int, default=30,
+                   help="timed runs per kernel and shape; the median is reported (default: %(default)s)")
     b.add_argument("--yardsticks", action="store_true",
                    help="also time a dense fp32 WGSL GEMV and (torch with CUDA) tinygemm int4 and cuBLAS fp16")
-    b.add_argument("--plot", default=None, metavar="PNG", help="write a roofline plot (needs matplotlib)")
-    b.add_argument("--out", default=None, help="write OUT.json and OUT.md (e.g. bench/results/<date>-<card>)")
+    b.add_argument("--plot", type=_png_file, default=None, metavar="PNG",
+                   help="write a roofline plot to PNG; needs matplotlib (default: no plot)")
+    b.add_argument("--out", type=_output_stem, default=None,
+                   help="write OUT.json and OUT.md, e.g. bench/results/<date>-<card> (default: not written)")
     b.set_defaults(func=_bench)
-    t = sub.add_parser("tune", help="time kernel configurations per shape and cache the fastest for this adapter")
-    t.add_argument("--shapes", default="small", help="preset (small, llama) or MxKxN[,MxKxN...]")
-    t.add_argument("--group-size", type=int, default=128)
-    t.add_argument("--repeats", type=int, default=20)
+
+    t = sub.add_parser("tune", help="time kernel configurations per shape and cache the fastest for this adapter",
+                       description="Time kernel configurations per shape and cache the fastest for this "
+                                   "adapter (in $Q4GSW_CACHE_DIR, default ~/.cache/q4gsw).")
+    t.add_argument("--shapes", type=_shapes, default="small",
+                   help="a preset (small, llama) or MxKxN[,MxKxN...] (default: %(default)s)")
+    t.add_argument("--group-size", type=_positive_int, default=128,
+                   help="elements of K per scale (default: %(default)s)")
+    t.add_argument("--repeats", type=_positive_int, default=20,
+                   help="timed runs per configuration; the median is compared (default: %(default)s)")
     t.set_defaults(func=_tune)
-    d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile")
-    d.add_argument("--layers", type=int, default=2)
-    d.add_argument("--group-size", type=int, default=128)
+
+    d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile",
+                       description="A Llama-shaped stack of quantized layers (accuracy and profile), "
+                                   "greedy decoding through it (--decode), or a real model (--model minilm).")
+    d.add_argument("--layers", type=_positive_int, default=2,
+                   help="Llama-shaped blocks (default: %(default)s)")
+    d.add_argument("--group-size", type=_positive_int, default=128,
+                   help="elements of K per scale (default: %(default)s)")
     d.add_argument("--model", choices=("llama-shaped", "minilm"), default="llama-shaped",
-                   help="llama-shaped: random Llama-shaped layers (default); minilm: all-MiniLM-L6-v2 "
-                        "sentence embeddings, q4gsw vs fp32 (needs the 'model' extra)")
+                   help="llama-shaped: random Llama-shaped layers; minilm: all-MiniLM-L6-v2 "
+                        "sentence embeddings, q4gsw vs fp32 (needs the 'model' extra) (default: %(default)s)")
     d.add_argument("--quantizer", choices=("gptq", "rtn"), default="gptq",
-                   help="--model minilm: gptq (calibrated: searched scales, GPTQ, bias correction; "
-                        "default) or rtn (round to nearest, torchao's scales)")
+                   help="--model minilm: gptq (calibrated: searched scales, GPTQ, bias correction) "
+                        "or rtn (round to nearest, torchao's scales) (default: %(default)s)")
     d.add_argument("--decode", action="store_true",
                    help="greedy decoding through random weights, one chained submit per token: tokens/s")
-    d.add_argument("--tokens", type=int, default=32, help="tokens to decode with --decode (default: 32)")
+    d.add_argument("--tokens", type=_positive_int, default=32,
+                   help="tokens to decode with --decode (default: %(default)s)")
     d.set_defaults(func=_demo)
-    w = sub.add_parser("export-web", help="write a static browser bundle: kernels, packed weights, q4gsw.js, demo page")
-    w.add_argument("out_dir", metavar="OUT_DIR")
-    w.add_argument("--weight", action="append", default=[], metavar="FILE.npz",
-                   help="a layer: weights, weight_scales, group_size[, in_features, bias] (repeatable)")
-    w.add_argument("--random", action="append", metavar="NxK",
-                   help="a random quantized layer, N out x K in features (repeatable; default 256x256 without --weight)")
-    w.add_argument("--group-size", type=int, default=128, help="group size of --random layers")
+
+    w = sub.add_parser("export-web", help="write a static browser bundle: kernels, packed weights, q4gsw.js, demo page",
+                       description="Write a static browser bundle: kernels, packed weights, q4gsw.js and a "
+                                   "demo page.")
+    w.add_argument("out_dir", metavar="OUT_DIR", type=_output_dir,
+                   help="the bundle folder (created; an earlier bundle's files are overwritten)")
+    w.add_argument("--weight", action="append", type=_npz_file, default=[], metavar="FILE.npz",
+                   help="a layer: weights, weight_scales, group_size[, in_features, bias] (repeatable; "
+                        "default: none)")
+    w.add_argument("--random", action="append", type=_layer_shape, metavar="NxK",
+                   help="a random quantized layer, N out x K in features (repeatable; default: 256x256 "
+                        "without --weight, none with it)")
+    w.add_argument("--group-size", type=_positive_int, default=128,
+                   help="group size of --random layers (default: %(default)s)")
     w.add_argument("--no-bias", action="store_true", help="--random layers without bias")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the first --random layer; the i-th uses seed + i (default: %(default)s)")
     w.set_defaults(func=_export_web)
-    q = sub.add_parser("quantize", help="a safetensors or GGUF checkpoint to a q4gsw safetensors file")
-    q.add_argument("input", metavar="IN", help="safetensors (2-D float *weight tensors are quantized) or GGUF "
-                   "(Q4_0 tensors imported losslessly, 2-D float *weight tensors quantized)")
-    q.add_argument("output", metavar="OUT", help="the q4gsw safetensors file to write")
-    q.add_argument("--group-size", type=int, default=128, help="group size for quantized float tensors (default 128)")
+
+    q = sub.add_parser("quantize", help="a safetensors or GGUF checkpoint to a q4gsw safetensors file",
+                       description="Quantize a safetensors or GGUF checkpoint into a q4gsw safetensors file.")
+    q.add_argument("input", metavar="IN", type=_readable_file,
+                   help="safetensors (2-D float *weight tensors are quantized) or GGUF "
+                        "(Q4_0 tensors imported losslessly, 2-D float *weight tensors quantized)")
+    q.add_argument("output", metavar="OUT", type=_output_file,
+                   help="the q4gsw safetensors file to write (its folder must exist)")
+    q.add_argument("--group-size", type=_positive_int, default=128,
+                   help="group size for quantized float tensors (default: %(default)s)")
     q.set_defaults(func=_quantize)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run `q4gsw` with argv (default: sys.argv[1:]); returns the exit status.
+
+    0: done; 2: a refused value or a q4gsw error, one line on stderr; 1: an OS error while
+    running (one line); 130: interrupted (Ctrl-C).
+    """
+    prog = "q4gsw"
     try:
-        return args.func(args)
-    except (Q4gswError, ValueError) as exc:
-        print(f"q4gsw {args.command}: {exc}", file=sys.stderr)
-        return 2
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help (0) or a refused value (2, its line already printed)
+            return exc.code
+        prog = f"q4gsw {args.command}"
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        try:
+            return args.func(args)
+        except (_Refused, Q4gswError, ValueError) as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except OSError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
