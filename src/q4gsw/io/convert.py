@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..checks import describe, existing_file, positive_int
+from ..checks import existing_file, positive_int
 from ..errors import FormatError
 from ..quantize import quantize
 from ._deps import require

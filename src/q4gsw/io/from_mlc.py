@@ -6,7 +6,7 @@ import numpy as np
 
 from ..arith import ceil_div
 from ..checks import describe, float_array, foreign_array, positive_int
-from ..errors import DTypeError, FormatError, GroupSizeError, ShapeError, ValueRangeError
+from ..errors import FormatError, GroupSizeError, ShapeError, ValueRangeError
 from ..format import PackedWeight, pack_nibbles
 
 #: MLC's GroupQuantize presets (mlc_llm/quantization/quantization.py): group size, linear

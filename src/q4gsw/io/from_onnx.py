@@ -8,7 +8,7 @@ import numpy as np
 
 from ..arith import ceil_div
 from ..checks import describe, existing_file, float_array, positive_int
-from ..errors import AsymmetricError, DTypeError, FormatError, ShapeError, ValueRangeError
+from ..errors import AsymmetricError, DTypeError, FormatError, ShapeError
 from ..format import PackedWeight, unpack_nibbles
 from ._deps import require
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..arith import ceil_div
-from ..checks import describe, float_array, foreign_array, is_torch_tensor, positive_int
-from ..errors import AsymmetricError, DTypeError, GroupSizeError, ShapeError, ValueRangeError
+from ..checks import describe, float_array, foreign_array, positive_int
+from ..errors import AsymmetricError, DTypeError, GroupSizeError, ShapeError
 from ..format import QMAX, QMIN, PackedWeight, pack_int4, unpack_nibbles
 
 
