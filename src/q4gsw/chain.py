@@ -22,21 +22,27 @@ ELEMENTWISE_WG = 256
 RMS_NORM_WG = 128
 
 
+#: The element types a GpuTensor can hold (4 bytes each).
+DTYPES = ("float32", "uint32")
+
+
 class GpuTensor:
-    """A float32 tensor that lives in a GPU buffer: made by upload() or returned by Chain ops.
+    """A tensor that lives in a GPU buffer: made by upload() / empty() or returned by Chain ops.
 
     Attributes:
         shape: the tensor's shape (row-major, contiguous).
         buffer: the wgpu buffer (at least 4 * size bytes).
         runtime: the Runtime whose device holds the buffer.
+        dtype: "float32" (every op's data) or "uint32" (token ids, positions).
     """
 
-    __slots__ = ("shape", "buffer", "runtime", "__weakref__")
+    __slots__ = ("shape", "buffer", "runtime", "dtype", "__weakref__")
 
-    def __init__(self, buffer, shape: tuple[int, ...], runtime):
+    def __init__(self, buffer, shape: tuple[int, ...], runtime, dtype: str = "float32"):
         self.buffer = buffer
         self.shape = tuple(int(s) for s in shape)
         self.runtime = runtime
+        self.dtype = dtype
 
     @property
     def size(self) -> int:
@@ -47,12 +53,12 @@ class GpuTensor:
         return 4 * self.size
 
     def numpy(self) -> np.ndarray:
-        """Read back: a new float32 ndarray of `shape` (waits for the GPU work submitted so far)."""
-        return self.runtime.buffers.read(self.buffer, self.nbytes, np.float32).reshape(self.shape)
+        """Read back: a new ndarray of `shape` and `dtype` (waits for the GPU work submitted so far)."""
+        return self.runtime.buffers.read(self.buffer, self.nbytes, np.dtype(self.dtype)).reshape(self.shape)
 
     def write(self, array) -> None:
-        """Overwrite the contents with a float32 array (ndarray or CPU torch.Tensor) of `shape`."""
-        arr = as_array("GpuTensor.write", "array", array, np.float32)
+        """Overwrite the contents with an array (ndarray or CPU torch.Tensor) of `shape` and `dtype`."""
+        arr = as_array("GpuTensor.write", "array", array, np.dtype(self.dtype))
         if arr.shape != self.shape:
             raise ShapeError("GpuTensor.write", "array", f"shape {self.shape}", describe(array))
         self.runtime.device.queue.write_buffer(self.buffer, 0, arr)
@@ -62,7 +68,7 @@ class GpuTensor:
         self.runtime.buffers.destroy(self.buffer)
 
     def __repr__(self) -> str:
-        return f"GpuTensor(shape={self.shape}, dtype=float32)"
+        return f"GpuTensor(shape={self.shape}, dtype={self.dtype})"
 
 
 def _usage(runtime):
@@ -71,28 +77,32 @@ def _usage(runtime):
 
 
 def upload(x, *, runtime=None) -> GpuTensor:
-    """Copy a float32 array to the GPU.
+    """Copy a float32 (or uint32) array to the GPU.
 
     Args:
-        x: float32 ndarray or CPU torch.Tensor of any shape with at least one element.
+        x: float32 or uint32 ndarray, or CPU torch.Tensor, of any shape with at least one element.
         runtime: the Runtime (default: the process's).
     Returns:
-        a GpuTensor of x's shape.
+        a GpuTensor of x's shape and dtype.
     """
-    arr = as_array("upload", "x", x, np.float32)
+    dtype = np.uint32 if isinstance(x, np.ndarray) and x.dtype == np.uint32 else np.float32
+    arr = as_array("upload", "x", x, dtype)
     if arr.size == 0:
         raise ShapeError("upload", "x", "at least one element", describe(x))
     runtime = runtime or get_runtime()
-    return GpuTensor(runtime.buffers.upload(arr, _usage(runtime), "q4gsw/tensor"), arr.shape, runtime)
+    return GpuTensor(runtime.buffers.upload(arr, _usage(runtime), "q4gsw/tensor"), arr.shape, runtime, arr.dtype.name)
 
 
-def empty(shape, *, runtime=None) -> GpuTensor:
+def empty(shape, *, dtype: str = "float32", runtime=None) -> GpuTensor:
     """An uninitialized GpuTensor of `shape` (e.g. an input a Chain is fed through)."""
     shape = tuple(shape)
     for s in shape:
         positive_int("empty", "shape", s, ShapeError)
+    if dtype not in DTYPES:
+        raise DTypeError("empty", "dtype", f"one of {DTYPES}", repr(dtype))
     runtime = runtime or get_runtime()
-    return GpuTensor(runtime.buffers.create(4 * math.prod(shape), _usage(runtime), "q4gsw/tensor"), shape, runtime)
+    return GpuTensor(runtime.buffers.create(4 * math.prod(shape), _usage(runtime), "q4gsw/tensor"), shape, runtime,
+                     dtype)
 
 
 class Chain:
@@ -121,9 +131,9 @@ class Chain:
 
     # --- tensors -----------------------------------------------------------------------------
 
-    def input(self, shape) -> GpuTensor:
+    def input(self, shape, *, dtype: str = "float32") -> GpuTensor:
         """A tensor owned by the chain, filled through run(feeds) or GpuTensor.write."""
-        t = empty(shape, runtime=self.runtime)
+        t = empty(shape, dtype=dtype, runtime=self.runtime)
         self._owned.append(t.buffer)
         return t
 
@@ -133,27 +143,37 @@ class Chain:
         self._owned.append(t.buffer)
         return t
 
-    def _output(self, shape) -> GpuTensor:
-        t = empty(shape, runtime=self.runtime)
+    # --- for op modules (q4gsw.llm.ops): outputs, params, dispatches ------------------------
+
+    def output(self, shape, *, dtype: str = "float32") -> GpuTensor:
+        """A new tensor owned by the chain that an op writes (poisoned before each run when the
+        runtime poisons outputs)."""
+        t = empty(shape, dtype=dtype, runtime=self.runtime)
         self._owned.append(t.buffer)
         self._outputs.append(t)
         return t
 
-    def _params(self, words) -> object:
-        buf = self.runtime.buffers.upload(np.asarray(words, np.uint32), self.runtime.wgpu.BufferUsage.UNIFORM, "q4gsw/params")
+    def params(self, words) -> object:
+        """A uniform buffer holding `words` (a kernel's params struct), owned by the chain."""
+        buf = self.runtime.buffers.upload(np.asarray(words, np.uint32), self.runtime.wgpu.BufferUsage.UNIFORM,
+                                          "q4gsw/params")
         self._owned.append(buf)
         return buf
 
-    def _tensor(self, fn: str, name: str, t) -> GpuTensor:
+    def tensor(self, fn: str, name: str, t, *, dtype: str = "float32") -> GpuTensor:
+        """t checked: a GpuTensor of this chain's device and of `dtype` (else DTypeError)."""
         if not isinstance(t, GpuTensor):
             raise DTypeError(fn, name, "a q4gsw.chain.GpuTensor (see upload, Chain.input)", describe(t))
         if t.runtime is not self.runtime:
             raise DTypeError(fn, name, "a GpuTensor of this chain's device", "one of another Runtime")
+        if t.dtype != dtype:
+            raise DTypeError(fn, name, f"a {dtype} GpuTensor", repr(t))
         return t
 
-    def _dispatch(self, name: str, constants: tuple, buffers, workgroups: int, nbytes: int) -> None:
-        """Record chain/<name> over `buffers` (bindings 0, 1, ...) on `workgroups` workgroups."""
-        key = KernelKey(name, constants, family="chain")
+    def record(self, name: str, constants: tuple, buffers, workgroups: int, nbytes: int, *,
+               family: str = "chain") -> None:
+        """Record <family>/<name>.wgsl over `buffers` (bindings 0, 1, ...) on `workgroups` workgroups."""
+        key = KernelKey(name, constants, family=family)
         self.dispatches.append(bind(self.runtime, key, buffers, workgroups, nbytes=nbytes))
 
     # --- ops ---------------------------------------------------------------------------------
@@ -170,7 +190,7 @@ class Chain:
             (..., N) GpuTensor.
         """
         fn = "Chain.linear"
-        x = self._tensor(fn, "x", x)
+        x = self.tensor(fn, "x", x)
         if not isinstance(weight, PackedWeight):
             raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
         k, n = weight.in_features, weight.out_features
@@ -178,7 +198,7 @@ class Chain:
             raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
         bias_t = bias_arr = None
         if isinstance(bias, GpuTensor):
-            bias_t = self._tensor(fn, "bias", bias)
+            bias_t = self.tensor(fn, "bias", bias)
             bias_shape = bias_t.shape
         elif bias is not None:
             bias_arr = as_array(fn, "bias", bias, np.float32)
@@ -190,7 +210,7 @@ class Chain:
         spec = choose_kernel(self.runtime, fn, p, kernel)  # the checks, before any buffer
         if bias_arr is not None:
             bias_t = self.constant(bias_arr)
-        out = self._output((*x.shape[:-1], n))
+        out = self.output((*x.shape[:-1], n))
         bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
         plan = plan_linear(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec)
         self._owned += plan.owned
@@ -198,13 +218,13 @@ class Chain:
         return out
 
     def _elementwise(self, fn: str, name: str, a, b) -> GpuTensor:
-        a, b = self._tensor(fn, "a", a), self._tensor(fn, "b", b)
+        a, b = self.tensor(fn, "a", a), self.tensor(fn, "b", b)
         if a.shape != b.shape:
             raise ShapeError(fn, "b", f"shape {a.shape} (the shape of the first argument)", f"shape {b.shape}")
-        out = self._output(a.shape)
+        out = self.output(a.shape)
         count = a.size
-        params = self._params([count, 0, 0, 0])
-        self._dispatch(name, (("WG", ELEMENTWISE_WG),), (out.buffer, a.buffer, b.buffer, params),
+        params = self.params([count, 0, 0, 0])
+        self.record(name, (("WG", ELEMENTWISE_WG),), (out.buffer, a.buffer, b.buffer, params),
                        ceil_div(count, ELEMENTWISE_WG), 12 * count)
         return out
 
@@ -225,9 +245,9 @@ class Chain:
             eps: added to the mean square, > 0.
         """
         fn = "Chain.rms_norm"
-        x = self._tensor(fn, "x", x)
+        x = self.tensor(fn, "x", x)
         d = x.shape[-1]
-        w = self._tensor(fn, "weight", weight) if isinstance(weight, GpuTensor) else None
+        w = self.tensor(fn, "weight", weight) if isinstance(weight, GpuTensor) else None
         if w is None:
             arr = as_array(fn, "weight", weight, np.float32)
             if arr.shape != (d,):
@@ -238,11 +258,11 @@ class Chain:
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0 or not math.isfinite(eps):
             raise DTypeError(fn, "eps", "a finite float > 0", describe(eps))
         rows = x.size // d
-        out = self._output(x.shape)
+        out = self.output(x.shape)
         params = np.array([rows, d, 0, 0], np.uint32)
         params[2] = np.float32(eps).view(np.uint32)
-        params_buf = self._params(params)
-        self._dispatch("rms_norm", (("WG", RMS_NORM_WG),), (out.buffer, x.buffer, w.buffer, params_buf),
+        params_buf = self.params(params)
+        self.record("rms_norm", (("WG", RMS_NORM_WG),), (out.buffer, x.buffer, w.buffer, params_buf),
                        rows, 8 * x.size + 4 * d)
         return out
 
@@ -250,16 +270,16 @@ class Chain:
         """Grouped-query attention's expansion: (..., H * head_dim) -> (..., H * repeats * head_dim),
         output head h being input head h // repeats."""
         fn = "Chain.repeat_heads"
-        x = self._tensor(fn, "x", x)
+        x = self.tensor(fn, "x", x)
         head_dim = positive_int(fn, "head_dim", head_dim, ShapeError)
         repeats = positive_int(fn, "repeats", repeats, ShapeError)
         if x.shape[-1] % head_dim:
             raise ShapeError(fn, "head_dim", f"a divisor of x's last dimension {x.shape[-1]}", repr(head_dim))
         out_row = x.shape[-1] * repeats
-        out = self._output((*x.shape[:-1], out_row))
+        out = self.output((*x.shape[:-1], out_row))
         count = out.size
-        params = self._params([count, head_dim, repeats, out_row])
-        self._dispatch("repeat_heads", (("WG", ELEMENTWISE_WG),), (out.buffer, x.buffer, params),
+        params = self.params([count, head_dim, repeats, out_row])
+        self.record("repeat_heads", (("WG", ELEMENTWISE_WG),), (out.buffer, x.buffer, params),
                        ceil_div(count, ELEMENTWISE_WG), 4 * x.size + 4 * count)
         return out
 
@@ -279,7 +299,7 @@ class Chain:
         q4gsw.profile() each dispatch gets its own timed pass instead.
         """
         for tensor, value in (feeds or {}).items():
-            self._tensor("Chain.run", "feeds", tensor).write(value)
+            self.tensor("Chain.run", "feeds", tensor, dtype=getattr(tensor, "dtype", "float32")).write(value)
         for t in self._outputs:
             self.runtime.poison(t.buffer, t.size)
         submit(self.runtime, self.dispatches, label=self.label, one_pass=True)

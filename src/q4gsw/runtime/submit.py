@@ -19,7 +19,8 @@ from .dispatch import Dispatch, record
 active_profiler: contextvars.ContextVar = contextvars.ContextVar("q4gsw_profiler", default=None)
 
 
-def submit(runtime, dispatches: list[Dispatch], *, label: str = "q4gsw", one_pass: bool = False) -> None:
+def submit(runtime, dispatches: list[Dispatch], *, label: str = "q4gsw", one_pass: bool = False,
+           copies: tuple = ()) -> None:
     """Encode dispatches and submit them in one command buffer; returns without waiting.
 
     Args:
@@ -27,19 +28,25 @@ def submit(runtime, dispatches: list[Dispatch], *, label: str = "q4gsw", one_pas
         one_pass: all of them in one compute pass (a chain: WebGPU orders the storage writes
             of a dispatch before the next one of the same pass reads them); else one
             compute pass each, labelled with its kernel key.
-    While a profiler is active, the profiler runs them instead, one timed pass each.
+        copies: (source, source_offset, destination, destination_offset, size) buffer copies
+            encoded after the dispatches, in the same command buffer.
+    While a profiler is active, the profiler runs the dispatches instead, one timed pass each
+    (the copies follow in a command buffer of their own).
     """
     profiler = active_profiler.get()
+    encoder = runtime.device.create_command_encoder(label=label)
     if profiler is not None:
         profiler.run(dispatches)
-        return
-    encoder = runtime.device.create_command_encoder(label=label)
-    for group in ([dispatches] if one_pass else [[d] for d in dispatches]):
-        cpass = encoder.begin_compute_pass(label=label if one_pass else str(group[0].key))
-        for d in group:
-            record(cpass, d)
-        cpass.end()
-    runtime.device.queue.submit([encoder.finish()])
+    else:
+        for group in ([dispatches] if one_pass else [[d] for d in dispatches]):
+            cpass = encoder.begin_compute_pass(label=label if one_pass else str(group[0].key))
+            for d in group:
+                record(cpass, d)
+            cpass.end()
+    for copy in copies:
+        encoder.copy_buffer_to_buffer(*copy)
+    if profiler is None or copies:
+        runtime.device.queue.submit([encoder.finish()])
 
 
 def timed_passes(runtime, passes: list[list[Dispatch]], *, label: str = "q4gsw/timed") -> list[float]:
