@@ -1,12 +1,20 @@
-"""Tests of q4gsw.web: the bundle's kernels are Python's, and q4gsw.js in Chromium matches Python."""
+"""Tests of q4gsw.web: the bundle's kernels are Python's, q4gsw.js in Chromium matches Python,
+and Chromium's compiler (Tint) accepts every kernel q4gsw ships."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import math
 import os
 import re
 import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from importlib.resources import files
 from pathlib import Path
 
@@ -18,33 +26,70 @@ from q4gsw import cli
 from q4gsw.kernels import KERNELS, Problem, select
 from q4gsw.runtime.dispatch import fold_grid
 from q4gsw.runtime.pipelines import KernelKey, PipelineCache
-from q4gsw.web.export import WebLayer, export_web, load_npz_layer, random_layer
+from q4gsw.web.export import BROWSER_ENABLES, WebLayer, export_web, load_npz_layer, random_layer
 
-from .browser import BrowserUnavailable, run_page
+from .browser import BrowserUnavailable, PageFailed, PageRun, run_page, serve, wait_for_report
 from .utils import assert_matches_reference, random_problem, tolerance
 
 HARNESS = Path(__file__).parent / "web" / "harness.html"
 
-#: Browser cases: (id, layer, M, kernel forced or None, bias). Layer "wide": N=256, K=512,
-#: group_size 64; "odd": N=67, K=45, group_size 7 (only the general kernel runs it).
+#: Browser cases: (id, layer, M, kernel forced or None, bias, grid limit or None). Layer "wide":
+#: N=256, K=512, group_size 64; "odd": N=67, K=45, group_size 7 (only the general kernel runs
+#: it). A grid limit is createRuntime's maxWorkgroupsPerDimension: the grid folds as only
+#: 65 535+ workgroups would on the device's limit, at a size SwiftShader runs in milliseconds.
 CASES = [
-    ("decode-M1", "wide", 1, None, True),
-    ("decode-workgroup-M1", "wide", 1, "decode_workgroup", False),
-    ("tiled-M130", "wide", 130, "tiled", True),
-    ("general-odd-M5", "odd", 5, None, True),
-    ("general-odd-fold", "odd", 3920, None, False),  # 980 x 67 = 65 660 workgroups: grid folds
+    ("decode-M1", "wide", 1, None, True, None),
+    ("decode-workgroup-M1", "wide", 1, "decode_workgroup", False, None),
+    ("decode-workgroup-M3-fold", "wide", 3, "decode_workgroup", True, 7),  # 16 x 3 = 48 workgroups: 7 x 7
+    ("tiled-M130", "wide", 130, "tiled", True, None),
+    ("general-odd-M5", "odd", 5, None, True, None),
+    ("general-odd-fold", "odd", 7, None, False, 12),  # 67 x 2 = 134 workgroups: 12 x 12, 10 of them idle
 ]
-
-#: Tint's (Chromium's) uniformity analysis rejects decode.wgsl as of this commit: main reads
-#: workgroup_id through the Invocation struct, which also holds per-invocation builtins, so
-#: the early return makes the later workgroupBarrier non-uniform. naga does not check this.
-UNIFORMITY = "must only be called from uniform control flow"
-DECODE_XFAIL = ("decode.wgsl fails Chromium's uniformity analysis (fix: take workgroup_id and "
-                "num_workgroups as separate @builtin parameters of main, not Invocation members)")
 
 
 def _require_browser() -> bool:
-    return os.environ.get("CI") == "true" or os.environ.get("Q4GSW_REQUIRE_BROWSER") == "1"
+    return os.environ.get("Q4GSW_REQUIRE_BROWSER") == "1"
+
+
+def _no_browser(reason) -> None:
+    """Skip for want of a browser, or fail when Q4GSW_REQUIRE_BROWSER=1 (make test, .ci/run)."""
+    if _require_browser():
+        pytest.fail(f"Q4GSW_REQUIRE_BROWSER=1, but the browser test could not run: {reason}")
+    pytest.skip(f"no headless Chromium with WebGPU: {reason}")
+
+
+def shipped_kernel_keys() -> list[KernelKey]:
+    """The configurations the browser compiles: every linear kernel (decode with both unpacks;
+    decode_batch with blocks of 2, 4 and 8 rows of x and with K split; tiled_split with its
+    split and reduction) and every other .wgsl file with an entry point, at its defaults."""
+    wide = Problem(1, 256, 512, 64, True)
+    keys = []
+    for spec in KERNELS.values():
+        if spec.name in ("decode_subgroup", "decode_workgroup"):
+            keys += [spec.with_settings({"unpack": u}).key(wide) for u in ("shift", "imad")]
+        elif spec.name == "decode_batch":
+            keys += [spec.key(Problem(m, 256, 512, 64, True)) for m in (2, 4, 8)]
+            split = Problem(8, 256, 8192, 64, True)
+            keys += [spec.key(split), spec.reduce_key(split)]
+        elif spec.name == "tiled_split":
+            split = Problem(64, 256, 4096, 64, True)
+            keys += [spec.key(split), spec.reduce_key(split)]
+        else:
+            keys.append(spec.key(wide))
+    entry_files = {key.sources[0] for key in keys}
+    for path in sorted(files("q4gsw.kernels").iterdir(), key=lambda p: p.name):
+        stem = path.name.removesuffix(".wgsl")
+        if path.name.endswith(".wgsl") and stem not in entry_files and re.search(r"\bfn main\(", path.read_text()):
+            keys.append(KernelKey(stem, family="q4gsw"))
+    return list({str(key): key for key in keys}.values())
+
+
+def _invocations(code: str, constants: dict) -> int:
+    """Invocations per workgroup of `main`: @workgroup_size with overrides resolved (constants,
+    else the declaration's value)."""
+    declared = dict(re.findall(r"(?:override|const)\s+(\w+)\s*:\s*u32\s*=\s*(\d+)u?\s*;", code))
+    dims = [d.strip() for d in re.search(r"@workgroup_size\(([^)]*)\)", code)[1].split(",") if d.strip()]
+    return math.prod(int(constants.get(d, declared.get(d, d.rstrip("u")))) for d in dims)
 
 
 class _RecordingDevice:
@@ -175,79 +220,200 @@ class TestExportWeb:
         assert np.array_equal(a.weight.weights, b.weight.weights) and a.bias.shape == (8,)
 
 
+@dataclasses.dataclass
+class BrowserRun:
+    """The harness's report, the x of each case, compile.json's entries, and the page's progress."""
+
+    report: dict
+    inputs: dict
+    kernels: list
+    page: PageRun
+
+    def case(self, case_id: str) -> dict:
+        return next(c for c in self.report["cases"] if c["id"] == case_id)
+
+
 @pytest.fixture(scope="module")
 def browser_run(bundle, layers):
-    """Run CASES through q4gsw.js in headless Chromium; (report, {id: x})."""
+    """Compile every shipped kernel and run CASES through q4gsw.js in headless Chromium."""
     rng = np.random.default_rng(7)
     (bundle / "cases").mkdir(exist_ok=True)
     cases, inputs = [], {}
-    for case_id, layer, m, kernel, bias in CASES:
+    for case_id, layer, m, kernel, bias, fold in CASES:
         x = rng.standard_normal((m, layers[layer].weight.in_features)).astype(np.float32)
         (bundle / "cases" / f"{case_id}.bin").write_bytes(x.tobytes())
         inputs[case_id] = x
-        cases.append({"id": case_id, "layer": layer, "m": m, "kernel": kernel, "bias": bias, "x": f"cases/{case_id}.bin"})
+        cases.append({"id": case_id, "layer": layer, "m": m, "kernel": kernel, "bias": bias,
+                      "x": f"cases/{case_id}.bin", "max_workgroups_per_dimension": fold})
     (bundle / "cases.json").write_text(json.dumps(cases))
+    (bundle / "compile").mkdir(exist_ok=True)
+    compile_list = []
+    for i, key in enumerate(shipped_kernel_keys()):
+        code, constants = _python_compiles(key)
+        (bundle / "compile" / f"{i}.wgsl").write_text(code, encoding="utf-8", newline="")
+        compile_list.append({
+            "label": str(key), "source": f"compile/{i}.wgsl", "constants": constants,
+            "enables": [ext for ext, pattern in BROWSER_ENABLES.items() if pattern.search(code)],
+            "files": [f"{f}.wgsl" for f in key.sources], "invocations": _invocations(code, constants),
+        })
+    (bundle / "compile.json").write_text(json.dumps(compile_list))
     shutil.copy(HARNESS, bundle / "harness.html")
     try:
-        report = json.loads(run_page(bundle, "harness.html", timeout=50))
+        page = run_page(bundle, "harness.html")
     except BrowserUnavailable as exc:
-        if _require_browser():
-            pytest.fail(f"CI=true or Q4GSW_REQUIRE_BROWSER=1, but the browser test could not run: {exc}")
-        pytest.skip(f"no headless Chromium with WebGPU: {exc}")
+        _no_browser(exc)
+    report = json.loads(page.report)
+    if (report["fatal"] or "").startswith("DeviceError"):  # a Chromium without WebGPU
+        _no_browser(report["fatal"])
     assert report["fatal"] is None, report["fatal"]
-    return report, inputs
+    return BrowserRun(report, inputs, compile_list, page)
 
 
 class TestBrowser:
     @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
     def test_matches_python(self, browser_run, layers, runtime, case):
         """q4gsw.js in Chromium (SwiftShader) gives Python's result within fp32 tolerance, with
-        the same kernel, key and folded grid."""
-        report, inputs = browser_run
-        case_id, layer_name, m, kernel, with_bias = case
-        got = next(c for c in report["cases"] if c["id"] == case_id)
-        if got["error"]:
-            if UNIFORMITY in got["error"] and (kernel or "").startswith("decode"):
-                pytest.xfail(f"{DECODE_XFAIL}: {got['error'][:400]}")
-            pytest.fail(got["error"])
+        the same kernel, key and folded grid, and routes around no kernel."""
+        case_id, layer_name, m, kernel, with_bias, fold = case
+        got = browser_run.case(case_id)
+        assert got["error"] is None, got["error"]
+        assert got["fallbacks"] == []
         layer = layers[layer_name]
         bias = layer.bias if with_bias else None
-        x = inputs[case_id]
+        x = browser_run.inputs[case_id]
         y_js = np.frombuffer(base64.b64decode(got["out"]), np.float32).reshape(m, layer.weight.out_features)
         y_py = q4gsw.linear(x, layer.weight, bias, kernel=kernel)
         p = Problem(m, layer.weight.out_features, layer.weight.in_features, layer.weight.group_size, with_bias)
         spec = KERNELS[got["kernel"]]
         assert got["key"] == str(spec.key(p))
         n_tiles, m_tiles = spec.tiles(p)
-        assert tuple(got["grid"]) == fold_grid(n_tiles * m_tiles, 65535)
+        assert tuple(got["grid"]) == fold_grid(n_tiles * m_tiles, fold or browser_run.report["maxWorkgroupsPerDimension"])
         assert_matches_reference(y_js, x, layer.weight, bias)
         assert (np.abs(y_js - y_py) <= tolerance(x, layer.weight, bias)).all()
         assert got["timing"]["method"] in ("timestamp-query", "wall-clock") and got["timing"]["ns"] >= 0
         if kernel is None:
             py_choice = select(p, runtime.caps).name
-            skipped = {f["kernel"]: f["reason"] for f in got["fallbacks"]}
-            if py_choice in skipped and UNIFORMITY in skipped[py_choice]:
-                pytest.xfail(f"ran {got['kernel']} instead: {DECODE_XFAIL}")
-            if "subgroups" in report["features"] or py_choice != "decode_subgroup":
+            if "subgroups" in browser_run.report["features"] or py_choice != "decode_subgroup":
                 assert got["kernel"] == py_choice
 
-    def test_decode_uses_subgroups_when_offered(self, browser_run):
-        """Where the browser offers `subgroups`, the default M=1 kernel is decode_subgroup."""
-        report, _ = browser_run
-        got = next(c for c in report["cases"] if c["id"] == "decode-M1")
-        if any(UNIFORMITY in f["reason"] for f in got["fallbacks"]):
-            pytest.xfail(DECODE_XFAIL)
-        assert got["kernel"] == ("decode_subgroup" if "subgroups" in report["features"] else "decode_workgroup")
+    def test_grids_fold(self, browser_run):
+        """Each case with a lowered limit ran on a grid folded over it (y > 1)."""
+        for case_id, *_, fold in CASES:
+            if fold is not None:
+                grid = browser_run.case(case_id)["grid"]
+                assert grid[1] > 1 and max(grid) <= fold, (case_id, grid)
+
+    def test_decode_at_m1(self, browser_run):
+        """At M=1 the default kernel is decode: decode_subgroup where the browser offers
+        `subgroups` (Debian's Chromium does), else decode_workgroup."""
+        features = browser_run.report["features"]
+        if _require_browser():
+            assert "subgroups" in features
+        assert browser_run.case("decode-M1")["kernel"] == (
+            "decode_subgroup" if "subgroups" in features else "decode_workgroup")
 
     def test_errors_name_the_argument(self, browser_run):
         """q4gsw.js throws the same error classes as Python, naming the argument."""
-        errors = browser_run[0]["errors"]
+        errors = browser_run.report["errors"]
         expected = {
             "x_dtype": ("DTypeError", "x"), "x_shape": ("ShapeError", "x"), "bias_shape": ("ShapeError", "bias"),
             "weight_type": ("DTypeError", "weight"), "unknown_kernel": ("UnsupportedShapeError", None),
             "tiled_odd": ("UnsupportedShapeError", None), "packed_scales": ("ShapeError", "weight_scales"),
+            "fold_limit": ("ArgumentError", "maxWorkgroupsPerDimension"),
         }
         for name, (cls, argument) in expected.items():
             assert (errors[name]["name"], errors[name]["argument"]) == (cls, argument), (name, errors[name])
             assert errors[name]["isQ4gswError"]
         assert "K=45 is not a multiple of 32" in errors["tiled_odd"]["message"]
+
+    def test_progress_reported(self, browser_run):
+        """The page reported a step for the runtime, every case and every kernel compiled."""
+        steps = [what for what, _ in browser_run.page.events if not what.startswith("GET ")]
+        assert steps == (["runtime"] + [f"case {c[0]}" for c in CASES]
+                         + [f"compile {k['label']}" for k in browser_run.kernels])
+
+
+class TestKernelsCompileInChromium:
+    def test_every_file_listed(self):
+        """shipped_kernel_keys() uses every .wgsl file, and splits decode_batch and tiled_split."""
+        stems = {p.name.removesuffix(".wgsl") for p in files("q4gsw.kernels").iterdir() if p.name.endswith(".wgsl")}
+        keys = shipped_kernel_keys()
+        assert {f for key in keys for f in key.sources} == stems
+        for name in ("decode_batch", "tiled_split"):
+            assert any(key.name == name and dict(key.constants)["SPLIT"] > 1 for key in keys), name
+
+    def test_compiles(self, browser_run):
+        """Tint accepts every shipped kernel (parsing, validation, uniformity analysis), and
+        builds its pipeline wherever the workgroup fits the device."""
+        compiled = browser_run.report["compiled"]
+        assert [c["label"] for c in compiled] == [k["label"] for k in browser_run.kernels]
+        errors = {c["label"]: c["error"] for c in compiled if c["error"]}
+        assert not errors, "\n\n".join(f"{k}: {e}" for k, e in errors.items())
+        limit = browser_run.report["maxInvocations"]
+        for c, kernel in zip(compiled, browser_run.kernels):
+            assert c["pipeline"] == (kernel["invocations"] <= limit), c["label"]
+
+
+class TestWaitForReport:
+    """tests/browser.py's rule, with a stand-in browser process: fail when the page stops making
+    progress or the browser dies, never on the page's total time."""
+
+    @pytest.fixture
+    def page(self, tmp_path):
+        with serve(tmp_path) as server:
+            server.start_clock()
+            yield server
+
+    @staticmethod
+    def _browser(seconds: float) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+    @staticmethod
+    def _post(server, path: str, body: bytes) -> None:
+        url = f"http://127.0.0.1:{server.server_port}{path}"
+        urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30).close()
+
+    def _steps(self, server, count: int, interval: float, report: bool) -> threading.Thread:
+        def run():
+            for i in range(count):
+                time.sleep(interval)
+                self._post(server, "/progress", json.dumps({"step": f"s{i}"}).encode())
+            if report:
+                self._post(server, "/result", b"done")
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def test_slow_page_passes(self, page):
+        """A page whose steps keep coming reports after 3x the stall limit, and passes."""
+        browser = self._browser(60)
+        try:
+            self._steps(page, 30, 0.1, report=True)
+            run = wait_for_report(browser, page, stall=1.0)
+        finally:
+            browser.kill()
+            browser.wait()
+        assert run.report == b"done" and [what for what, _ in run.events] == [f"s{i}" for i in range(30)]
+        assert sum(gap for _, gap in run.events) > 2.0
+
+    def test_stalled_page_fails(self, page):
+        """A page that stops reporting steps fails once the stall limit passes, naming its last step."""
+        browser = self._browser(60)
+        try:
+            self._steps(page, 2, 0.05, report=False).join()
+            with pytest.raises(PageFailed, match="no progress for .* last step: s1"):
+                wait_for_report(browser, page, stall=0.5)
+        finally:
+            browser.kill()
+            browser.wait()
+
+    def test_dead_browser(self, page):
+        """A browser that exits fails the page: as unavailable before any request, else as failed."""
+        browser = self._browser(0)
+        browser.wait()
+        with pytest.raises(BrowserUnavailable, match="exited with 0"):
+            wait_for_report(browser, page, stall=60)
+        self._steps(page, 1, 0, report=False).join()
+        with pytest.raises(PageFailed, match="exited with 0 .*last step: s0"):
+            wait_for_report(browser, page, stall=60)

@@ -55,10 +55,12 @@ struct Params {
 // [FEATURES][X_ROWS][subgroups]: a subgroup's sum for (weight row, row of x)
 var<workgroup> partial: array<f32, FEATURES * X_ROWS * WG / MIN_LANES>;
 
+// Per-invocation builtins only. subgroup_size, workgroup_id and num_workgroups are parameters
+// of main of their own: Tint's uniformity analysis (naga has none) takes a struct with one
+// per-invocation member as non-uniform, and would reject the barrier under `if (shared_slots)`.
 struct Invocation {
   @builtin(local_invocation_index) lid: u32,
   @builtin(subgroup_invocation_id) lane: u32,
-  @builtin(subgroup_size) lanes: u32,
 }
 
 // One row of x (lo, hi: its 8 k; xs: their sum) against the step's 4 unpacked words,
@@ -114,7 +116,8 @@ fn load_x(row: u32, c: u32, owns: bool) -> vec4<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn main(inv: Invocation, @builtin(subgroup_size) lanes: u32, @builtin(workgroup_id) wid: vec3<u32>,
+        @builtin(num_workgroups) nwg: vec3<u32>) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
   let tiles_per_split = params.tiles / SPLIT;
@@ -147,7 +150,6 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let xs2 = vec4<f32>(dot(x4l + x4h, one), dot(x5l + x5h, one), dot(x6l + x6h, one), dot(x7l + x7h, one));
   let scale_base = ((8u * c) / params.group_size) * params.scale_stride;
   let last_row = params.n - 1u;
-  let lanes = inv.lanes;
   let lane = inv.lane;
   let shared_slots = lanes < MIN_LANES;  // (uniform)
   let groups = select((WG + lanes - 1u) / lanes, WG / MIN_LANES, shared_slots);  // slots per (row, row of x)

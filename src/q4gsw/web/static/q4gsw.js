@@ -201,6 +201,10 @@ export async function loadBundle(base) {
 
 // --------------------------------------------------------------------------- the runtime
 
+function kernelFiles(files) {
+  return files.map((f) => `q4gsw/kernels/${f}`).join(" + ");
+}
+
 /** Optional features the kernels or the timing use, requested only when offered. */
 export const WANTED_FEATURES = Object.freeze(["timestamp-query", "shader-f16", "subgroups"]);
 /** Limits raised to the adapter's maxima (runtime/device.py RAISED_LIMITS). */
@@ -213,9 +217,16 @@ export const RAISED_LIMITS = Object.freeze([
 
 /**
  * Request an adapter and a device with the wanted features and raised limits.
- * @param {{powerPreference?: string, disableFeatures?: string[]}} options
+ * @param {{powerPreference?: string, disableFeatures?: string[], maxWorkgroupsPerDimension?: number}} options
+ *     maxWorkgroupsPerDimension: fold grids over this many workgroups per dimension instead of
+ *     the device's limit (when lower). For tests: a small problem then takes the folded grid
+ *     that only a huge one would on the device's limit (65 535).
  */
-export async function createRuntime({ powerPreference = "high-performance", disableFeatures = [] } = {}) {
+export async function createRuntime({ powerPreference = "high-performance", disableFeatures = [],
+  maxWorkgroupsPerDimension = undefined } = {}) {
+  if (maxWorkgroupsPerDimension !== undefined) {
+    positiveInt("createRuntime", "maxWorkgroupsPerDimension", maxWorkgroupsPerDimension, ArgumentError);
+  }
   if (!globalThis.navigator || !navigator.gpu) {
     throw new DeviceError("navigator.gpu is missing: this browser has no WebGPU (or it is disabled)");
   }
@@ -225,12 +236,12 @@ export async function createRuntime({ powerPreference = "high-performance", disa
   const requiredLimits = {};
   for (const name of RAISED_LIMITS) if (name in adapter.limits) requiredLimits[name] = adapter.limits[name];
   const device = await adapter.requestDevice({ label: "q4gsw", requiredFeatures: features, requiredLimits });
-  return new Runtime(adapter, device);
+  return new Runtime(adapter, device, { maxWorkgroupsPerDimension });
 }
 
 /** One device: what it offers, its pipelines, and linear(). */
 export class Runtime {
-  constructor(adapter, device) {
+  constructor(adapter, device, { maxWorkgroupsPerDimension = undefined } = {}) {
     this.adapter = adapter;
     this.device = device;
     const info = adapter.info || {};
@@ -240,6 +251,9 @@ export class Runtime {
       features: new Set(device.features),
       limits: device.limits,
     };
+    /** Workgroups per grid dimension that linear() folds over (createRuntime's option). */
+    this.maxWorkgroupsPerDimension = Math.min(device.limits.maxComputeWorkgroupsPerDimension,
+      maxWorkgroupsPerDimension ?? Infinity);
     this.lost = null;
     device.lost.then((reason) => { this.lost = reason; });
     this._pipelines = new Map();
@@ -299,26 +313,50 @@ export class Runtime {
   /** The compute pipeline of a kernel key, compiled once (label: the key). */
   async pipeline(bundle, key) {
     if (!this._pipelines.has(key)) {
-      this._pipelines.set(key, this._compile(bundle, key));
+      this._pipelines.set(key, bundle.source(key).then((text) => this.compile(key, text, bundle.manifest.kernels[key])));
     }
     return this._pipelines.get(key);
   }
 
-  async _compile(bundle, key) {
-    const kernel = bundle.manifest.kernels[key];
-    const text = await bundle.source(key);
-    const prelude = kernel.enables.map((ext) => `enable ${ext};\n`).join("");
-    const module = this.device.createShaderModule({ label: key, code: prelude + text });
+  /**
+   * A shader module of WGSL text as the bundle holds it, checked by the browser's compiler
+   * (parsing, validation, uniformity analysis).
+   * @param {string} label the kernel key.
+   * @param {string} text the kernel's .wgsl files, joined.
+   * @param {{enables: string[], files: string[]}} kernel its manifest entry: extensions to
+   *     `enable` (prepended) and the files, for the error.
+   * @returns {Promise<GPUShaderModule>} or throws ShaderError with the compiler's errors.
+   */
+  async shaderModule(label, text, { enables, files }) {
+    const prelude = enables.map((ext) => `enable ${ext};\n`).join("");
+    const module = this.device.createShaderModule({ label, code: prelude + text });
+    const errors = (await module.getCompilationInfo()).messages.filter((m) => m.type === "error");
+    if (errors.length) {
+      // line numbers of `text` (the prelude is one line per extension)
+      const messages = errors.map((m) => `error ${Math.max(0, m.lineNum - enables.length)}:${m.linePos}: ${m.message}`);
+      throw new ShaderError(`kernel ${label} (${kernelFiles(files)}) failed to compile:\n${messages.join("\n")}`);
+    }
+    return module;
+  }
+
+  /**
+   * The compute pipeline (entry point `main`) of WGSL text as the bundle holds it.
+   * @param {string} label the kernel key (the pipeline's label).
+   * @param {string} text the kernel's .wgsl files, joined.
+   * @param {{constants: object, enables: string[], files: string[]}} kernel its manifest entry
+   *     (see shaderModule); `constants`: the override constants.
+   * @returns {Promise<GPUComputePipeline>} or throws ShaderError.
+   */
+  async compile(label, text, kernel) {
+    const module = await this.shaderModule(label, text, kernel);
     try {
       return await this.device.createComputePipelineAsync({
-        label: key,
+        label,
         layout: "auto",
         compute: { module, entryPoint: "main", constants: kernel.constants },
       });
     } catch (err) {
-      const info = await module.getCompilationInfo();
-      const messages = info.messages.map((m) => `${m.type} ${m.lineNum}:${m.linePos}: ${m.message}`).join("\n");
-      throw new ShaderError(`kernel ${key} (${kernel.files.map((f) => `q4gsw/kernels/${f}`).join(" + ")}) failed to compile:\n${messages || err.message}`);
+      throw new ShaderError(`kernel ${label} (${kernelFiles(kernel.files)}) failed to compile:\n${err.message}`);
     }
   }
 
@@ -426,7 +464,7 @@ export class Runtime {
       throw new SizeLimitError(fn, "weight", `weights and used scales of at most ${limit} bytes each (q4gsw.js does not split weights)`,
         `${weight.weights.length} and ${scaleBytes} bytes`);
     }
-    const dim = this.caps.limits.maxComputeWorkgroupsPerDimension;
+    const dim = this.maxWorkgroupsPerDimension;
     const tiles = entry.n_tiles * Math.ceil(p.m / entry.m_per_tile);
     if (tiles > dim * dim) throw new SizeLimitError(fn, "x", `at most ${dim}^2 workgroups`, `${tiles} for M=${p.m}, N=${p.n}`);
   }
@@ -455,7 +493,7 @@ export class Runtime {
       layout: pipeline.getBindGroupLayout(0),
       entries: [outBuf, xBuf, gpu.weights, gpu.scales, biasBuf, paramsBuf].map((buffer, binding) => ({ binding, resource: { buffer } })),
     });
-    const grid = foldGrid(tiles, this.caps.limits.maxComputeWorkgroupsPerDimension);
+    const grid = foldGrid(tiles, this.maxWorkgroupsPerDimension);
     let querySet = null;
     let stampBuf = null;
     let stampRead = null;
