@@ -23,7 +23,7 @@ var<workgroup> indices: array<u32, 256>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32) {
-  var value = -3.4028235e38;
+  var value = -3.0e38;
   var index = 0xFFFFFFFFu;
   for (var i = lid; i < params.parts; i += WG) {
     let v = bitcast<f32>(best[i].x);

@@ -25,7 +25,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let first = w * params.chunk;
   if (first >= params.count) { return; }
   let last = min(first + params.chunk, params.count);
-  var value = -3.4028235e38;
+  var value = -3.0e38;
   var index = 0xFFFFFFFFu;
   for (var i = first + lid; i < last; i += WG) {
     let v = logits[params.offset + i];
