@@ -1,9 +1,15 @@
-"""A Llama-family decoder's weights for q4gsw: config, checkpoint loading (safetensors, GGUF), random models, and a float64 reference forward.
+"""Llama-family decoders for q4gsw: config, checkpoints (safetensors, GGUF), random models, a float64 reference.
 
 Importing this package imports none of safetensors, gguf, tokenizers, torch or transformers;
 each function imports what it needs when called (DependencyError if it is missing).
 """
 
+from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .config import ARCHITECTURES, PRESETS, DecoderConfig, Llama3RopeScaling
+from .weights import DecoderWeights, LayerWeights, Linear, concat_rows, hf_shapes
 
-__all__ = ["ARCHITECTURES", "PRESETS", "DecoderConfig", "Llama3RopeScaling"]
+__all__ = [
+    "load_checkpoint", "read_config", "save_checkpoint",
+    "ARCHITECTURES", "PRESETS", "DecoderConfig", "Llama3RopeScaling",
+    "DecoderWeights", "LayerWeights", "Linear", "concat_rows", "hf_shapes",
+]
