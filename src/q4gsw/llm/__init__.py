@@ -7,11 +7,13 @@ each function imports what it needs when called (DependencyError if it is missin
 from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .config import ARCHITECTURES, PRESETS, DecoderConfig, Llama3RopeScaling
 from .from_gguf import config_from_gguf, load_gguf
+from .reference import reference_generate, reference_logits
 from .weights import DecoderWeights, LayerWeights, Linear, concat_rows, hf_shapes
 
 __all__ = [
     "load_checkpoint", "read_config", "save_checkpoint",
     "ARCHITECTURES", "PRESETS", "DecoderConfig", "Llama3RopeScaling",
     "config_from_gguf", "load_gguf",
+    "reference_generate", "reference_logits",
     "DecoderWeights", "LayerWeights", "Linear", "concat_rows", "hf_shapes",
 ]
