@@ -8,6 +8,7 @@ from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .config import ARCHITECTURES, PRESETS, DecoderConfig, Llama3RopeScaling
 from .from_gguf import config_from_gguf, load_gguf
 from .reference import reference_generate, reference_logits
+from .synthetic import random_weights, write_random_checkpoint
 from .weights import DecoderWeights, LayerWeights, Linear, concat_rows, hf_shapes
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "ARCHITECTURES", "PRESETS", "DecoderConfig", "Llama3RopeScaling",
     "config_from_gguf", "load_gguf",
     "reference_generate", "reference_logits",
+    "random_weights", "write_random_checkpoint",
     "DecoderWeights", "LayerWeights", "Linear", "concat_rows", "hf_shapes",
 ]
