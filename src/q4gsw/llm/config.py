@@ -96,7 +96,8 @@ class DecoderConfig:
         if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
             raise ArgumentError(fn, "sliding_window", "None or a positive int", describe(self.sliding_window))
         if any(not 0 <= i < self.num_layers for i in self.sliding_layers):
-            raise ArgumentError(fn, "sliding_layers", f"layer indices in [0, {self.num_layers})", repr(self.sliding_layers))
+            raise ArgumentError(fn, "sliding_layers", f"layer indices in [0, {self.num_layers})",
+                                repr(self.sliding_layers))
 
     @property
     def q_size(self) -> int:
@@ -132,7 +133,7 @@ class DecoderConfig:
         if s is None:
             return inv
         f32 = np.float32
-        factor, low, high = f32(s.factor), f32(s.low_freq_factor), f32(s.high_freq_factor)
+        factor, low = f32(s.factor), f32(s.low_freq_factor)
         old = s.original_max_position_embeddings
         low_wavelen, high_wavelen = f32(old / s.low_freq_factor), f32(old / s.high_freq_factor)
         wavelen = (f32(1.0) / inv) * f32(2 * math.pi)
@@ -269,8 +270,8 @@ class DecoderConfig:
         if arch == "Qwen2ForCausalLM":
             first = min(self.sliding_layers, default=self.num_layers)
             if self.sliding_layers != tuple(range(first, self.num_layers)):
-                raise FormatError("DecoderConfig.to_hf", "sliding_layers", "the last layers (Qwen2's max_window_layers)",
-                                  repr(self.sliding_layers))
+                raise FormatError("DecoderConfig.to_hf", "sliding_layers",
+                                  "the last layers (Qwen2's max_window_layers)", repr(self.sliding_layers))
             out.update(use_sliding_window=self.sliding_window is not None, sliding_window=self.sliding_window,
                        max_window_layers=first)
         return out
