@@ -101,10 +101,10 @@ class DecoderWeights:
         for i, layer in enumerate(self.layers):
             p = f"model.layers.{i}."
             qkv = np.split(dense(layer.qkv), [c.q_size, c.q_size + c.kv_size])
-            out.update({f"{p}{name}.weight": w for name, w in zip(QKV, qkv)})
+            out.update({f"{p}{name}.weight": w for name, w in zip(QKV, qkv, strict=True)})
             if layer.qkv_bias is not None:
                 biases = np.split(layer.qkv_bias, [c.q_size, c.q_size + c.kv_size])
-                out.update({f"{p}{name}.bias": b.copy() for name, b in zip(QKV, biases)})
+                out.update({f"{p}{name}.bias": b.copy() for name, b in zip(QKV, biases, strict=True)})
             out[f"{p}{O_PROJ}.weight"] = dense(layer.o)
             if layer.o_bias is not None:
                 out[f"{p}{O_PROJ}.bias"] = layer.o_bias.copy()
@@ -129,7 +129,7 @@ def hf_shapes(config: DecoderConfig) -> dict[str, tuple[int, ...]]:
     shapes = {EMBED: (c.vocab_size, c.hidden_size)}
     for i in range(c.num_layers):
         p = f"model.layers.{i}."
-        for name, n in zip(QKV, (c.q_size, c.kv_size, c.kv_size)):
+        for name, n in zip(QKV, (c.q_size, c.kv_size, c.kv_size), strict=True):
             shapes[f"{p}{name}.weight"] = (n, c.hidden_size)
             if c.qkv_bias:
                 shapes[f"{p}{name}.bias"] = (n,)
