@@ -67,8 +67,9 @@ def hf_logits(model, ids: np.ndarray) -> np.ndarray:
 
 def hf_generate(model, ids: np.ndarray, max_new_tokens: int) -> np.ndarray:
     """transformers' greedy generate(do_sample=False) (with its KV cache): prompt + new tokens."""
-    with torch.no_grad():
-        out = model.generate(torch.from_numpy(np.asarray(ids, np.int64))[None], max_new_tokens=max_new_tokens,
+    ids = torch.from_numpy(np.asarray(ids, np.int64))[None]
+    with torch.no_grad():  # an explicit mask: generate() would infer one masking pad_token_id (0) out of the prompt
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                              do_sample=False, min_new_tokens=max_new_tokens)
     return out[0].numpy()
 

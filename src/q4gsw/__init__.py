@@ -27,11 +27,16 @@ __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    """save/load come from q4gsw.io on first use, so importing q4gsw imports no safetensors."""
+    """save/load (q4gsw.io) and load_model (q4gsw.llm) are imported on first use, so importing
+    q4gsw imports no safetensors, tokenizers or gguf."""
     if name in ("save", "load"):
         from . import io
 
         return getattr(io, name)
+    if name == "load_model":
+        from .llm import load_model
+
+        return load_model
     raise AttributeError(f"module 'q4gsw' has no attribute {name!r}")
 
 
@@ -42,5 +47,5 @@ __all__ = [
     "linear", "linear_q4gsw", "profile",
     "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "search_scales",
     "quantize_with_scales", "corrected_bias", "get_runtime",
-    "AsymmetricError", "DependencyError", "FormatError", "save", "load",
+    "AsymmetricError", "DependencyError", "FormatError", "save", "load", "load_model",
 ]

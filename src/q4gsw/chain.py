@@ -291,18 +291,19 @@ class Chain:
 
     # --- replay ------------------------------------------------------------------------------
 
-    def run(self, feeds: dict | None = None) -> None:
-        """Write `feeds` ({GpuTensor: float32 array}) and run every recorded op, in order.
+    def run(self, feeds: dict | None = None, *, copies: tuple = ()) -> None:
+        """Write `feeds` ({GpuTensor: array}) and run every recorded op, in order.
 
         One command encoder, one compute pass (dispatches in a pass see each other's writes),
         one submit; returns without waiting (read results with GpuTensor.numpy()). Inside
-        q4gsw.profile() each dispatch gets its own timed pass instead.
+        q4gsw.profile() each dispatch gets its own timed pass instead. `copies` are buffer
+        copies (source, offset, destination, offset, size) encoded after the pass.
         """
         for tensor, value in (feeds or {}).items():
             self.tensor("Chain.run", "feeds", tensor, dtype=getattr(tensor, "dtype", "float32")).write(value)
         for t in self._outputs:
             self.runtime.poison(t.buffer, t.size)
-        submit(self.runtime, self.dispatches, label=self.label, one_pass=True)
+        submit(self.runtime, self.dispatches, label=self.label, one_pass=True, copies=copies)
 
     def release(self) -> None:
         """Free every buffer the chain owns (its inputs, constants, outputs and params)."""

@@ -6,12 +6,14 @@ each function imports what it needs when called (DependencyError if it is missin
 
 from .checkpoint import load_checkpoint, read_config, save_checkpoint
 from .config import ARCHITECTURES, PRESETS, DecoderConfig, Llama3RopeScaling
+from .model import CausalLM, GenerateStats, load_model
 from .from_gguf import config_from_gguf, load_gguf
 from .reference import reference_generate, reference_logits
 from .synthetic import random_weights, write_random_checkpoint
 from .weights import DecoderWeights, LayerWeights, Linear, concat_rows, hf_shapes
 
 __all__ = [
+    "CausalLM", "GenerateStats", "load_model",
     "load_checkpoint", "read_config", "save_checkpoint",
     "ARCHITECTURES", "PRESETS", "DecoderConfig", "Llama3RopeScaling",
     "config_from_gguf", "load_gguf",

@@ -157,3 +157,19 @@ def argmax(chain: Chain, logits: GpuTensor, ids: GpuTensor, generated: GpuTensor
     _record(chain, "argmax_final", (("WG", ARGMAX_WG),),
             (chain.tensor(fn, "ids", ids, dtype="uint32").buffer,
              chain.tensor(fn, "generated", generated, dtype="uint32").buffer, best.buffer, state, final), 1, 8 * parts)
+
+
+def sample(chain: Chain, logits: GpuTensor, ids: GpuTensor, generated: GpuTensor, state, sampling_params, *,
+           row: int = -1) -> None:
+    """The next token drawn from logits[row] as sample.wgsl describes (temperature, top-k,
+    top-p, seed from the uniform `sampling_params`; see q4gsw.llm.sampling), written to
+    ids[0] and generated[state.step]."""
+    fn = "sample"
+    logits = chain.tensor(fn, "logits", logits)
+    vocab = logits.shape[-1]
+    row = row % (logits.size // vocab)
+    params = chain.params([vocab, row * vocab, generated.size, 0])
+    _record(chain, "sample", (("WG", 256),),
+            (chain.tensor(fn, "ids", ids, dtype="uint32").buffer,
+             chain.tensor(fn, "generated", generated, dtype="uint32").buffer, logits.buffer, state, sampling_params,
+             params), 1, 4 * vocab)
