@@ -60,10 +60,12 @@ def _bench(args) -> int:
 
 
 def _demo(args) -> int:
+    if args.decode and args.generate:
+        raise _Refused("--generate", "either --decode or --generate", "both")
     if args.model == "minilm":
-        if args.decode:
-            raise _Refused("--decode", "--model llama-shaped (decoding runs random Llama-shaped weights)",
-                           "--model minilm")
+        if args.decode or args.generate:
+            raise _Refused("--decode" if args.decode else "--generate",
+                           "--model llama-shaped (decoding runs random Llama-shaped weights)", "--model minilm")
         from ..models.minilm import run_demo as run_minilm_demo
 
         try:
@@ -71,6 +73,11 @@ def _demo(args) -> int:
         except ModuleNotFoundError as exc:
             print(f"q4gsw demo: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        return 0
+    if args.generate:
+        from ..demos.generate import run_demo as run_generate_demo
+
+        run_generate_demo(tokens=args.tokens)
         return 0
     if args.decode:
         from ..demos.decode import run_decode_demo
@@ -218,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "or rtn (round to nearest, torchao's scales) (default: %(default)s)")
     d.add_argument("--decode", action="store_true",
                    help="greedy decoding through random weights, one chained submit per token: tokens/s")
+    d.add_argument("--generate", action="store_true",
+                   help="write a small random Llama checkpoint, load it with q4gsw.load_model and stream a "
+                        "greedy continuation (tokens/s)")
     d.add_argument("--tokens", type=_positive_int, default=32,
-                   help="tokens to decode with --decode (default: %(default)s)")
+                   help="tokens to decode with --decode or --generate (default: %(default)s)")
     d.set_defaults(func=_demo)
 
     w = sub.add_parser("export-web", help="write a static browser bundle: kernels, packed weights, q4gsw.js, demo page",
@@ -250,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--group-size", type=_positive_int, default=128,
                    help="group size for quantized float tensors (default: %(default)s)")
     q.set_defaults(func=_quantize)
+
+    from .generate import add_parser as add_generate
+
+    add_generate(sub)
     return parser
 
 

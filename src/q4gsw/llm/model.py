@@ -37,6 +37,7 @@ class GenerateStats:
     new_tokens: int = 0
     prefill_s: float = 0.0  # prefill submit until the first new token is read back
     decode_s: float = 0.0  # from then until the last new token is read back
+    host_s: float = 0.0  # of decode_s: recording and submitting the decode steps on the host
 
     @property
     def prefill_tokens_per_s(self) -> float:
@@ -220,8 +221,10 @@ class CausalLM:
             stream.submit(prefill, 0)
             for step in range(1, max_new_tokens + 1):
                 if step < max_new_tokens:  # queue step `step` before reading token step - 1
+                    t_host = time.perf_counter()
                     self._set_state(ids.size + step - 1, step)
                     stream.submit(decode, step)
+                    stats.host_s += time.perf_counter() - t_host
                 token = stream.read(step - 1)
                 if step == 1:
                     stats.prefill_s = time.perf_counter() - t0

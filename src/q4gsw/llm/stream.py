@@ -28,7 +28,9 @@ class TokenStream:
             raise RuntimeError("TokenStream: more steps in flight than staging buffers")
         buf = self.staging[step % RING]
         chain.run(copies=((self.generated.buffer, 4 * step, buf, 0, 4),))
-        self.pending[step] = buf.map_async("READ")
+        # "READ_NOSYNC": wgpu-py would otherwise submit an empty command buffer before each map
+        # (one more submit a token); the copy that fills buf is already submitted
+        self.pending[step] = buf.map_async("READ_NOSYNC")
 
     def read(self, step: int) -> int:
         """The token of `step` (waits for that step's work only)."""

@@ -24,6 +24,12 @@ class BufferAllocator:
         self._lock = threading.Lock()
 
     @property
+    def live_bytes(self) -> int:
+        """Bytes of GPU memory held by the live buffers created here."""
+        with self._lock:
+            return sum(int(b.size) for b in self._live)
+
+    @property
     def live(self) -> int:
         """Buffers created here that are neither destroyed nor garbage-collected."""
         with self._lock:

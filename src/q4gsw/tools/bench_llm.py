@@ -1,0 +1,165 @@
+"""`q4gsw bench-llm`: whole-model decode and prefill speed of random-weight decoders of real
+models' shapes, against the weight-bytes floor and (where torch has CUDA) a torch int4
+yardstick on the same card, in one process."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import platform
+import statistics
+import time
+
+import numpy as np
+
+from ..llm import PRESETS, CausalLM, random_weights
+from ..profile import profile
+from ..runtime import get_runtime
+from ..runtime.bandwidth import measure_read_bandwidth
+from ..runtime.submit import timed_passes
+
+
+def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens: int = 64,
+              prefill_tokens: int = 512, group_size: int = 128, seed: int = 0, yardstick: bool = True,
+              log=print) -> dict:
+    """Per preset (random weights of that model's shape): decode tokens/s after a prompt of each
+    context length, prefill tokens/s of a prefill_tokens prompt, GPU time per decode token (one
+    pass, and split by dispatch label under q4gsw.profile), host time per token, GPU memory,
+    and the weight-bytes floor (weight + scale bytes a token reads / the read ceiling measured
+    here). With yardstick, q4gsw.tools.torch_llm's benchmark of the same weights."""
+    rt = get_runtime()
+    ceiling = measure_read_bandwidth(rt)
+    log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s ({rt.caps.adapter_name})")
+    models = []
+    for name in presets:
+        config = PRESETS[name]
+        t0 = time.perf_counter()
+        weights = random_weights(config, group_size=group_size, seed=seed)
+        max_positions = min(config.max_position_embeddings, max(max(contexts), prefill_tokens) + new_tokens)
+        lm = CausalLM(weights, max_positions=max_positions)
+        rng = np.random.default_rng(seed)
+        lm.generate(rng.integers(0, config.vocab_size, 8), 3, eos_token_ids=())  # uploads, compiles
+        entry = {"preset": name, "config": dataclasses.asdict(config), "group_size": group_size,
+                 "weight_bytes_per_token": lm.weight_bytes_per_token, "setup_s": time.perf_counter() - t0}
+        floor_s = lm.weight_bytes_per_token / ceiling.bytes_per_second
+        entry["floor_tokens_per_s"] = 1 / floor_s
+        log(f"{name}: {lm.weight_bytes_per_token / 2**30:.2f} GiB of weights a token; floor "
+            f"{entry['floor_tokens_per_s']:.0f} tokens/s; setup {entry['setup_s']:.1f} s")
+        entry["decode"] = [_decode(lm, rng, c, new_tokens, floor_s, log) for c in contexts
+                           if c + new_tokens <= max_positions]
+        prompt = rng.integers(0, config.vocab_size, prefill_tokens)
+        lm.generate(prompt, 1, eos_token_ids=())  # records this length's chain
+        rates = []
+        for _ in range(3):
+            lm.generate(prompt, 1, eos_token_ids=())
+            rates.append(lm.last_stats.prefill_tokens_per_s)
+        entry["prefill"] = {"tokens": prefill_tokens, "tokens_per_s": statistics.median(rates)}
+        log(f"  prefill {prefill_tokens}: {entry['prefill']['tokens_per_s']:.0f} tokens/s")
+        entry["gpu_memory_bytes"] = rt.buffers.live_bytes
+        if yardstick:
+            entry["torch"] = _torch_yardstick(weights, contexts, new_tokens, prefill_tokens, group_size, log)
+        lm.release()
+        del lm, weights
+        models.append(entry)
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "adapter": dataclasses.asdict(rt.caps) | {"features": sorted(rt.caps.features)},
+        "host": platform.node(),
+        "ceiling_gb_per_s": ceiling.bytes_per_second / 1e9,
+        "timing": ("decode: wall clock of generate() from the first new token to the last (greedy, chosen on "
+                   "the GPU; steps queued ahead of the read-back), after a warm-up; gpu_ms: the decode step's "
+                   "dispatches in one timed pass (GPU timestamps, median of 5); by_label: q4gsw.profile over 3 "
+                   "steps (one timed pass per dispatch, so it adds per-pass overhead); host_ms: recording and "
+                   "submitting a step on the host"),
+        "models": models,
+    }
+
+
+def _decode(lm: CausalLM, rng, context: int, new_tokens: int, floor_s: float, log) -> dict:
+    prompt = rng.integers(0, lm.config.vocab_size, context)
+    lm.generate(prompt, new_tokens, eos_token_ids=())
+    s = lm.last_stats
+    wall = s.decode_s / (s.new_tokens - 1)
+    chain, _ = lm._decode_chain(lm_sampling_greedy())
+    lm._set_state(context, 1)
+    gpu = statistics.median(timed_passes(lm.runtime, [chain.dispatches] * 5, label="llm/decode")) / 1e9
+    with profile(lm.runtime) as prof:
+        for step in range(3):
+            lm._set_state(context + step, 1)
+            chain.run()
+    by_label = {r["label"]: r["total_us"] / 3 for r in prof.rows()}
+    row = {"context": context, "tokens_per_s": 1 / wall, "wall_ms": 1e3 * wall, "gpu_ms": 1e3 * gpu,
+           "host_ms": 1e3 * s.host_s / (s.new_tokens - 1), "gpu_busy": gpu / wall, "dispatches": len(chain),
+           "of_floor": floor_s / wall, "by_label_us": by_label}
+    log(f"  context {context}: {row['tokens_per_s']:.1f} tokens/s ({row['wall_ms']:.2f} ms: GPU {row['gpu_ms']:.2f}, "
+        f"host {row['host_ms']:.2f}; {100 * row['of_floor']:.0f} % of the floor, GPU busy "
+        f"{100 * row['gpu_busy']:.0f} %, {row['dispatches']} dispatches)")
+    return row
+
+
+def lm_sampling_greedy():
+    from ..llm.sampling import Sampling
+
+    return Sampling()
+
+
+def _torch_yardstick(weights, contexts, new_tokens, prefill_tokens, group_size, log) -> dict:
+    try:
+        from .torch_llm import benchmark
+    except ImportError as exc:
+        return {"skipped": f"q4gsw.tools.torch_llm: {exc}"}
+    try:
+        result = benchmark(weights, contexts=contexts, new_tokens=new_tokens, prefill_tokens=prefill_tokens,
+                           group_size=group_size)
+    except Exception as exc:  # a yardstick failing must not lose the run's own figures
+        result = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+    log(f"  torch yardstick: {json.dumps(result)[:400]}")
+    return result
+
+
+def markdown(result: dict) -> str:
+    """Tables of a bench_llm() result: per model and context, q4gsw vs the floor and torch."""
+    a = result["adapter"]
+    lines = [f"# Whole-model decode and prefill, {result['date']}", "",
+             f"- card: {a['adapter_name']} ({a['adapter_type']}, {a['backend']}); driver: {a['driver']}",
+             f"- read ceiling measured in this run: **{result['ceiling_gb_per_s']:.1f} GB/s**",
+             f"- timing: {result['timing']}", "- random weights of each model's shape (group size "
+             f"{result['models'][0]['group_size'] if result['models'] else '-'}), greedy decoding", ""]
+    for m in result["models"]:
+        t = m.get("torch", {})
+        lines += [f"## {m['preset']}: {m['weight_bytes_per_token'] / 2**30:.2f} GiB of int4 weights + scales a token, "
+                  f"floor {m['floor_tokens_per_s']:.0f} tokens/s", "",
+                  "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host ms | GPU busy | % of floor | "
+                  "torch int4 compiled tokens/s | torch eager tokens/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        torch_rates = {r["context"]: r for r in t.get("decode", [])}
+        for r in m["decode"]:
+            tr = torch_rates.get(r["context"], {})
+            lines.append(f"| {r['context']} | {r['tokens_per_s']:.1f} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
+                         f"{r['host_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
+                         f"{_fmt(tr.get('compiled_tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
+        p = m["prefill"]
+        lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw); torch: "
+                  f"{_fmt(t.get('prefill', {}).get('tokens_per_s') if isinstance(t.get('prefill'), dict) else None)} "
+                  f"tokens/s. GPU memory held: {m['gpu_memory_bytes'] / 2**30:.2f} GiB.", ""]
+        if m["decode"]:
+            first = m["decode"][0]
+            lines += [f"GPU time a decode token by label (context {first['context']}, one timed pass per dispatch):",
+                      "", "| label | µs a token |", "|---|---:|"]
+            for label, us in sorted(first["by_label_us"].items(), key=lambda kv: -kv[1]):
+                lines.append(f"| {label} | {us:.1f} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    return f"{value:.1f}" if isinstance(value, (int, float)) else "–"
+
+
+def write_results(result: dict, stem: str) -> tuple[str, str]:
+    with open(f"{stem}.json", "w") as f:
+        json.dump(result, f, indent=1)
+    with open(f"{stem}.md", "w") as f:
+        f.write(markdown(result))
+    return f"{stem}.json", f"{stem}.md"
