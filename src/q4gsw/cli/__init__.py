@@ -261,9 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="group size for quantized float tensors (default: %(default)s)")
     q.set_defaults(func=_quantize)
 
-    from .generate import add_parser as add_generate
+    from .generate import add_bench_parser, add_parser as add_generate
 
     add_generate(sub)
+    add_bench_parser(sub)
     return parser
 
 

@@ -93,3 +93,50 @@ def run(args) -> int:
         print(args.prompt, end="", flush=True)
     stream(model, ids, args.max_new_tokens, **sampling)
     return 0
+
+
+def _presets(text: str) -> list[str]:
+    from ..llm.config import PRESETS
+
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PRESETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated presets from {', '.join(sorted(PRESETS))}, "
+                                         f"got {text!r}")
+    return names
+
+
+def _contexts(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive prompt lengths, e.g. 128,1024, got {text!r}")
+    return values
+
+
+def add_bench_parser(sub) -> None:
+    b = sub.add_parser("bench-llm", help="decode and prefill tokens/s of random-weight models of real shapes",
+                       description="Whole-model speed of random weights of real models' shapes: decode tokens/s "
+                                   "by context, prefill tokens/s, GPU/host/wall time a token, by dispatch label, "
+                                   "against the weight-bytes floor and (torch with CUDA) a torch int4 yardstick.")
+    b.add_argument("--presets", type=_presets, default="llama-3.2-1b",
+                   help="comma-separated model shapes (default: %(default)s)")
+    b.add_argument("--contexts", type=_contexts, default="128,1024,4096",
+                   help="prompt lengths before the timed decode (default: %(default)s)")
+    b.add_argument("--new-tokens", type=_positive_int, default=64, help="decode tokens timed (default: %(default)s)")
+    b.add_argument("--prefill-tokens", type=_positive_int, default=512, help="prefill prompt (default: %(default)s)")
+    b.add_argument("--no-yardstick", action="store_true", help="skip the torch int4 yardstick")
+    b.add_argument("--out", default=None, help="write OUT.json and OUT.md (default: not written)")
+    b.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    from ..tools.bench_llm import bench_llm, write_results
+
+    result = bench_llm(args.presets, contexts=args.contexts, new_tokens=args.new_tokens,
+                       prefill_tokens=args.prefill_tokens, yardstick=not args.no_yardstick)
+    if args.out:
+        print("wrote " + ", ".join(write_results(result, args.out)))
+    return 0
