@@ -141,6 +141,10 @@ class TestAttention:
         (9, 0, 6, 3, 16, 1, 0),       # prefill from position 0
         (7, 70, 4, 1, 16, 1, 30),     # prefill continuing, with a window
         (130, 0, 2, 1, 4, 1, 0),      # more keys than a tile
+        (1, 70, 8, 1, 64, 2, 0),      # 8 query heads a kv head (the most), 16 value lanes
+        (5, 3, 7, 1, 32, 1, 0),       # 7 query heads a kv head (Qwen2.5)
+        (1, 60, 2, 1, 256, 1, 0),     # head_dim 256: one value lane
+        (2, 40, 4, 2, 12, 1, 0),      # head_dim 12: 3 vec4 columns, 21 lanes, one invocation idle
     ])
     def test_matches_reference(self, runtime, rng, rows, pos, heads, kv, d, splits, window):
         """softmax(q k^T / sqrt(D)) v over keys [lo, pos + t], grouped-query, any split."""

@@ -3,17 +3,23 @@
 // position p = state.pos + t and sees keys [lo, p] with lo = max(0, p + 1 - WINDOW) when a
 // sliding window is set (WINDOW > 0), else 0.
 // One workgroup per (row t, kv head kh, split s): its G query heads share every key and value
-// it loads. Keys are walked in tiles of WG (one key an invocation: G scores each), with the
-// online softmax (running max m, sum l and accumulator rescaled when m grows). With SPLITS = 1
-// a workgroup covers all of [lo, p] and writes the normalized output; with SPLITS > 1 (decode)
-// split s covers keys [s * SPLIT_KEYS, (s + 1) * SPLIT_KEYS) and writes its unnormalized
-// accumulator and (m, l), which attention_combine.wgsl merges (l = 0: an empty split).
-// Needs D % 4 == 0, G * D <= 4096, SPLIT_KEYS % WG == 0.
+// it loads. Keys are walked in tiles of WG, with the online softmax (running max m, sum l and
+// accumulator rescaled when m grows). With SPLITS = 1 a workgroup covers all of [lo, p] and
+// writes the normalized output; with SPLITS > 1 (decode) split s covers keys
+// [s * SPLIT_KEYS, (s + 1) * SPLIT_KEYS) and writes its unnormalized accumulator and (m, l),
+// which attention_combine.wgsl merges (l = 0: an empty split).
+// Per tile:
+//   scores: invocation i takes key k0 + i: one pass over its row of k (D / 4 vec4 loads), G
+//     dot products in named registers against q in workgroup memory;
+//   softmax: a tree over the tile per head (max, then sum of exp);
+//   values: invocation i takes the vec4 column c = i % (D / 4) of every KL-th key (KL = WG /
+//     (D / 4) key lanes), G vec4 accumulators in registers, the lanes added in workgroup memory.
+// Needs D % 4 == 0, D / 4 <= WG, G <= 8, SPLIT_KEYS % WG == 0.
 //
 // Bindings (group 0): 0 out (read_write f32: T x Q_HEADS x D, or partial sums T x KV_HEADS x
 //                     SPLITS x G x D), 1 stats (read_write vec2<f32>, T x KV_HEADS x SPLITS x G:
 //                     (m, l); written only with SPLITS > 1), 2 q (vec4<f32>, T x Q_HEADS x D),
-//                     3 k_cache, 4 v_cache (f32, KV_HEADS x max_positions x D),
+//                     3 k_cache, 4 v_cache (vec4<f32>, KV_HEADS x max_positions x D),
 //                     5 state (uniform State), 6 params (uniform Params)
 // Overrides: WG (keys per tile), G, D, KV_HEADS, SPLITS, SPLIT_KEYS, WINDOW.
 
@@ -33,16 +39,35 @@ struct Params { rows: u32, max_positions: u32, scale: f32, pad0: u32, }
 @group(0) @binding(1) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<f32>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
 @group(0) @binding(5) var<uniform> state: State;
 @group(0) @binding(6) var<uniform> params: Params;
 
 var<workgroup> qs: array<vec4<f32>, G * D / 4u>;   // [G][D / 4]
 var<workgroup> p: array<f32, G * WG>;              // [G][WG]: scores, then probabilities
-var<workgroup> acc: array<f32, G * D>;             // [G][D]
+var<workgroup> red: array<f32, G * WG>;            // [G][WG]: the tree reductions
+var<workgroup> lanes: array<vec4<f32>, G * WG>;    // [key lane][G][D / 4]: value sums of the lanes
+var<workgroup> acc: array<vec4<f32>, G * D / 4u>;  // [G][D / 4]: the running accumulator
 var<workgroup> m_run: array<f32, G>;
 var<workgroup> l_run: array<f32, G>;
 var<workgroup> rescale: array<f32, G>;
+var<workgroup> m_new: array<f32, G>;
+
+fn dot_row(h: u32, c: u32, k: vec4<f32>) -> f32 { return dot(qs[h * (D / 4u) + c], k); }
+
+// reduce red[h][0 .. WG) for every head to red[h][0], with max (is_max) or +
+fn tree(lid: u32, is_max: bool) {
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) {
+      for (var h = 0u; h < G; h++) {
+        let a = red[h * WG + lid];
+        let b = red[h * WG + lid + s];
+        red[h * WG + lid] = select(a + b, max(a, b), is_max);
+      }
+    }
+    workgroupBarrier();
+  }
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -61,62 +86,113 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     start = max(lo, split * SPLIT_KEYS);
     end = min(limit, (split + 1u) * SPLIT_KEYS);
   }
-  let q_heads = KV_HEADS * G;
   let d4 = D / 4u;
+  let q_heads = KV_HEADS * G;
   let q_base = (t * q_heads + kh * G) * d4;
-  for (var i = lid; i < G * d4; i += WG) { qs[i] = q[q_base + i]; }
-  for (var i = lid; i < G * D; i += WG) { acc[i] = 0.0; }
+  for (var i = lid; i < G * d4; i += WG) {
+    qs[i] = q[q_base + i];
+    acc[i] = vec4<f32>(0.0);
+  }
   if (lid < G) { m_run[lid] = NEG; l_run[lid] = 0.0; }
   workgroupBarrier();
   let kv_base = kh * params.max_positions;
+  let key_lanes = WG / d4;
+  let col = lid % d4;
+  let lane = lid / d4;
   for (var k0 = start; k0 < end; k0 += WG) {
-    let j = k0 + lid;
-    let valid = j < end;
-    let key = (kv_base + min(j, end - 1u)) * d4;
-    for (var h = 0u; h < G; h++) {
-      var s = vec4<f32>(0.0);
-      for (var c = 0u; c < d4; c++) { s = fma(qs[h * d4 + c], k_cache[key + c], s); }
-      p[h * WG + lid] = select(NEG, (s.x + s.y + s.z + s.w) * params.scale, valid);
-    }
-    workgroupBarrier();
     let count = min(WG, end - k0);
-    if (lid < G) {
-      let h = lid;
-      var m_tile = NEG;
-      for (var i = 0u; i < count; i++) { m_tile = max(m_tile, p[h * WG + i]); }
-      let m_new = max(m_run[h], m_tile);
-      var sum = 0.0;
-      for (var i = 0u; i < count; i++) {
-        let e = exp(p[h * WG + i] - m_new);
-        p[h * WG + i] = e;
-        sum += e;
-      }
-      let r = exp(m_run[h] - m_new);
-      rescale[h] = r;
-      l_run[h] = l_run[h] * r + sum;
-      m_run[h] = m_new;
+    // scores: key k0 + lid against the G query heads
+    let key = (kv_base + k0 + min(lid, count - 1u)) * d4;
+    var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0;
+    var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0;
+    for (var c = 0u; c < d4; c++) {
+      let k = k_cache[key + c];
+      s0 += dot_row(0u, c, k);
+      if (G > 1u) { s1 += dot_row(1u, c, k); }
+      if (G > 2u) { s2 += dot_row(2u, c, k); }
+      if (G > 3u) { s3 += dot_row(3u, c, k); }
+      if (G > 4u) { s4 += dot_row(4u, c, k); }
+      if (G > 5u) { s5 += dot_row(5u, c, k); }
+      if (G > 6u) { s6 += dot_row(6u, c, k); }
+      if (G > 7u) { s7 += dot_row(7u, c, k); }
+    }
+    let valid = lid < count;
+    let sc = params.scale;
+    p[lid] = select(NEG, s0 * sc, valid);
+    if (G > 1u) { p[WG + lid] = select(NEG, s1 * sc, valid); }
+    if (G > 2u) { p[2u * WG + lid] = select(NEG, s2 * sc, valid); }
+    if (G > 3u) { p[3u * WG + lid] = select(NEG, s3 * sc, valid); }
+    if (G > 4u) { p[4u * WG + lid] = select(NEG, s4 * sc, valid); }
+    if (G > 5u) { p[5u * WG + lid] = select(NEG, s5 * sc, valid); }
+    if (G > 6u) { p[6u * WG + lid] = select(NEG, s6 * sc, valid); }
+    if (G > 7u) { p[7u * WG + lid] = select(NEG, s7 * sc, valid); }
+    for (var h = 0u; h < G; h++) { red[h * WG + lid] = p[h * WG + lid]; }
+    workgroupBarrier();
+    // softmax of the tile, merged into the running (m, l)
+    tree(lid, true);
+    if (lid < G) { m_new[lid] = max(m_run[lid], red[lid * WG]); }
+    workgroupBarrier();
+    for (var h = 0u; h < G; h++) {
+      let e = exp(p[h * WG + lid] - m_new[h]);
+      p[h * WG + lid] = e;
+      red[h * WG + lid] = e;
     }
     workgroupBarrier();
-    for (var i = lid; i < G * D; i += WG) {
-      let h = i / D;
-      let d = i % D;
-      var a = acc[i] * rescale[h];
-      for (var e = 0u; e < count; e++) {
-        a = fma(p[h * WG + e], v_cache[(kv_base + k0 + e) * D + d], a);
-      }
-      acc[i] = a;
+    tree(lid, false);
+    if (lid < G) {
+      let r = exp(m_run[lid] - m_new[lid]);
+      rescale[lid] = r;
+      l_run[lid] = l_run[lid] * r + red[lid * WG];
+      m_run[lid] = m_new[lid];
+    }
+    // values: column col of keys lane, lane + key_lanes, ...
+    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
+    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
+    for (var e = select(count, lane, lane < key_lanes); e < count; e += key_lanes) {  // spare invocations idle
+      let v = v_cache[(kv_base + k0 + e) * d4 + col];
+      a0 = fma(vec4<f32>(p[e]), v, a0);
+      if (G > 1u) { a1 = fma(vec4<f32>(p[WG + e]), v, a1); }
+      if (G > 2u) { a2 = fma(vec4<f32>(p[2u * WG + e]), v, a2); }
+      if (G > 3u) { a3 = fma(vec4<f32>(p[3u * WG + e]), v, a3); }
+      if (G > 4u) { a4 = fma(vec4<f32>(p[4u * WG + e]), v, a4); }
+      if (G > 5u) { a5 = fma(vec4<f32>(p[5u * WG + e]), v, a5); }
+      if (G > 6u) { a6 = fma(vec4<f32>(p[6u * WG + e]), v, a6); }
+      if (G > 7u) { a7 = fma(vec4<f32>(p[7u * WG + e]), v, a7); }
+    }
+    let slot = min(lane, key_lanes - 1u) * G * d4 + col;
+    if (lane < key_lanes) {
+    lanes[slot] = a0;
+    if (G > 1u) { lanes[slot + d4] = a1; }
+    if (G > 2u) { lanes[slot + 2u * d4] = a2; }
+    if (G > 3u) { lanes[slot + 3u * d4] = a3; }
+    if (G > 4u) { lanes[slot + 4u * d4] = a4; }
+    if (G > 5u) { lanes[slot + 5u * d4] = a5; }
+    if (G > 6u) { lanes[slot + 6u * d4] = a6; }
+    if (G > 7u) { lanes[slot + 7u * d4] = a7; }
+    }
+    workgroupBarrier();
+    for (var i = lid; i < G * d4; i += WG) {
+      var sum = acc[i] * rescale[i / d4];
+      for (var l = 0u; l < key_lanes; l++) { sum += lanes[l * G * d4 + i]; }
+      acc[i] = sum;
     }
     workgroupBarrier();
   }
   if (SPLITS == 1u) {
-    for (var i = lid; i < G * D; i += WG) {
-      out[(t * q_heads + kh * G) * D + i] = acc[i] / l_run[i / D];
+    for (var i = lid; i < G * d4; i += WG) {
+      let v = acc[i] / l_run[i / d4];
+      let o = (t * q_heads + kh * G) * D + 4u * i;
+      out[o] = v.x; out[o + 1u] = v.y; out[o + 2u] = v.z; out[o + 3u] = v.w;
     }
     return;
   }
   let slot = (t * KV_HEADS + kh) * SPLITS + split;
   if (lid < G) { stats[slot * G + lid] = vec2<f32>(m_run[lid], l_run[lid]); }
   if (start < end) {
-    for (var i = lid; i < G * D; i += WG) { out[slot * G * D + i] = acc[i]; }
+    for (var i = lid; i < G * d4; i += WG) {
+      let v = acc[i];
+      let o = slot * G * D + 4u * i;
+      out[o] = v.x; out[o + 1u] = v.y; out[o + 2u] = v.z; out[o + 3u] = v.w;
+    }
   }
 }

@@ -57,7 +57,7 @@ class CausalLM:
             min(DEFAULT_MAX_POSITIONS, the model's max_position_embeddings).
         runtime: the Runtime (default: the process's).
     Raises UnsupportedShapeError (before any GPU memory is taken) for shapes the kernels do not
-    run: hidden or head_dim not a multiple of 4, more than 4096 query-head features per kv head.
+    run: hidden or head_dim not a multiple of 4, head_dim over 256, more than 8 query heads a kv head.
     """
 
     def __init__(self, weights: DecoderWeights, *, max_positions: int | None = None, runtime=None):
@@ -69,10 +69,11 @@ class CausalLM:
         if isinstance(max_positions, bool) or not isinstance(max_positions, int) or not 1 <= max_positions <= limit:
             raise ArgumentError("CausalLM", "max_positions", f"an int in [1, {limit}] (the model's context)",
                                 describe(max_positions))
-        if c.hidden_size % 4 or c.head_dim % 4 or (c.num_heads // c.num_kv_heads) * c.head_dim > 4096:
+        if c.hidden_size % 4 or c.head_dim % 4 or c.head_dim > 4 * ops.ATTENTION_WG or c.num_heads > 8 * c.num_kv_heads:
             raise UnsupportedShapeError(f"{c.architecture}: hidden {c.hidden_size}, head_dim {c.head_dim}, "
                                         f"{c.num_heads}/{c.num_kv_heads} heads: the kernels need hidden and head_dim "
-                                        f"multiples of 4 and (heads / kv heads) * head_dim <= 4096")
+                                        f"multiples of 4, head_dim <= {4 * ops.ATTENTION_WG} and at most 8 query "
+                                        f"heads per kv head")
         for name, w in _linears(weights):
             if not isinstance(w, PackedWeight):
                 raise UnsupportedShapeError(f"{name} is kept dense; the GPU runtime runs int4 linears only")

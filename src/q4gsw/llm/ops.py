@@ -101,9 +101,9 @@ def attention(chain: Chain, q: GpuTensor, k_cache: GpuTensor, v_cache: GpuTensor
     rows, width = q.size // q.shape[-1], q.shape[-1]
     q_heads = width // head_dim
     group = q_heads // kv_heads
-    if head_dim % 4 or q_heads % kv_heads or group * head_dim > 4096:
-        raise ShapeError(fn, "head_dim", "a multiple of 4 with (q heads / kv heads) * head_dim <= 4096",
-                         f"{head_dim} ({q_heads} q heads, {kv_heads} kv heads)")
+    if head_dim % 4 or head_dim > 4 * ATTENTION_WG or q_heads % kv_heads or group > 8:
+        raise ShapeError(fn, "head_dim", f"a multiple of 4 up to {4 * ATTENTION_WG}, with at most 8 query heads "
+                         "per kv head", f"{head_dim} ({q_heads} q heads, {kv_heads} kv heads)")
     max_positions = k_cache.shape[1]
     words = np.array([rows, max_positions, 0, 0], np.uint32)
     words[2] = np.float32(1.0 / math.sqrt(head_dim)).view(np.uint32)

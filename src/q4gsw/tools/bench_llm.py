@@ -17,7 +17,7 @@ from ..llm import PRESETS, CausalLM, random_weights
 from ..profile import profile
 from ..runtime import get_runtime
 from ..runtime.bandwidth import measure_read_bandwidth
-from ..runtime.submit import timed_passes
+from ..runtime.submit import record_pass, timed_passes
 
 
 def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens: int = 64,
@@ -70,14 +70,16 @@ def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens
         "timing": ("decode: wall clock of generate() from the first new token to the last (greedy, chosen on "
                    "the GPU; steps queued ahead of the read-back), after a warm-up; gpu_ms: the decode step's "
                    "dispatches in one timed pass (GPU timestamps, median of 5); by_label: q4gsw.profile over 3 "
-                   "steps (one timed pass per dispatch, so it adds per-pass overhead); host_ms: recording and "
-                   "submitting a step on the host"),
+                   "steps (one timed pass per dispatch, so it adds per-pass overhead); host_ms: the host's time in "
+                   "a step's submit calls (blocks while the queue is full); encode_ms: encoding and finishing a "
+                   "step's command buffer without submitting it (the host's own cost)"),
         "models": models,
     }
 
 
 def _decode(lm: CausalLM, rng, context: int, new_tokens: int, floor_s: float, log) -> dict:
     prompt = rng.integers(0, lm.config.vocab_size, context)
+    lm.generate(prompt, 8, eos_token_ids=())  # warm-up: clocks up, this length's prefill recorded
     lm.generate(prompt, new_tokens, eos_token_ids=())
     s = lm.last_stats
     wall = s.decode_s / (s.new_tokens - 1)
@@ -89,11 +91,21 @@ def _decode(lm: CausalLM, rng, context: int, new_tokens: int, floor_s: float, lo
             lm._set_state(context + step, 1)
             chain.run()
     by_label = {r["label"]: r["total_us"] / 3 for r in prof.rows()}
+    encode = []
+    for _ in range(5):  # the host's part alone: encoding the step's pass and finishing it, no submit
+        t0 = time.perf_counter()
+        encoder = lm.runtime.device.create_command_encoder()
+        cpass = encoder.begin_compute_pass()
+        record_pass(cpass, chain.dispatches)
+        cpass.end()
+        encoder.finish()
+        encode.append(time.perf_counter() - t0)
     row = {"context": context, "tokens_per_s": 1 / wall, "wall_ms": 1e3 * wall, "gpu_ms": 1e3 * gpu,
-           "host_ms": 1e3 * s.host_s / (s.new_tokens - 1), "gpu_busy": gpu / wall, "dispatches": len(chain),
+           "host_ms": 1e3 * s.host_s / (s.new_tokens - 1), "encode_ms": 1e3 * statistics.median(encode),
+           "gpu_busy": gpu / wall, "dispatches": len(chain),
            "of_floor": floor_s / wall, "by_label_us": by_label}
     log(f"  context {context}: {row['tokens_per_s']:.1f} tokens/s ({row['wall_ms']:.2f} ms: GPU {row['gpu_ms']:.2f}, "
-        f"host {row['host_ms']:.2f}; {100 * row['of_floor']:.0f} % of the floor, GPU busy "
+        f"host submit {row['host_ms']:.2f}, encode {row['encode_ms']:.2f}; {100 * row['of_floor']:.0f} % of the floor, GPU busy "
         f"{100 * row['gpu_busy']:.0f} %, {row['dispatches']} dispatches)")
     return row
 
@@ -130,14 +142,14 @@ def markdown(result: dict) -> str:
         t = m.get("torch", {})
         lines += [f"## {m['preset']}: {m['weight_bytes_per_token'] / 2**30:.2f} GiB of int4 weights + scales a token, "
                   f"floor {m['floor_tokens_per_s']:.0f} tokens/s", "",
-                  "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host ms | GPU busy | % of floor | "
+                  "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host encode ms | GPU busy | % of floor | "
                   "torch int4 compiled tokens/s | torch eager tokens/s |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         torch_rates = {r["context"]: r for r in t.get("decode", [])}
         for r in m["decode"]:
             tr = torch_rates.get(r["context"], {})
             lines.append(f"| {r['context']} | {r['tokens_per_s']:.1f} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
-                         f"{r['host_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
+                         f"{r['encode_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
                          f"{_fmt(tr.get('compiled_tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
         p = m["prefill"]
         lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw); torch: "
