@@ -18,6 +18,7 @@ FAMILY = "llm"
 NORM_WG = 256
 ROPE_WG = 64
 ATTENTION_WG = 64  # keys per tile
+COMBINE_WG = 128
 ELEMENTWISE_WG = 256
 ARGMAX_WG = 256
 ARGMAX_CHUNK = 4096  # logits per argmax_partial workgroup
@@ -122,8 +123,9 @@ def attention(chain: Chain, q: GpuTensor, k_cache: GpuTensor, v_cache: GpuTensor
     _record(chain, "attention", (*constants, ("SPLITS", splits), ("SPLIT_KEYS", split_keys), ("WINDOW", window)),
             (partial.buffer, stats.buffer, q.buffer, k_cache.buffer, v_cache.buffer, state, params),
             rows * kv_heads * splits, kv_bytes + 4 * q.size)
-    _record(chain, "attention_combine", (*constants, ("SPLITS", splits)),
-            (out.buffer, partial.buffer, stats.buffer, params), rows * q_heads, 4 * partial.size + 4 * out.size)
+    _record(chain, "attention_combine", (("WG", COMBINE_WG), ("G", group), ("D", head_dim), ("KV_HEADS", kv_heads),
+                                         ("SPLITS", splits), ("SPLIT_KEYS", split_keys)),
+            (out.buffer, partial.buffer, stats.buffer, state, params), rows * q_heads, 4 * partial.size + 4 * out.size)
     return out
 
 
