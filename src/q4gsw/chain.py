@@ -15,7 +15,7 @@ from .ops.plan import choose_kernel, gpu_placeholder, plan_linear
 from .runtime import get_runtime
 from .runtime.dispatch import Dispatch, bind
 from .runtime.pipelines import KernelKey
-from .runtime.submit import submit
+from .runtime.submit import record_pass, submit
 
 #: Invocations per workgroup of the elementwise kernels and of rms_norm.
 ELEMENTWISE_WG = 256
@@ -304,6 +304,20 @@ class Chain:
         for t in self._outputs:
             self.runtime.poison(t.buffer, t.size)
         submit(self.runtime, self.dispatches, label=self.label, one_pass=True, copies=copies)
+
+    def command_buffer(self, *, copies: tuple = ()):
+        """The recorded ops (and `copies` after them) encoded as one finished command buffer in
+        one compute pass, outputs poisoned first when the runtime poisons; the caller submits
+        it (e.g. runtime.submit.submit_for_index). Not for use inside q4gsw.profile()."""
+        for t in self._outputs:
+            self.runtime.poison(t.buffer, t.size)
+        encoder = self.runtime.device.create_command_encoder(label=self.label)
+        cpass = encoder.begin_compute_pass(label=self.label)
+        record_pass(cpass, self.dispatches)
+        cpass.end()
+        for copy in copies:
+            encoder.copy_buffer_to_buffer(*copy)
+        return encoder.finish()
 
     def release(self) -> None:
         """Free every buffer the chain owns (its inputs, constants, outputs and params)."""

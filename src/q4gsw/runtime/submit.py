@@ -128,3 +128,23 @@ def record_pass(cpass, dispatches: list[Dispatch]) -> None:
         x, y, z = d.grid
         dispatch_workgroups(encoder, x, y, z)
         stack.extend(reversed(d.then))
+
+
+def submit_for_index(runtime, command_buffer) -> int | None:
+    """Submit one finished command buffer; returns wgpu-native's submission index (None where
+    wgpu-py's C functions are not reachable), which wait_for() can wait on alone."""
+    if _lib is None:
+        runtime.device.queue.submit([command_buffer])
+        return None
+    buffers = _ffi.new("WGPUCommandBuffer[1]", [command_buffer._internal])
+    return int(_lib.wgpuQueueSubmitForIndex(runtime.device.queue._internal, 1, buffers))
+
+
+def wait_for(runtime, index: int | None) -> None:
+    """Block until submission `index` has completed, not the work submitted after it (None:
+    until everything submitted so far has). wgpu-py's own waits (a mapped read, a promise's
+    sync_wait) poll for everything, so a step queued behind would be waited for too."""
+    if index is None or _lib is None:
+        wait(runtime)
+        return
+    _lib.wgpuDevicePoll(runtime.device._internal, True, _ffi.new("WGPUSubmissionIndex *", index))
