@@ -15,11 +15,23 @@ import numpy as np
 
 from .dispatch import Dispatch, record
 
-try:  # wgpu-py's cffi bindings of wgpu-native: the light encoding path of record_pass()
-    from wgpu.backends.wgpu_native._ffi import ffi as _ffi
-    from wgpu.backends.wgpu_native._ffi import lib as _lib
-except ImportError:  # another wgpu-py backend or layout: the public API instead
-    _lib = _ffi = None
+
+
+def _native():
+    """(lib, ffi): wgpu-py's cffi bindings of wgpu-native, for the light encoding path of
+    record_pass() and submission indices; (None, None) where wgpu-py lays them out otherwise
+    (the public API is used then). Imported on first use: importing q4gsw imports no wgpu."""
+    global _NATIVE
+    if _NATIVE is None:
+        try:
+            from wgpu.backends.wgpu_native._ffi import ffi, lib
+            _NATIVE = (lib, ffi)
+        except ImportError:
+            _NATIVE = (None, None)
+    return _NATIVE
+
+
+_NATIVE: tuple | None = None
 
 #: The active profiler (set by q4gsw.profile): an object with .run(dispatches), or None.
 active_profiler: contextvars.ContextVar = contextvars.ContextVar("q4gsw_profiler", default=None)
@@ -108,6 +120,7 @@ def record_pass(cpass, dispatches: list[Dispatch]) -> None:
     functions directly where wgpu-py exposes them (about half the host time a dispatch of the
     wrapped calls takes: they check arguments and capture errors per call; wgpu-native still
     validates everything and reports it at encoder.finish())."""
+    _lib, _ffi = _native()
     if _lib is None:
         for d in dispatches:
             record(cpass, d)
@@ -133,6 +146,7 @@ def record_pass(cpass, dispatches: list[Dispatch]) -> None:
 def submit_for_index(runtime, command_buffer) -> int | None:
     """Submit one finished command buffer; returns wgpu-native's submission index (None where
     wgpu-py's C functions are not reachable), which wait_for() can wait on alone."""
+    _lib, _ffi = _native()
     if _lib is None:
         runtime.device.queue.submit([command_buffer])
         return None
@@ -144,6 +158,7 @@ def wait_for(runtime, index: int | None) -> None:
     """Block until submission `index` has completed, not the work submitted after it (None:
     until everything submitted so far has). wgpu-py's own waits (a mapped read, a promise's
     sync_wait) poll for everything, so a step queued behind would be waited for too."""
+    _lib, _ffi = _native()
     if index is None or _lib is None:
         wait(runtime)
         return
