@@ -47,8 +47,8 @@ def add_parser(sub) -> None:
     g.add_argument("path", nargs="?", metavar="PATH", help="the checkpoint (omit with --random)")
     g.add_argument("--random", choices=sorted(PRESETS), default=None,
                    help="random weights of this model's shape instead of PATH, for benchmarking (default: off)")
-    g.add_argument("--prompt", default=None, help="prompt text (needs the checkpoint's tokenizer.json)")
-    g.add_argument("--ids", type=_ids, default=None, help="prompt token ids, e.g. 1,2,3")
+    g.add_argument("--prompt", default=None, help="prompt text (needs the checkpoint's tokenizer.json; default: none, give --ids)")
+    g.add_argument("--ids", type=_ids, default=None, help="prompt token ids, e.g. 1,2,3 (default: none, give --prompt)")
     g.add_argument("--prompt-tokens", type=_positive_int, default=16,
                    help="with --random and no --ids: a random prompt of this many tokens (default: %(default)s)")
     g.add_argument("--max-new-tokens", type=_positive_int, default=64, help="tokens to generate (default: %(default)s)")
