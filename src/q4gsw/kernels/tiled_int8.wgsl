@@ -15,7 +15,7 @@
 // vec4<f32> accumulators (named, never arrays: local memory is slow on NVIDIA). Per k-quad:
 // 4 vec4 reads of workgroup memory, 64 dot4I8Packed. When a chunk ends a group (or the
 // workgroup's k range): 64 i32 -> f32 conversions, 64 x (xs * ws) multiply-adds, sums zeroed.
-// DOUBLE: two buffers of tiles, the next step stored while... after this step's products, one
+// DOUBLE: two buffers of tiles, the next step stored into the other one after this step's products: one
 // barrier a step; else one buffer, two barriers a step. Global loads of the next step are issued
 // before this step's products either way (held in registers). SPLIT > 1: K split over SPLIT
 // workgroups per tile, partial tiles written for reduce_splits.wgsl (which adds the bias).

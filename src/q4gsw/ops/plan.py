@@ -112,9 +112,10 @@ def _quantize_dispatch(runtime, spec: KernelSpec, p: Problem, x_buf, owned: list
     (int8 x at binding 1, scales at binding 6)."""
     usage = runtime.wgpu.BufferUsage
     xq_bytes, xs_bytes = spec.scratch_bytes(p)
-    xq = runtime.buffers.create(xq_bytes, usage.STORAGE, "q4gsw/x-int8")
+    scratch = usage.STORAGE | usage.COPY_SRC  # COPY_SRC: tests read the quantized x back
+    xq = runtime.buffers.create(xq_bytes, scratch, "q4gsw/x-int8")
     owned.append(xq)
-    xs = runtime.buffers.create(xs_bytes, usage.STORAGE, "q4gsw/x-scales")
+    xs = runtime.buffers.create(xs_bytes, scratch, "q4gsw/x-scales")
     owned.append(xs)
     gs = min(p.group_size, p.k)
     params = runtime.buffers.upload(np.array([p.m, p.k, gs, p.num_groups, p.m * p.num_groups, 0, 0, 0], np.uint32),
