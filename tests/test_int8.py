@@ -26,24 +26,25 @@ LAVAPIPE = fake_capabilities()  # 32 KiB of workgroup memory
 H200 = fake_capabilities(limits={**LAVAPIPE.limits, "max-compute-workgroup-storage-size": 49152})
 
 
-def int8_tolerance(x, pw, bias) -> np.ndarray:
+def int8_tolerance(x, pw, bias, x_group=None) -> np.ndarray:
     """RTOL of the sum of |terms| of the quantized product (as tests.utils.tolerance for f32)."""
-    q, s = quantize_activations(np.asarray(x, np.float32).reshape(-1, pw.in_features), pw.group_size)
-    xhat = dequantize_activations(q, s, pw.group_size)
+    xg = x_group or pw.group_size
+    q, s = quantize_activations(np.asarray(x, np.float32).reshape(-1, pw.in_features), xg)
+    xhat = dequantize_activations(q, s, xg)
     magnitude = np.abs(xhat) @ np.abs(pw.dequantize()).T
     if bias is not None:
         magnitude += np.abs(np.asarray(bias, np.float64))
     return (RTOL * magnitude + ATOL).reshape(*np.shape(x)[:-1], pw.out_features)
 
 
-def assert_matches_int8_reference(y, x, pw, bias=None) -> float:
+def assert_matches_int8_reference(y, x, pw, bias=None, x_group=None) -> float:
     """y matches the float64 product of the quantized x (every element written); returns the
     relative error against the exact float64 linear, max |y - ref| / max |ref|, for reports."""
-    ref = linear_int8_reference(x, pw, bias)
+    ref = linear_int8_reference(x, pw, bias, x_group=x_group)
     assert y.shape == ref.shape and y.dtype == np.float32
     assert np.isfinite(y).all(), f"{np.count_nonzero(~np.isfinite(y))} output elements not written (NaN poison)"
     err = np.abs(y.astype(np.float64) - ref)
-    tol = int8_tolerance(x, pw, bias)
+    tol = int8_tolerance(x, pw, bias, x_group)
     assert (err <= tol).all(), f"{np.count_nonzero(err > tol)} of {err.size} off; worst error / tolerance {(err / tol).max():.3g}"
     exact = q4gsw.linear_reference(x, pw, bias)
     return float(np.abs(y - exact).max() / np.abs(exact).max())
@@ -105,7 +106,8 @@ def run_plan(runtime, x, pw, bias, spec):
         y = runtime.buffers.read(out, 4 * m * pw.out_features).reshape(m, -1)
         xq_buf, xs_buf = plan.owned[:2]  # the scratch buffers, created first (ops/plan.py)
         xq = runtime.buffers.read(xq_buf, m * k, np.int8).reshape(m, k)
-        xs = runtime.buffers.read(xs_buf, 4 * m * p.num_groups).reshape(p.num_groups, m)
+        groups = spec.x_groups(p)
+        xs = runtime.buffers.read(xs_buf, 4 * m * groups).reshape(groups, m)
     finally:
         plan.release(runtime)
         runtime.buffers.destroy(x_buf, out, b)
@@ -120,16 +122,17 @@ def unpermute(xq: np.ndarray) -> np.ndarray:
 
 
 class TestQuantizeKernel:
-    @pytest.mark.parametrize(("m", "k", "gs"), [(3, 64, 32), (5, 96, 64), (2, 512, 128), (3, 256, 256),
-                                                (2, 160, 96), (1, 2048, 2048)])
-    def test_matches_emulation(self, runtime, make_problem, m, k, gs):
+    @pytest.mark.parametrize(("m", "k", "gs", "x_group"), [(3, 64, 32, None), (5, 96, 64, None), (2, 512, 128, None),
+                                                           (3, 256, 256, None), (2, 160, 96, None),
+                                                           (1, 2048, 2048, None), (4, 256, 128, 32)])
+    def test_matches_emulation(self, runtime, make_problem, m, k, gs, x_group):
         """The int8 x and its scales are exactly what quantize_activations computes (group
-        sizes from 32 to 2048, one not a power of two, a short last group)."""
+        sizes from 32 to 2048, one not a power of two, a short last group; scales per 32 k)."""
         case = make_problem(m, 8, k, gs)
         case.x[0, :gs] *= 1e3  # groups of very different magnitude
         case.x[-1, -min(gs, k):] = 0  # an all-zero group
-        _, xq, xs = run_plan(runtime, case.x, case.pw, case.bias, TiledInt8())
-        q, s = quantize_activations(case.x, gs)
+        _, xq, xs = run_plan(runtime, case.x, case.pw, case.bias, TiledInt8(x_group=x_group))
+        q, s = quantize_activations(case.x, x_group or gs)
         np.testing.assert_array_equal(unpermute(xq), q)
         np.testing.assert_array_equal(xs.T, s)
 
@@ -143,6 +146,8 @@ class TestTiledInt8:
         dict(x_rows_per_tile=64, k_step=32, double_buffer=False),
         dict(k_step=32, split=3),
         dict(x_rows_per_tile=64, k_step=64, split=2),
+        dict(x_group=32),
+        dict(x_group=32, k_step=64, double_buffer=False, split=2),
     ]
 
     @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
@@ -163,7 +168,7 @@ class TestTiledInt8:
         if spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps):
             pytest.skip(spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps))
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec, activations="int8")
-        rel = assert_matches_int8_reference(y, case.x, case.pw, case.bias)
+        rel = assert_matches_int8_reference(y, case.x, case.pw, case.bias, settings.get("x_group"))
         log.info("tiled_int8 %s M=%d N=%d K=%d gs=%d: rel. error vs exact float64 %.2e", settings, m, n, k, gs, rel)
         assert rel < 2e-2
 
@@ -176,7 +181,7 @@ class TestTiledInt8:
             if spec.supports(p, runtime.caps):
                 continue
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name, activations="int8")
-            assert_matches_int8_reference(y, case.x, case.pw, case.bias)
+            assert_matches_int8_reference(y, case.x, case.pw, case.bias, spec.x_group)
 
     def test_nan_and_zero_rows(self, runtime, make_problem):
         """A NaN in x makes its row NaN (and nothing else); a zero row gives the bias."""
@@ -274,7 +279,7 @@ class TestSelectInt8:
         assert workgroup_bytes(128, 64, True) == 36864 and workgroup_bytes(128, 32, True) == 18432
         p128, p512 = Problem(128, 4096, 4096, 128), Problem(512, 4096, 4096, 128)
         gpu, cpu = INT8_KERNELS["tiled_int8"].bind(H200), INT8_KERNELS["tiled_int8"].bind(LAVAPIPE)
-        assert dict(gpu.constants(p512)) == {"TILE_M": 128, "BK": 64, "DOUBLE": True, "SPLIT": 1}
+        assert dict(gpu.constants(p512)) == {"TILE_M": 128, "BK": 64, "DOUBLE": True, "SPLIT": 1, "XG32": False}
         assert dict(cpu.constants(p512))["BK"] == 32
         assert gpu.tile_rows(Problem(64, 4096, 4096, 128)) == 64
         assert gpu.split(p128) == 4

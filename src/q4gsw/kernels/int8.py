@@ -70,13 +70,16 @@ def dequantize_activations(q: np.ndarray, scales: np.ndarray, group_size: int) -
     return q.astype(np.float64) * np.repeat(scales.astype(np.float64), gs, axis=1)[:, :k]
 
 
-def linear_int8_reference(x: np.ndarray, weight, bias: np.ndarray | None = None) -> np.ndarray:
-    """The float64 reference of the int8 path: x quantized as quantize_activations does, then
-    dequantize(q) @ dequantize(weight).T (+ bias). x: (..., K); returns (..., N) float64."""
+def linear_int8_reference(x: np.ndarray, weight, bias: np.ndarray | None = None, *,
+                          x_group: int | None = None) -> np.ndarray:
+    """The float64 reference of the int8 path: x quantized as quantize_activations does (per
+    group of x_group k; default the weight's group size), then dequantize(q) @
+    dequantize(weight).T (+ bias). x: (..., K); returns (..., N) float64."""
     x = np.asarray(x, np.float32)
     x2 = x.reshape(-1, weight.in_features)
-    q, s = quantize_activations(x2, weight.group_size)
-    out = dequantize_activations(q, s, weight.group_size) @ weight.dequantize().T
+    xg = x_group or weight.group_size
+    q, s = quantize_activations(x2, xg)
+    out = dequantize_activations(q, s, xg) @ weight.dequantize().T
     if bias is not None:
         out += np.asarray(bias, np.float64)
     return out.reshape(*x.shape[:-1], weight.out_features)
@@ -99,7 +102,10 @@ class TiledInt8(KernelSpec):
         x_rows_per_tile: 64 or 128 (default 64 up to M = 64);
         k_step: 32 or 64 k a step (default 64 where the workgroup memory allows, else 32);
         double_buffer: two buffers of tiles and one barrier a step (default True);
-        split: workgroups per tile along K, 1..16 (default: the least predicted time).
+        split: workgroups per tile along K, 1..16 (default: the least predicted time);
+        x_group: k per activation scale: None (default) the weight's group size, or 32 (a
+            scale per 32 k: about half the error where a few channels of x are large, for one
+            more scale application per 32 k; docs/kernels-prefill.md).
     """
 
     kernel = "tiled_int8"  # the WGSL file and pipeline name of every configuration
@@ -108,16 +114,18 @@ class TiledInt8(KernelSpec):
     max_split = 16
 
     def __init__(self, name: str = "tiled_int8", *, x_rows_per_tile: int | None = None, k_step: int | None = None,
-                 double_buffer: bool = True, split: int | None = None, baseline: bool = False,
-                 memory_limit: int | None = None):
+                 double_buffer: bool = True, split: int | None = None, x_group: int | None = None,
+                 baseline: bool = False, memory_limit: int | None = None):
         self.name = name
+        self.x_group = x_group
         self.x_rows_per_tile, self.k_step, self.double_buffer = x_rows_per_tile, k_step, double_buffer
         self.fixed_split, self.baseline = split, baseline
         self.memory_limit = memory_limit  # the device's workgroup storage (None: not bound yet)
 
     def _copy(self, **changes) -> "TiledInt8":
         args = dict(x_rows_per_tile=self.x_rows_per_tile, k_step=self.k_step, double_buffer=self.double_buffer,
-                    split=self.fixed_split, baseline=self.baseline, memory_limit=self.memory_limit)
+                    split=self.fixed_split, x_group=self.x_group, baseline=self.baseline,
+                    memory_limit=self.memory_limit)
         args.update(changes)
         return TiledInt8(self.name, **args)
 
@@ -128,7 +136,8 @@ class TiledInt8(KernelSpec):
 
     def settings(self):
         return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("k_step", self.k_step),
-                                  ("double_buffer", self.double_buffer), ("split", self.fixed_split))
+                                  ("double_buffer", self.double_buffer), ("split", self.fixed_split),
+                                  ("x_group", self.x_group))
                 if v is not None}
 
     def with_settings(self, settings):
@@ -136,11 +145,12 @@ class TiledInt8(KernelSpec):
         k_step = settings.get("k_step", self.k_step)
         double = bool(settings.get("double_buffer", self.double_buffer))
         split = settings.get("split", self.fixed_split)
-        if (rows not in (None, 64, 128) or k_step not in (None, 32, 64)
+        x_group = settings.get("x_group", self.x_group)
+        if (rows not in (None, 64, 128) or k_step not in (None, 32, 64) or x_group not in (None, 32)
                 or (split is not None and not 1 <= int(split) <= self.max_split)):
             return self
         return self._copy(x_rows_per_tile=rows, k_step=k_step, double_buffer=double,
-                          split=None if split is None else int(split))
+                          split=None if split is None else int(split), x_group=x_group)
 
     def variants(self, p):
         return [self._copy(x_rows_per_tile=r, k_step=k, double_buffer=d, split=s)
@@ -148,6 +158,14 @@ class TiledInt8(KernelSpec):
                 if s <= max(1, p.k // k // 4)]
 
     # --- decisions ---
+
+    def x_group_size(self, p: Problem) -> int:
+        """k per activation scale: x_group, else the weight's group size (at most K)."""
+        return min(self.x_group or p.group_size, p.k)
+
+    def x_groups(self, p: Problem) -> int:
+        """Activation scales per row of x."""
+        return ceil_div(p.k, self.x_group_size(p))
 
     def tile_rows(self, p: Problem) -> int:
         """Rows of x per tile (TILE_M)."""
@@ -186,7 +204,7 @@ class TiledInt8(KernelSpec):
 
     def constants(self, p):
         return (("TILE_M", self.tile_rows(p)), ("BK", self.step(p)), ("DOUBLE", self.double_buffer),
-                ("SPLIT", self.split(p)))
+                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32))
 
     def key(self, p):
         return KernelKey(self.kernel, (("HAS_BIAS", p.has_bias), *self.constants(p)))
@@ -209,16 +227,16 @@ class TiledInt8(KernelSpec):
     def quantize_key(self, p: Problem) -> KernelKey:
         """quantize_int8.wgsl for p. It is named after this kernel: it heads the compute pass that
         runs the whole op (quantize, GEMM, reduction), so profiles show that pass as the op."""
-        return KernelKey(self.kernel, (("WG", QUANTIZE_WG), ("TEAM", team_size(min(p.group_size, p.k)))),
+        return KernelKey(self.kernel, (("WG", QUANTIZE_WG), ("TEAM", team_size(self.x_group_size(p)))),
                          files=("quantize_int8",))
 
     def quantize_workgroups(self, p: Problem) -> int:
-        """One team per (row, group): WG / TEAM teams a workgroup."""
-        return ceil_div(p.m * p.num_groups, QUANTIZE_WG // team_size(min(p.group_size, p.k)))
+        """One team per (row, activation group): WG / TEAM teams a workgroup."""
+        return ceil_div(p.m * self.x_groups(p), QUANTIZE_WG // team_size(self.x_group_size(p)))
 
     def scratch_bytes(self, p: Problem) -> tuple[int, int]:
         """(bytes of int8 x, bytes of its f32 scales), the buffers between the two dispatches."""
-        return p.m * p.k, 4 * p.m * p.num_groups
+        return p.m * p.k, 4 * p.m * self.x_groups(p)
 
 
 def workgroup_bytes(tile_m: int, bk: int, double_buffer: bool) -> int:

@@ -26,7 +26,8 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_k32", k_step=32, baseline=True),
                  TiledInt8("tiled_int8_1buf", double_buffer=False, baseline=True),
                  TiledInt8("tiled_int8_m64", x_rows_per_tile=64, baseline=True),
-                 TiledInt8("tiled_int8_nosplit", split=1, baseline=True))
+                 TiledInt8("tiled_int8_nosplit", split=1, baseline=True),
+                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}

@@ -25,13 +25,15 @@
 //
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
-// Overrides: HAS_BIAS, TILE_M (64 or 128), BK (32 or 64), DOUBLE, SPLIT.
+// Overrides: HAS_BIAS, TILE_M (64 or 128), BK (32 or 64), DOUBLE, SPLIT, XG32 (x has a scale per
+// 32 k, xs[k / 32][m], rather than per weight group: the scales are applied at every chunk).
 
 override HAS_BIAS: bool = false;
 override SPLIT: u32 = 1u;
 override TILE_M: u32 = 128u;
 override BK: u32 = 64u;
 override DOUBLE: bool = true;
+override XG32: bool = false;
 const BN: u32 = 128u;
 
 override NBUF: u32 = select(1u, 2u, DOUBLE);
@@ -98,7 +100,7 @@ fn load_scale(i: u32, k0: u32, k_end: u32, m0: u32, n0: u32) -> f32 {
   let kc = k0 + 32u * c;
   if (i >= SV || kc >= k_end) { return 0.0; }
   let g = kc / params.group_size;
-  if (j < TILE_M) { return xs[g * params.m + min(m0 + j, params.m - 1u)]; }
+  if (j < TILE_M) { return xs[select(g, kc / 32u, XG32) * params.m + min(m0 + j, params.m - 1u)]; }
   return scales[g * params.scale_stride + min(n0 + j - TILE_M, params.n - 1u)];
 }
 
@@ -224,9 +226,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         i60 += dots(a1.z, b0); i61 += dots(a1.z, b1);
         i70 += dots(a1.w, b0); i71 += dots(a1.w, b1);
       }
-      // the chunk ends a group, or this workgroup's k: apply the scales once, f32 from here on
+      // the chunk ends a group (of x or the weight), or this workgroup's k: apply the scales once
       let kc_end = k0 + 32u * (c + 1u);
-      if (kc_end % params.group_size == 0u || kc_end >= k_end) {
+      if (XG32 || kc_end % params.group_size == 0u || kc_end >= k_end) {
         let sb = (b * CHUNKS + c) * SS;
         let sa0 = Ss[sb + ty];
         let sw0 = Ss[sb + XS + tx];

@@ -117,8 +117,8 @@ def _quantize_dispatch(runtime, spec: KernelSpec, p: Problem, x_buf, owned: list
     owned.append(xq)
     xs = runtime.buffers.create(xs_bytes, scratch, "q4gsw/x-scales")
     owned.append(xs)
-    gs = min(p.group_size, p.k)
-    params = runtime.buffers.upload(np.array([p.m, p.k, gs, p.num_groups, p.m * p.num_groups, 0, 0, 0], np.uint32),
+    gs, groups = spec.x_group_size(p), spec.x_groups(p)
+    params = runtime.buffers.upload(np.array([p.m, p.k, gs, groups, p.m * groups, 0, 0, 0], np.uint32),
                                     usage.UNIFORM, "q4gsw/quantize-params")
     owned.append(params)
     d = bind(runtime, spec.quantize_key(p), (xq, x_buf, xs, params), spec.quantize_workgroups(p),
