@@ -238,3 +238,45 @@ class TestDtypeCasts:
         assert layer.weight_scales.dtype == torch.float32 and layer.bias.dtype == torch.float32
         assert layer.weights.dtype == torch.uint8
         assert torch.equal(model(x), before)
+
+
+class TestInt8Activations:
+    """activations="int8" on Q4Linear / quantize_model, and the q4gsw::linear_dq8ca_q4gsw op."""
+
+    def test_q4linear_runs_the_dq8ca_op(self, runtime, rng):
+        """An int8 Q4Linear gives what q4gsw.linear_dq8ca_q4gsw gives, and says so in its repr."""
+        case = random_problem(rng, 5, 24, 64, 32)
+        layer = Q4Linear.from_executorch(case.weights, case.scales, 32, case.bias, activations="int8")
+        with torch.no_grad():
+            y = layer(torch.from_numpy(case.x))
+        want = q4gsw.linear_dq8ca_q4gsw(case.x, case.weights, case.scales, 32, case.bias)
+        np.testing.assert_array_equal(y.numpy(), want)
+        assert "activations=int8" in repr(layer)
+        with pytest.raises(q4gsw.ValueRangeError, match="'activations'"):
+            Q4Linear(case.pw, activations="fp8")
+
+    def test_export_keeps_the_op(self, runtime, rng):
+        """torch.export keeps q4gsw.linear_dq8ca_q4gsw in the graph; its schema is linear_q4gsw's."""
+        case = random_problem(rng, 4, 20, 64, 32)
+        model = nn.Sequential(Q4Linear(case.pw, case.bias, activations="int8"))
+        x = torch.from_numpy(case.x)
+        ep = torch.export.export(model, (x,))
+        assert torch.ops.q4gsw.linear_dq8ca_q4gsw.default in [n.target for n in ep.graph.nodes]
+        assert torch.equal(ep.module()(x), model(x))
+        assert str(torch.ops.q4gsw.linear_dq8ca_q4gsw.default._schema) == "q4gsw::linear_dq8ca_q4gsw" + SCHEMA
+
+    def test_quantize_model(self, runtime):
+        """quantize_model(activations="int8") makes int8 layers of those with in_features % 32 == 0,
+        skips the others with the reason, and refuses a group size that is no multiple of 32."""
+        torch.manual_seed(3)
+        model = nn.Sequential(nn.Linear(64, 40), nn.ReLU(), nn.Linear(40, 8))
+        summary = quantize_model(model, group_size=32, progress=False, activations="int8")
+        assert [r.fqn for r in summary.converted] == ["0"] and model[0].activations == "int8"
+        assert "multiple of 32" in summary.skipped[0].reason
+        x = torch.randn(3, 64)
+        with torch.no_grad():
+            y = model[0](x)
+        ref = q4gsw.linear_reference(x.numpy(), model[0].packed, model[0].bias.numpy())
+        assert np.abs(y.numpy() - ref).max() < 3e-2 * np.abs(ref).max()
+        with pytest.raises(q4gsw.GroupSizeError, match="multiple of 32"):
+            quantize_model(nn.Sequential(nn.Linear(64, 8)), group_size=16, activations="int8")

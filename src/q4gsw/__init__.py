@@ -17,7 +17,7 @@ from .errors import (
     ValueRangeError,
 )
 from .format import PackedWeight, linear_reference, pack_int4, unpack_int4
-from .ops.linear import linear, linear_q4gsw
+from .ops.linear import linear, linear_dq8ca_q4gsw, linear_q4gsw
 from .profile import profile
 from .quantize import (QuantizationError, corrected_bias, quantization_error, quantize, quantize_gptq,
                        quantize_with_scales, search_scales)
@@ -44,7 +44,7 @@ __all__ = [
     "ArgumentError", "DeviceError", "DTypeError", "GroupSizeError", "ProfilerError", "Q4gswError",
     "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
     "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
-    "linear", "linear_q4gsw", "profile",
+    "linear", "linear_dq8ca_q4gsw", "linear_q4gsw", "profile",
     "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "search_scales",
     "quantize_with_scales", "corrected_bias", "get_runtime",
     "AsymmetricError", "DependencyError", "FormatError", "save", "load", "load_model",

@@ -73,9 +73,12 @@ def _shapes(text: str) -> list[tuple[int, int, int]]:
 
 
 def _kernel_names(text: str) -> list[str]:
-    """'tiled,rowwise' -> ['tiled', 'rowwise'], each a distinct kernel of the registry."""
-    from ..kernels import KERNELS
+    """'tiled,rowwise' -> ['tiled', 'rowwise'], each a distinct kernel of the registries
+    (f32 and int8 activations)."""
+    from ..kernels import INT8_KERNELS
+    from ..kernels import KERNELS as F32_KERNELS
 
+    KERNELS = {**F32_KERNELS, **INT8_KERNELS}
     expected = f"comma-separated kernel names from {', '.join(KERNELS)}"
     names = [name.strip() for name in text.split(",")]
     unknown = [name for name in names if name not in KERNELS]

@@ -63,3 +63,26 @@ def decode_beats_tiled(p: Problem) -> bool:
     """Whether the decode kernel is predicted faster than the (unsplit) tiled one for p:
     the choice q4gsw.js makes between the kernels a browser bundle holds."""
     return decode_seconds(p) <= tiled_seconds(p)
+
+
+# --- the int8-activation path (kernels/int8.py): predicted, not yet fitted -----------------------
+#: tiled_int8, 128-row tiles: seconds per k per wave. A 128 x 128 tile takes 128 * 128 / 4
+#: dot4I8Packed per k, 128 warp-instructions; the H200's dp4a pipe retires 2 a clock per SM (64
+#: lanes; 56 measured in a pure loop, docs/kernels-prefill.md): 64 clocks per k at 1.98 GHz, taken
+#: at 60 % of that rate until the H200 measures it.
+INT8_SECONDS_PER_K_PER_WAVE = 64 / 1.98e9 / 0.6
+#: 64-row tiles: half the products, the same per-step overheads.
+INT8_64_SECONDS_PER_K_PER_WAVE = 0.6 * INT8_SECONDS_PER_K_PER_WAVE
+#: the quantize dispatch: its launch in the pass, and a read of x and write of int8 x at ~3 TB/s
+QUANTIZE_SECONDS_FIXED = 2.0e-6
+QUANTIZE_SECONDS_PER_ELEMENT = 5.0 / 3e12
+
+
+def tiled_int8_seconds(p: Problem, tile_m: int, k_step: int, split: int) -> float:
+    """The quantize pass, the GEMM's waves of tiles over its steps, and the split's reduction."""
+    tiles = ceil_div(p.m, tile_m) * ceil_div(p.n, 128) * split
+    per_k = INT8_SECONDS_PER_K_PER_WAVE if tile_m == 128 else INT8_64_SECONDS_PER_K_PER_WAVE
+    k_per_split = k_step * ceil_div(ceil_div(p.k, k_step), split)
+    quantize = QUANTIZE_SECONDS_FIXED + QUANTIZE_SECONDS_PER_ELEMENT * p.m * p.k
+    return (SECONDS_FIXED + quantize + per_k * k_per_split * ceil_div(tiles, TILED_TILES_PER_WAVE)
+            + split_seconds(p, split))

@@ -32,7 +32,8 @@ class Problem:
         return dataclasses.replace(self, n=n)
 
 
-def tuning_bucket(p: Problem) -> str:
-    """The tuning cache's key for p: M rounded up to a power of two, exact K, N, group size."""
+def tuning_bucket(p: Problem, activations: str = "f32") -> str:
+    """The tuning cache's key for p: M rounded up to a power of two, exact K, N, group size
+    (and "_a8" for the int8-activation kernels, which are tuned apart)."""
     m = 1 << max(0, (p.m - 1).bit_length())
-    return f"m{m}_k{p.k}_n{p.n}_g{p.group_size}"
+    return f"m{m}_k{p.k}_n{p.n}_g{p.group_size}" + ("_a8" if activations == "int8" else "")

@@ -1,10 +1,12 @@
-"""The kernel choice: KERNELS, and select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
+"""The kernel choice: KERNELS (f32 activations), INT8_KERNELS (int8 activations), and
+select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
 
 from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
 from .decode import Decode, DecodeBatch
 from .general import General, Rowwise
+from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
 from .spec import KernelSpec
 from .tiled import Tiled, TiledSplit
@@ -15,31 +17,57 @@ KERNELS: dict[str, KernelSpec] = {
     for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeBatch(), Tiled(), TiledSplit(),
                  General(), Rowwise())
 }
+#: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses
+#: its settings per problem and device; the others are fixed settings kept for benchmarks
+#: (never chosen by default), so that one run can compare them.
+INT8_KERNELS: dict[str, KernelSpec] = {
+    spec.name: spec
+    for spec in (TiledInt8(),
+                 TiledInt8("tiled_int8_k32", k_step=32, baseline=True),
+                 TiledInt8("tiled_int8_1buf", double_buffer=False, baseline=True),
+                 TiledInt8("tiled_int8_m64", x_rows_per_tile=64, baseline=True),
+                 TiledInt8("tiled_int8_nosplit", split=1, baseline=True),
+                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True))
+}
+#: activations -> the registry of kernels that compute with them.
+REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}
 
 
-def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: dict | None = None) -> KernelSpec:
+def check_activations(activations) -> str:
+    """activations if it names a registry ("f32" or "int8"), else ValueError saying so."""
+    if not isinstance(activations, str) or activations not in REGISTRIES:
+        raise ValueError(f"activations: expected one of {', '.join(map(repr, REGISTRIES))}, got {activations!r}")
+    return activations
+
+
+def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: dict | None = None,
+           activations: str = "f32") -> KernelSpec:
     """The kernel to run p on a device with capabilities `caps` (None: shape checks only).
 
     Args:
-        kernel: a name from KERNELS, or a KernelSpec (e.g. with settings): that kernel or
-            UnsupportedShapeError saying why it cannot run p.
+        kernel: a name from the registry of `activations`, or a KernelSpec (e.g. with
+            settings) computing with them: that kernel or UnsupportedShapeError saying why it
+            cannot run p.
         tuned: the tuning cache's entries ({bucket: {"kernel", "settings"}}, see q4gsw tune):
             the entry of p's bucket wins when it supports p.
+        activations: "f32" (KERNELS) or "int8" (INT8_KERNELS: x quantized to int8 on the GPU);
+            the choice is only ever among the kernels of that registry.
     Returns:
         else the supported kernel with the least predicted_seconds (ties: KERNELS order),
         else the first supported fallback (predicted_seconds None).
     """
+    kernels = REGISTRIES[check_activations(activations)]
     if kernel is not None:
-        return _named(p, caps, kernel)
+        return _named(p, caps, kernel, activations)
     if tuned:
-        entry = tuned.get(tuning_bucket(p))
-        spec = KERNELS.get(entry["kernel"]) if entry else None
+        entry = tuned.get(tuning_bucket(p, activations))
+        spec = kernels.get(entry["kernel"]) if entry else None
         if spec is not None:
             spec = spec.bind(caps).with_settings(entry.get("settings", {}))
             if spec.supports(p, caps) is None:
                 return spec
     reasons, best, fallback = [], None, None
-    for spec in KERNELS.values():
+    for spec in kernels.values():
         if spec.baseline:
             continue
         spec = spec.bind(caps)
@@ -60,13 +88,22 @@ def select(p: Problem, caps, kernel: "str | KernelSpec | None" = None, tuned: di
                                 + "; ".join(reasons))
 
 
-def _named(p: Problem, caps, kernel: "str | KernelSpec") -> KernelSpec:
+def _named(p: Problem, caps, kernel: "str | KernelSpec", activations: str) -> KernelSpec:
+    kernels = REGISTRIES[activations]
     if isinstance(kernel, KernelSpec):
         spec = kernel
-    elif kernel in KERNELS:
-        spec = KERNELS[kernel].bind(caps)
+    elif kernel in kernels:
+        spec = kernels[kernel].bind(caps)
     else:
-        raise UnsupportedShapeError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+        other = [a for a, registry in REGISTRIES.items() if kernel in registry]
+        if other:
+            raise UnsupportedShapeError(f"kernel {kernel!r} computes with {other[0]} activations, not {activations} "
+                                        f"(pass activations={other[0]!r})")
+        raise UnsupportedShapeError(f"unknown kernel {kernel!r}; known for {activations} activations: "
+                                    f"{', '.join(kernels)}")
+    if spec.activations != activations:
+        raise UnsupportedShapeError(f"kernel {spec.name!r} computes with {spec.activations} activations, not "
+                                    f"{activations} (pass activations={spec.activations!r})")
     reason = spec.supports(p, caps)
     if reason:
         raise UnsupportedShapeError(f"kernel {spec.name!r} cannot run M={p.m} N={p.n} K={p.k} "

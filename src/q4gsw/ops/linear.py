@@ -1,4 +1,5 @@
-"""linear_q4gsw: validate every argument, plan (ops/plan.py), submit, read back."""
+"""linear_q4gsw (and linear_dq8ca_q4gsw, its int8-activation form): validate every argument,
+plan (ops/plan.py), submit, read back."""
 
 from __future__ import annotations
 
@@ -9,32 +10,53 @@ import weakref
 import numpy as np
 
 from ..checks import as_array, describe, is_torch_tensor, positive_int
-from ..errors import ArgumentError, DTypeError, ShapeError
+from ..errors import ArgumentError, DTypeError, ShapeError, ValueRangeError
 from ..format import PackedWeight
-from ..kernels import KERNELS, Problem, select
+from ..kernels import REGISTRIES, Problem, select
 from ..runtime import get_runtime
 from ..runtime.submit import submit
 from .plan import choose_kernel, gpu_placeholder, plan_linear
 
 
-def linear(x, weight: PackedWeight, bias=None, *, kernel=None):
+def linear(x, weight: PackedWeight, bias=None, *, kernel=None, activations: str = "f32"):
     """out = x @ dequantize(weight).T (+ bias), computed on the WebGPU device.
 
     Args:
         x: (..., K) float32 ndarray or torch.Tensor.
         weight: the PackedWeight (N output features, K input features).
         bias: optional (N,) float32.
-        kernel: force a kernel by name (see q4gsw.kernels.KERNELS) or as a KernelSpec with
-            settings (e.g. TiledSplit(x_rows_per_tile=64, split=4)); default: chosen.
+        kernel: force a kernel by name (see q4gsw.kernels.KERNELS, or INT8_KERNELS with
+            activations="int8") or as a KernelSpec with settings (e.g.
+            TiledSplit(x_rows_per_tile=64, split=4)); default: chosen.
+        activations: "f32" (default): x is used as it is. "int8": x is quantized on the GPU to
+            symmetric int8, one scale per (row, group of group_size k), and multiplied with
+            int8 dot products (ExecuTorch's linear_dq8ca_q4gsw; kernels/int8.py). Faster at
+            large M where the adapter has integer dot products, at a relative error of about
+            1e-2 instead of 1e-6 (docs/kernels-prefill.md). Needs K and group_size multiples
+            of 32. Never chosen unless asked for.
     Returns:
         (..., N) float32, an ndarray (a CPU torch.Tensor when x is a torch.Tensor).
     Raises:
         a Q4gswError subclass naming the bad argument, before any GPU buffer is created.
     """
-    return _linear("linear", x, weight, bias, kernel)
+    return _linear("linear", x, weight, bias, kernel, activations=activations)
 
 
-def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kernel=None):
+def linear_dq8ca_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kernel=None):
+    """ExecuTorch's et_vk.linear_dq8ca_q4gsw with the activation quantization inside: x is
+    quantized to int8 on the GPU and multiplied by int8 dot products; same arguments and
+    result as linear_q4gsw (which it is, with activations="int8").
+
+    ExecuTorch's op takes x already quantized per token (asymmetric int8, with
+    input_scale / input_zero_point and the weight sums for the zero-point correction); its
+    reference implementation returns linear_q4gsw(x, weights, weight_scales, group_size).
+    Here the quantization is symmetric, per (token, group of group_size k): finer than a scale
+    per token, no zero point to correct, and its error is measured in docs/kernels-prefill.md.
+    """
+    return _linear_q4gsw("linear_dq8ca_q4gsw", x, weights, weight_scales, group_size, bias, kernel, "int8")
+
+
+def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kernel=None, activations: str = "f32"):
     """ExecuTorch's et_vk.linear_q4gsw(input, weights, weight_scales, group_size, bias=None).
 
     Args:
@@ -43,10 +65,14 @@ def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kerne
         weight_scales: (num_groups, padded_N) float32.
         group_size: elements of K per scale.
         bias: optional (N,) float32.
+        activations: "f32" or "int8", as for linear.
     The GPU copy of (weights, weight_scales) is kept while both objects live: treat them as
     constants, as ExecuTorch does.
     """
-    fn = "linear_q4gsw"
+    return _linear_q4gsw("linear_q4gsw", x, weights, weight_scales, group_size, bias, kernel, activations)
+
+
+def _linear_q4gsw(fn, x, weights, weight_scales, group_size, bias, kernel, activations):
     xa = as_array(fn, "x", x, np.float32, contiguous=False)
     if xa.ndim < 1 or xa.shape[-1] < 1:
         raise ShapeError(fn, "x", "(..., K) array with K >= 1", describe(x))
@@ -55,7 +81,8 @@ def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kerne
         weight = PackedWeight(weights, weight_scales, group_size, in_features=xa.shape[-1])
     except ArgumentError as exc:  # report it as the op's error
         raise type(exc)(fn, exc.argument, exc.expected, exc.got) from None
-    return _linear(fn, x, weight, bias, kernel, _tensor_pairs.key(weights, weight_scales, group_size, xa.shape[-1]))
+    return _linear(fn, x, weight, bias, kernel, _tensor_pairs.key(weights, weight_scales, group_size, xa.shape[-1]),
+                   activations=activations)
 
 
 class _TensorPairs:
@@ -113,16 +140,18 @@ def _validate(fn, x, weight, bias):
     return xa, ba, Problem(m, n, k, weight.group_size, ba is not None)
 
 
-def _linear(fn, x, weight, bias, kernel, weight_key=None):
+def _linear(fn, x, weight, bias, kernel, weight_key=None, *, activations="f32"):
     was_torch = is_torch_tensor(x)
+    if not isinstance(activations, str) or activations not in REGISTRIES:
+        raise ValueRangeError(fn, "activations", f"one of {', '.join(map(repr, REGISTRIES))}", repr(activations))
     xa, ba, p = _validate(fn, x, weight, bias)
     lead = xa.shape[:-1]
     if p.m == 0:
-        if isinstance(kernel, str) and kernel not in KERNELS:
-            select(p, None, kernel)  # raises for an unknown name
+        if isinstance(kernel, str) and kernel not in REGISTRIES[activations]:
+            select(p, None, kernel, activations=activations)  # raises for an unknown name
         return _wrap(np.zeros((*lead, p.n), np.float32), was_torch)
     runtime = get_runtime()
-    spec = choose_kernel(runtime, fn, p, kernel)  # every check before any GPU buffer exists
+    spec = choose_kernel(runtime, fn, p, kernel, activations=activations)  # every check before any GPU buffer exists
     x2d = np.ascontiguousarray(xa).reshape(p.m, p.k)
     with runtime.device_calls():
         out = _run(runtime, fn, spec, p, x2d, weight, None if ba is None else np.ascontiguousarray(ba), weight_key)
@@ -146,7 +175,8 @@ def _run(runtime, fn, spec, p: Problem, x2d: np.ndarray, weight: PackedWeight, b
                 else runtime.buffers.upload(bias, usage.STORAGE, "q4gsw/bias"))
     plan = None
     try:
-        plan = plan_linear(runtime, fn, weight, p, x_buf, out_buf, bias_buf, kernel=spec, weight_key=weight_key)
+        plan = plan_linear(runtime, fn, weight, p, x_buf, out_buf, bias_buf, kernel=spec, weight_key=weight_key,
+                           activations=spec.activations)
         submit(runtime, plan.dispatches)
         return runtime.buffers.read(out_buf, 4 * p.m * p.n, np.float32).reshape(p.m, p.n)
     finally:

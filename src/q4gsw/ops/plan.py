@@ -9,8 +9,8 @@ import dataclasses
 
 import numpy as np
 
-from ..errors import SizeLimitError
-from ..kernels import KernelSpec, Problem, select
+from ..errors import SizeLimitError, ValueRangeError
+from ..kernels import REGISTRIES, KernelSpec, Problem, check_activations, select
 from ..kernels.spec import reduce_workgroups
 from ..runtime.dispatch import Dispatch, bind
 from ..runtime.weights import WeightChunk
@@ -31,11 +31,19 @@ class LinearPlan:
         self.owned.clear()
 
 
-def choose_kernel(runtime, fn: str, p: Problem, kernel: "str | KernelSpec | None" = None) -> KernelSpec:
+def choose_kernel(runtime, fn: str, p: Problem, kernel: "str | KernelSpec | None" = None, *,
+                  activations: str = "f32") -> KernelSpec:
     """The kernel for p on runtime's device: `kernel` if given (name or KernelSpec), else the
-    tuned choice for p's bucket, else the least predicted time (kernels.select); then the
-    size checks. Makes no GPU calls; raises UnsupportedShapeError / SizeLimitError."""
-    spec = select(p, runtime.caps, kernel, tuned=runtime.tuned)
+    tuned choice for p's bucket, else the least predicted time (kernels.select), among the
+    kernels computing with `activations` ("f32", or "int8": x quantized on the GPU, see
+    kernels/int8.py); then the size checks. Makes no GPU calls; raises ValueRangeError for
+    another `activations`, UnsupportedShapeError / SizeLimitError."""
+    try:
+        check_activations(activations)
+    except ValueError:
+        raise ValueRangeError(fn, "activations", f"one of {', '.join(map(repr, REGISTRIES))}",
+                              repr(activations)) from None
+    spec = select(p, runtime.caps, kernel, tuned=runtime.tuned, activations=activations)
     check_sizes(fn, p, runtime.caps, spec)
     return spec
 
@@ -60,7 +68,7 @@ def check_sizes(fn: str, p: Problem, caps, spec: KernelSpec) -> None:
 
 
 def plan_linear(runtime, fn: str, weight, p: Problem, x_buf, out_buf, bias_buf, *,
-                kernel: "str | KernelSpec | None" = None, weight_key=None) -> LinearPlan:
+                kernel: "str | KernelSpec | None" = None, weight_key=None, activations: str = "f32") -> LinearPlan:
     """Plan out = x @ dequantize(weight).T (+ bias) on runtime's device.
 
     Args:
@@ -71,24 +79,58 @@ def plan_linear(runtime, fn: str, weight, p: Problem, x_buf, out_buf, bias_buf, 
             placeholder of 4 bytes when p.has_bias is False.
         kernel: as choose_kernel.
         weight_key: what the runtime keeps the weight's GPU copy for (default: the weight).
+        activations: "f32" (default) or "int8" (as choose_kernel). With "int8" the plan owns
+            two scratch buffers (x as int8, its scales) and its first dispatch quantizes x,
+            followed in the same compute pass by the first chunk's GEMM.
     Returns:
         the LinearPlan; run its dispatches (e.g. runtime.submit.submit), then release() it.
     """
-    spec = choose_kernel(runtime, fn, p, kernel)
+    spec = choose_kernel(runtime, fn, p, kernel, activations=activations)
     owned: list = []
     dispatches = []
     try:
+        head, x_bufs = None, (x_buf,)
+        if spec.activations == "int8":
+            head, x_bufs = _quantize_dispatch(runtime, spec, p, x_buf, owned)
         for chunk in runtime.weights.chunks(weight, key=weight_key):
-            dispatches.append(_chunk_dispatch(runtime, spec, p, chunk, x_buf, out_buf, bias_buf, owned))
+            dispatches.append(_chunk_dispatch(runtime, spec, p, chunk, x_bufs, out_buf, bias_buf, owned))
+        if head is not None:
+            # the quantization heads the first chunk's pass; the pass is counted as the op
+            head.then = (dispatches[0],)
+            head.nbytes += dispatches[0].nbytes
+            head.flops += dispatches[0].flops
+            dispatches[0] = head
     except BaseException:
         runtime.buffers.destroy(*owned)
         raise
     return LinearPlan(spec, p, dispatches, owned)
 
 
-def _chunk_dispatch(runtime, spec: KernelSpec, p: Problem, chunk: WeightChunk, x_buf, out_buf, bias_buf,
+def _quantize_dispatch(runtime, spec: KernelSpec, p: Problem, x_buf, owned: list) -> tuple[Dispatch, tuple]:
+    """The int8 path's first dispatch (quantize_int8.wgsl): x -> int8 x and per-(row, group)
+    scales, in scratch buffers added to `owned`. Returns it and the GEMM's x bindings:
+    (int8 x at binding 1, scales at binding 6)."""
+    usage = runtime.wgpu.BufferUsage
+    xq_bytes, xs_bytes = spec.scratch_bytes(p)
+    scratch = usage.STORAGE | usage.COPY_SRC  # COPY_SRC: tests read the quantized x back
+    xq = runtime.buffers.create(xq_bytes, scratch, "q4gsw/x-int8")
+    owned.append(xq)
+    xs = runtime.buffers.create(xs_bytes, scratch, "q4gsw/x-scales")
+    owned.append(xs)
+    gs, groups = spec.x_group_size(p), spec.x_groups(p)
+    params = runtime.buffers.upload(np.array([p.m, p.k, gs, groups, p.m * groups, 0, 0, 0], np.uint32),
+                                    usage.UNIFORM, "q4gsw/quantize-params")
+    owned.append(params)
+    d = bind(runtime, spec.quantize_key(p), (xq, x_buf, xs, params), spec.quantize_workgroups(p),
+             nbytes=4 * p.m * p.k + xq_bytes + xs_bytes)
+    return d, (xq, xs)
+
+
+def _chunk_dispatch(runtime, spec: KernelSpec, p: Problem, chunk: WeightChunk, x_bufs: tuple, out_buf, bias_buf,
                     owned: list) -> Dispatch:
     """The dispatch of spec over output features [chunk.n0, chunk.n0 + chunk.n).
+
+    x_bufs: (x,) bound at 1; on the int8 path (int8 x, its scales), bound at 1 and 6.
 
     A split-K kernel (spec.split > 1) writes SPLIT partial M x n slices into a buffer of its
     own; a reduce_splits dispatch in the same pass adds them (and the bias) into out.
@@ -110,9 +152,10 @@ def _chunk_dispatch(runtime, spec: KernelSpec, p: Problem, chunk: WeightChunk, x
                        out_stride, out_offset, n_tiles, tiles, slice_size if split > 1 else 0], np.uint32)
     params_buf = runtime.buffers.upload(params, usage.UNIFORM, "q4gsw/params")
     owned.append(params_buf)
-    nbytes = chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + 4 * cp.m * cp.k + 4 * cp.m * chunk.n
-    d = bind(runtime, spec.key(cp), (target, x_buf, chunk.weights, chunk.scales, bias_buf, params_buf), tiles,
-             nbytes=nbytes, flops=2 * cp.m * cp.k * chunk.n)
+    x_bytes = 4 * cp.m * cp.k if len(x_bufs) == 1 else sum(spec.scratch_bytes(cp))
+    nbytes = chunk.n * cp.row_bytes + 4 * cp.num_groups * chunk.n + x_bytes + 4 * cp.m * chunk.n
+    buffers = (target, x_bufs[0], chunk.weights, chunk.scales, bias_buf, params_buf, *x_bufs[1:])
+    d = bind(runtime, spec.key(cp), buffers, tiles, nbytes=nbytes, flops=2 * cp.m * cp.k * chunk.n)
     if split > 1:
         reduce_params = runtime.buffers.upload(
             np.array([cp.m, cp.n, p.n, chunk.n0, slice_size, slice_size, 0, 0], np.uint32), usage.UNIFORM,

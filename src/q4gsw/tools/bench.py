@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import Q4gswError
 from ..format import PackedWeight, linear_reference
-from ..kernels import KERNELS, Problem
+from ..kernels import INT8_KERNELS, KERNELS, Problem
 from ..ops.plan import check_sizes
 from ..runtime import get_runtime
 from ..runtime.bandwidth import measure_read_bandwidth
@@ -21,7 +21,7 @@ from ..runtime.timing import time_chain, time_dispatch
 from ..runtime.weights import fits_one_binding
 from .workload import ROTATE_BYTES, Workload, random_weight
 
-def _reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> float:
+def reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> float:
     """max |y - ref| / max |ref|, with the float64 reference computed in chunks of N."""
     step = max(1, (64 << 20) // (8 * weight.in_features))
     err = ref_max = 0.0
@@ -44,22 +44,30 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
     on an H100), so weights come from device memory. Kernels that take over 20 ms a run get
     fewer repeats. With yardsticks, every shape also times a dense fp32 WGSL kernel of ours
     (a GEMV for M <= 8, a GEMM of tiled's design above) and, where torch has CUDA, torch's
-    int4 tinygemm and cuBLAS fp16 / fp32 (see yardsticks.py).
+    int4 tinygemm and cuBLAS fp16 / fp32, and ONNX Runtime's WebGPU MatMulNBits where
+    onnxruntime has its WebGPU execution provider (see yardsticks.py).
+
+    kernels: names from KERNELS and INT8_KERNELS (default: every f32 kernel); an int8 kernel's
+    rel_error is against the same exact float64 reference (float x, dequantized weight), so
+    it includes the activation quantization.
     """
     rt = get_runtime()
     kernels = list(kernels or KERNELS)
-    specs = {name: KERNELS[name].bind(rt.caps) for name in kernels}  # configured for this device
+    specs = {name: (KERNELS.get(name) or INT8_KERNELS[name]).bind(rt.caps) for name in kernels}  # for this device
     rng = np.random.default_rng(seed)
     ceiling = measure_read_bandwidth(rt)
     log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s over {ceiling.nbytes >> 20} MiB")
     rows, sticks = [], []
     for m, k, n in shapes:
         if yardsticks:
-            from .yardsticks import dense_gemm, dense_gemv, torch_yardsticks
+            from .yardsticks import dense_gemm, dense_gemv, ort_webgpu, torch_yardsticks
 
             dense = dense_gemv if m <= 8 else dense_gemm
             entry = {"m": m, "k": k, "n": n, "dense_f32_wgsl": dense(rt, m, k, n, rng, ROTATE_BYTES)}
             entry.update(torch_yardsticks(m, k, n, group_size, ROTATE_BYTES))
+            ort = ort_webgpu(m, k, n, group_size, rng)
+            if ort:
+                entry["ort_webgpu"] = ort
             sticks.append(entry)
             log(f"  M={m} K={k} N={n} yardsticks: {entry}")
         weight = random_weight(rng, n, k, group_size)
@@ -89,7 +97,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
             rt.device.queue.write_buffer(work.out, 0, np.full(m * n, np.nan, np.float32))
             t0 = time.perf_counter()
             one = time_dispatch(rt, dispatches[0], repeats=1, warmup=0)[0]
-            rel = _reference_rel_error(work.read_out(), x, weight)
+            rel = reference_rel_error(work.read_out(), x, weight)
             reps = repeats if one < 20e6 else max(3, min(repeats, int(2e9 / max(one, 1))))
             times = time_dispatch(rt, dispatches, repeats=reps, warmup=2, warmup_s=0.3)
             med = statistics.median(times)
@@ -97,6 +105,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
             d = dispatches[0]
             row = {
                 "m": m, "k": k, "n": n, "group_size": group_size, "kernel": name,
+                "activations": specs[name].activations,
                 "label": d.key.label, "median_us": med / 1e3,
                 "min_us": min(times) / 1e3, "repeats": reps, "weight_copies": len(dispatches),
                 "bytes": d.nbytes, "gb_per_s": d.nbytes / med,
@@ -160,8 +169,11 @@ def markdown(result: dict) -> str:
                   "the int4 dequantization), torch's int4 tinygemm "
                   "(`_weight_int4pack_mm`, bf16 x) and cuBLAS fp16 (`F.linear`), both via CUDA "
                   "events; every weight rotated past L2 (dense fp32: as many copies as fit 2 GB).", "",
-                  "| M | K | N | best q4gsw | µs | TFLOP/s | dense fp32 WGSL µs | dense fp32 WGSL TFLOP/s | tinygemm int4 µs | cuBLAS fp16 µs | cuBLAS fp32 (no TF32) µs |",
-                  "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+                  "ORT WebGPU: onnxruntime-webgpu's MatMulNBits (bits 4, block = group size, symmetric) with "
+                  "accuracy_level 4 (int8 activations, DP4A) and 0 (fp32), GPU µs from its profiler, and its "
+                  "error against the same float64 reference as ours.", "",
+                  "| M | K | N | best q4gsw | µs | TFLOP/s | dense fp32 WGSL µs | dense fp32 WGSL TFLOP/s | tinygemm int4 µs | cuBLAS fp16 µs | cuBLAS fp32 (no TF32) µs | ORT WebGPU int8 µs (rel. error) | ORT WebGPU fp32 µs |",
+                  "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for y in result["yardsticks"]:
             mine = [r for r in result["rows"] if (r["m"], r["k"], r["n"]) == (y["m"], y["k"], y["n"])]
             best = min(mine, key=lambda r: r["median_us"]) if mine else None
@@ -171,8 +183,17 @@ def markdown(result: dict) -> str:
             lines.append(f"| {y['m']} | {y['k']} | {y['n']} | {best['kernel'] if best else '–'} | "
                          f"{fmt(best['median_us']) if best else '–'} | {fmt(best['tflop_per_s']) if best else '–'} | "
                          f"{fmt(dense)} | {fmt(dense_tflops)} | {fmt(y.get('tinygemm_int4_us'))} | "
-                         f"{fmt(y.get('cublas_fp16_us'))} | {fmt(y.get('cublas_fp32_us'))} |")
+                         f"{fmt(y.get('cublas_fp16_us'))} | {fmt(y.get('cublas_fp32_us'))} | "
+                         f"{_ort_cell(y, 'acc4_fp32', True)} | {_ort_cell(y, 'acc0_fp32', False)} |")
     return "\n".join(lines) + "\n"
+
+
+def _ort_cell(yardstick: dict, row: str, with_error: bool) -> str:
+    """'µs' (or 'µs (error)') of one ORT WebGPU row of a yardstick entry, '–' where absent."""
+    r = yardstick.get("ort_webgpu", {}).get(row, {})
+    if "median_us" not in r:
+        return "–"
+    return f"{r['median_us']:.1f}" + (f" ({r['rel_error']:.1e})" if with_error else "")
 
 
 def write_results(result: dict, stem: str) -> tuple[str, str]:

@@ -86,7 +86,8 @@ class Workload:
         """One dispatch of spec per weight copy (each copy must fit one binding)."""
         result = []
         for copy in self.copies:
-            plan = plan_linear(self.rt, "bench", copy, self.problem(), self.x, self.out, self.bias, kernel=spec)
+            plan = plan_linear(self.rt, "bench", copy, self.problem(), self.x, self.out, self.bias, kernel=spec,
+                               activations=spec.activations)
             self._plans.append(plan)
             if len(plan.dispatches) != 1:
                 raise ValueError("Workload: the weight is split into several bindings; time it through q4gsw.linear")

@@ -1,5 +1,7 @@
-"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV and GEMM of our own, and (where torch
-with CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events."""
+"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV and GEMM of our own, (where torch
+with CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events, and
+(where onnxruntime has its WebGPU execution provider) ONNX Runtime's MatMulNBits, timed by its
+profiler."""
 
 from __future__ import annotations
 
@@ -187,4 +189,129 @@ def torch_yardsticks(m: int, k: int, n: int, group_size: int, rotate_bytes: int)
         result["tinygemm_int4_us"] = timed(torch.ops.aten._weight_int4pack_mm, args)
     except Exception as exc:  # the private op's signature moves between torch releases
         result["tinygemm_int4_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    return result
+
+
+# --- ONNX Runtime WebGPU: MatMulNBits (bits 4, symmetric), the same PackedWeight -----------------
+#: (row name, accuracy_level, activation dtype): level 4 quantizes A to int8 (ORT WebGPU's
+#: DP4AMatMulNBits, dot4I8Packed), level 0 multiplies in the activation dtype.
+ORT_CONFIGS = (("acc4_fp32", 4, "fp32"), ("acc0_fp32", 0, "fp32"), ("acc4_fp16", 4, "fp16"), ("acc0_fp16", 0, "fp16"))
+ORT_WEBGPU = "WebGpuExecutionProvider"
+
+
+def matmul_nbits_model(weight, *, accuracy_level: int = 4, fp16: bool = False):
+    """A one-node ONNX model Y = MatMulNBits(A, B, scales) of a PackedWeight: com.microsoft
+    MatMulNBits, bits 4, block_size = the group size, no zero points (ORT's default 8: the
+    symmetric format, the same nibbles as ExecuTorch's bytes). A is (M, K) with M symbolic.
+
+    Args:
+        weight: the PackedWeight; K must be a multiple of its group size, which must be a
+            power of two >= 16 (MatMulNBits' blocks).
+        accuracy_level: 4 (int8 activations) or 0..3.
+        fp16: A, scales and Y in float16 (else float32).
+    Returns:
+        the onnx.ModelProto (IR version 10, opsets 21 and com.microsoft 1).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k, n, bs = weight.in_features, weight.out_features, weight.group_size
+    if k % bs or bs < 16 or bs & (bs - 1):
+        raise ValueError(f"matmul_nbits_model: expected K a multiple of a power-of-two group size >= 16, "
+                         f"got K={k}, group_size={bs}")
+    dtype, elem = (np.float16, TensorProto.FLOAT16) if fp16 else (np.float32, TensorProto.FLOAT)
+    blocks = k // bs
+    b = np.ascontiguousarray(weight.weights).reshape(n, blocks, bs // 2)
+    scales = np.ascontiguousarray(weight.scales[:blocks, :n].T).reshape(-1).astype(dtype)
+    node = helper.make_node("MatMulNBits", ["A", "B", "scales"], ["Y"], domain="com.microsoft", K=k, N=n, bits=4,
+                            block_size=bs, accuracy_level=accuracy_level)
+    graph = helper.make_graph([node], "q4gsw_matmul_nbits", [helper.make_tensor_value_info("A", elem, ["M", k])],
+                              [helper.make_tensor_value_info("Y", elem, ["M", n])],
+                              [numpy_helper.from_array(b, "B"), numpy_helper.from_array(scales, "scales")])
+    model = helper.make_model(graph, ir_version=10,
+                              opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_matmul_nbits(x: np.ndarray, weight, *, provider: str = ORT_WEBGPU, accuracy_level: int = 4,
+                     fp16: bool = False, iterations: int = 0, warmup: int = 3) -> dict:
+    """Run matmul_nbits_model on x with one ONNX Runtime execution provider.
+
+    Returns {"y": (M, N) float32, "provider": where the node ran}; with iterations > 0 also
+    the profiler's GPU times after `warmup` runs: {"programs": {program: median µs}, "median_us":
+    their sum per run, "timing": how}. ORT's WebGPU profiler reports Dawn timestamps per
+    dispatch in whole µs (events 'Api', named '&MatMulNBits&<program>'); where there are none
+    (the CPU EP), median_us is the profiler's kernel time of the node (host time).
+    The weight is the same every run (prefill is arithmetic-bound, so L2 residency matters little).
+    """
+    import json
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+
+    dtype = np.float16 if fp16 else np.float32
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    tmp = tempfile.mkdtemp(prefix="q4gsw-ort-")
+    if iterations:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(tmp, "profile")
+    model = matmul_nbits_model(weight, accuracy_level=accuracy_level, fp16=fp16).SerializeToString()
+    # the CPU EP after it: a node the provider refuses runs there, and result["provider"] says so
+    providers = list(dict.fromkeys([provider, "CPUExecutionProvider"]))
+    sess = ort.InferenceSession(model, so, providers=providers)
+    feed = {"A": np.ascontiguousarray(x, dtype)}
+    y = sess.run(None, feed)[0]
+    for _ in range(warmup + iterations - 1 if iterations else 0):
+        sess.run(None, feed)
+    result = {"y": y.astype(np.float32)}
+    if not iterations:
+        return result
+    with open(sess.end_profiling()) as f:
+        events = json.load(f)
+    nodes = [e for e in events if e.get("cat") == "Node" and e.get("args", {}).get("op_name") == "MatMulNBits"]
+    result["provider"] = nodes[-1]["args"].get("provider") if nodes else None
+    gpu = [e for e in events if e.get("cat") == "Api" and str(e.get("name", "")).startswith("&MatMulNBits&")]
+    if gpu:
+        programs: dict[str, list[float]] = {}
+        for e in gpu:
+            programs.setdefault(e["name"].rsplit("&", 1)[1], []).append(float(e["dur"]))
+        result["programs"] = {p: statistics.median(d[-iterations:]) for p, d in programs.items()}
+        result["median_us"] = sum(result["programs"].values())
+        result["timing"] = f"ORT profiler, Dawn GPU timestamps per dispatch (whole µs), median of {iterations} runs"
+    else:
+        result["median_us"] = statistics.median(float(e["dur"]) for e in nodes[-iterations:])
+        result["timing"] = f"ORT profiler, node kernel time (host), median of {iterations} runs"
+    return result
+
+
+def ort_webgpu(m: int, k: int, n: int, group_size: int, rng, *, iterations: int = 30) -> dict:
+    """ONNX Runtime WebGPU's MatMulNBits on a random weight of the q4gsw format (bits 4,
+    symmetric, block = group size) and x ~ N(0, 1): per ORT_CONFIGS row, median GPU µs (its
+    profiler), TFLOP/s and max |y - ref| / max |ref| against the exact float64 linear (fp16
+    rows include the rounding of x to fp16). {} where onnxruntime has no WebGPU EP (the
+    `onnxruntime-webgpu` package provides it); a row says 'skipped' where the shape does not fit."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    if ORT_WEBGPU not in ort.get_available_providers():
+        return {}
+    from .bench import reference_rel_error
+    from .workload import random_weight
+
+    weight = random_weight(rng, n, k, group_size)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    result = {"onnxruntime": ort.__version__}
+    for row, level, dtype in ORT_CONFIGS:
+        try:
+            r = ort_matmul_nbits(x, weight, accuracy_level=level, fp16=dtype == "fp16", iterations=iterations)
+        except Exception as exc:  # an ORT build or shape ORT refuses: reported, not fatal
+            result[row] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
+            continue
+        result[row] = {"median_us": r["median_us"], "tflop_per_s": 2 * m * k * n / r["median_us"] / 1e6,
+                       "rel_error": reference_rel_error(r["y"], x, weight), "provider": r.get("provider"),
+                       "programs": r.get("programs"), "timing": r["timing"]}
     return result

@@ -11,8 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checks import describe, positive_int
-from ..errors import DTypeError
-from .module import Q4Linear
+from ..errors import DTypeError, GroupSizeError
+from .module import Q4Linear, check_activations
 
 log = logging.getLogger("q4gsw")
 
@@ -77,7 +77,7 @@ def _ineligible(mod: nn.Linear) -> str | None:
 
 def quantize_model(model: nn.Module, group_size: int = 128,
                    filter_fn: Callable[[nn.Module, str], bool] | None = None, *,
-                   progress: bool = True) -> QuantizeSummary:
+                   progress: bool = True, activations: str = "f32") -> QuantizeSummary:
     """Replace every eligible nn.Linear of `model` by Q4Linear.from_linear, in place (torchao's quantize_ walk).
 
     Eligible: an nn.Linear (or subclass) with a finite floating-point weight on the CPU, for
@@ -89,6 +89,10 @@ def quantize_model(model: nn.Module, group_size: int = 128,
         group_size: elements of K per scale.
         filter_fn: (module, fully qualified name) -> bool; False leaves the layer as it is.
         progress: show a tqdm progress bar.
+        activations: "f32" (default) or "int8": every converted layer quantizes its input to
+            int8 on the GPU (q4gsw::linear_dq8ca_q4gsw; see Q4Linear). It needs group_size and
+            each layer's in_features to be multiples of 32: other layers are skipped (with
+            the reason in the summary), never run with f32 activations instead.
     Returns:
         QuantizeSummary: converted layers, skipped layers with the reason, bytes before/after.
     """
@@ -96,6 +100,9 @@ def quantize_model(model: nn.Module, group_size: int = 128,
     if not isinstance(model, nn.Module):
         raise DTypeError(fn, "model", "a torch.nn.Module", describe(model))
     group_size = positive_int(fn, "group_size", group_size)
+    check_activations(fn, activations)
+    if activations == "int8" and group_size % 32:
+        raise GroupSizeError(fn, "group_size", "a multiple of 32 with activations='int8'", str(group_size))
     if filter_fn is not None and not callable(filter_fn):
         raise DTypeError(fn, "filter_fn", "a callable (module, fqn) -> bool, or None", describe(filter_fn))
     summary = QuantizeSummary(group_size)
@@ -107,13 +114,15 @@ def quantize_model(model: nn.Module, group_size: int = 128,
             reason = "the model itself is the nn.Linear (no parent to hold a Q4Linear): use Q4Linear.from_linear"
         elif filter_fn is not None and not filter_fn(mod, fqn):
             reason = "filter_fn returned False"
+        elif activations == "int8" and mod.in_features % 32:
+            reason = f"in_features={mod.in_features} is not a multiple of 32, which activations='int8' needs"
         else:
             reason = _ineligible(mod)
         if reason is not None:
             log.info("q4gsw.quantize_model: skipped %s: %s", fqn, reason)
             summary.skipped.append(dataclasses.replace(record, reason=reason))
             continue
-        q = Q4Linear.from_linear(mod, group_size)
+        q = Q4Linear.from_linear(mod, group_size, activations=activations)
         parent_name, _, child = fqn.rpartition(".")
         setattr(model.get_submodule(parent_name), child, q)
         after = _bytes(q.weights) + _bytes(q.weight_scales) + _bytes(q.bias)

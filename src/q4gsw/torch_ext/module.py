@@ -7,10 +7,20 @@ import torch
 from torch import nn
 
 from ..checks import as_array, describe
-from ..errors import DTypeError, ShapeError
+from ..errors import DTypeError, ShapeError, ValueRangeError
 from ..format import PackedWeight
 from ..quantize import quantize
-from .ops import linear_q4gsw_op
+from .ops import linear_dq8ca_q4gsw_op, linear_q4gsw_op
+
+#: Q4Linear's activations: "f32" runs q4gsw::linear_q4gsw, "int8" q4gsw::linear_dq8ca_q4gsw.
+ACTIVATIONS = {"f32": linear_q4gsw_op, "int8": linear_dq8ca_q4gsw_op}
+
+
+def check_activations(fn: str, activations) -> str:
+    """activations if it is "f32" or "int8", else ValueRangeError naming it."""
+    if not isinstance(activations, str) or activations not in ACTIVATIONS:
+        raise ValueRangeError(fn, "activations", "'f32' or 'int8'", repr(activations))
+    return activations
 
 
 class Q4Linear(nn.Module):
@@ -26,13 +36,17 @@ class Q4Linear(nn.Module):
     Args:
         weight: the PackedWeight (its arrays are copied into the buffers).
         bias: optional (N,) float32 ndarray or tensor.
+        activations: "f32" (default), or "int8": x is quantized to int8 on the GPU and the
+            layer runs q4gsw::linear_dq8ca_q4gsw (faster prefill where the adapter has integer
+            dot products, ~1e-2 relative error; K and group_size multiples of 32).
     """
 
-    def __init__(self, weight: PackedWeight, bias=None):
+    def __init__(self, weight: PackedWeight, bias=None, *, activations: str = "f32"):
         super().__init__()
         fn = "Q4Linear"
         if not isinstance(weight, PackedWeight):
             raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
+        self.activations = check_activations(fn, activations)
         self.in_features = weight.in_features
         self.out_features = weight.out_features
         self.group_size = weight.group_size
@@ -58,12 +72,13 @@ class Q4Linear(nn.Module):
         return self
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, group_size: int = 128) -> "Q4Linear":
+    def from_linear(cls, linear: nn.Linear, group_size: int = 128, *, activations: str = "f32") -> "Q4Linear":
         """Quantize a float nn.Linear (torchao's symmetric int4 rule, see q4gsw.quantize).
 
         Args:
             linear: nn.Linear with a floating-point weight (N, K) on the CPU; it is not modified.
             group_size: elements of K per scale (any K works; the last group may be shorter).
+            activations: "f32" or "int8", as for Q4Linear.
         """
         fn = "Q4Linear.from_linear"
         if not isinstance(linear, nn.Linear):
@@ -71,13 +86,14 @@ class Q4Linear(nn.Module):
         w = linear.weight
         if not w.is_floating_point() or w.device.type != "cpu":
             raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+        check_activations(fn, activations)
         packed = quantize(w.detach().to(torch.float32).contiguous().numpy(), group_size)
         bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
-        return cls(packed, bias)
+        return cls(packed, bias, activations=activations)
 
     @classmethod
     def from_executorch(cls, weights, weight_scales, group_size: int, bias=None, *,
-                        in_features: int | None = None) -> "Q4Linear":
+                        in_features: int | None = None, activations: str = "f32") -> "Q4Linear":
         """Wrap ExecuTorch's serialized linear_q4gsw tensors, used as they are.
 
         Args:
@@ -86,8 +102,11 @@ class Q4Linear(nn.Module):
             group_size: elements of K per scale.
             bias: optional (N,) float32.
             in_features: K (default 2 * weights.shape[1]; pass it for odd K).
+            activations: "f32" or "int8", as for Q4Linear (ExecuTorch's linear_dq8ca_q4gsw
+                layers take "int8").
         """
-        return cls(PackedWeight(weights, weight_scales, group_size, in_features=in_features), bias)
+        return cls(PackedWeight(weights, weight_scales, group_size, in_features=in_features), bias,
+                   activations=activations)
 
     @property
     def packed(self) -> PackedWeight:
@@ -103,8 +122,9 @@ class Q4Linear(nn.Module):
                 f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
         if x.dim() < 1 or x.shape[-1] != self.in_features:
             raise ShapeError(fn, "input", f"(..., K) with K = {self.in_features}", describe(x))
-        return linear_q4gsw_op(x, self.weights, self.weight_scales, self.group_size, self.bias)
+        return ACTIVATIONS[self.activations](x, self.weights, self.weight_scales, self.group_size, self.bias)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"group_size={self.group_size}, bias={self.bias is not None}")
+                f"group_size={self.group_size}, bias={self.bias is not None}"
+                + (f", activations={self.activations}" if self.activations != "f32" else ""))

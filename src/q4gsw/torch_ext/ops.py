@@ -1,16 +1,20 @@
-"""The torch.library custom op q4gsw::linear_q4gsw: the WebGPU kernel on CPU tensors, and its fake kernel."""
+"""The torch.library custom ops q4gsw::linear_q4gsw and q4gsw::linear_dq8ca_q4gsw (the same with
+int8 activations): the WebGPU kernels on CPU tensors, and their fake kernels."""
 
 from __future__ import annotations
 
 import torch
 
 from ..errors import Q4gswError
-from ..ops.linear import linear_q4gsw
+from ..ops.linear import linear_dq8ca_q4gsw, linear_q4gsw
 
 #: ExecuTorch's et_vk::linear_q4gsw schema, under the q4gsw namespace.
 SCHEMA = "(Tensor self, Tensor weights, Tensor weight_scales, int group_size, Tensor? bias=None) -> Tensor"
 
 torch.library.define("q4gsw::linear_q4gsw", SCHEMA)
+#: ExecuTorch's et_vk::linear_dq8ca_q4gsw takes x quantized beforehand (scales, zero points and
+#: weight sums); here x is float and is quantized inside the op, so the schema is linear_q4gsw's.
+torch.library.define("q4gsw::linear_dq8ca_q4gsw", SCHEMA)
 
 
 @torch.library.impl("q4gsw::linear_q4gsw", "cpu")
@@ -19,14 +23,26 @@ def _linear_q4gsw_cpu(x, weights, weight_scales, group_size, bias=None):
     return linear_q4gsw(x, weights, weight_scales, group_size, bias)
 
 
-@torch.library.register_fake("q4gsw::linear_q4gsw")
-def _linear_q4gsw_fake(x, weights, weight_scales, group_size, bias=None):
-    """Shape and dtype only: (..., K) -> (..., N), N = weights.shape[0], x's dtype."""
-    torch._check(x.dim() >= 1, lambda: "q4gsw::linear_q4gsw: x must be (..., K)")
-    torch._check(weights.dim() == 2, lambda: "q4gsw::linear_q4gsw: weights must be (N, ceil(K/2))")
-    torch._check(weights.shape[1] * 2 - x.shape[-1] in (0, 1),
-                 lambda: "q4gsw::linear_q4gsw: weights must have ceil(K/2) bytes per row")
-    return x.new_empty((*x.shape[:-1], weights.shape[0]))
+@torch.library.impl("q4gsw::linear_dq8ca_q4gsw", "cpu")
+def _linear_dq8ca_q4gsw_cpu(x, weights, weight_scales, group_size, bias=None):
+    """As linear_q4gsw, with x quantized to int8 on the GPU (q4gsw.linear_dq8ca_q4gsw)."""
+    return linear_dq8ca_q4gsw(x, weights, weight_scales, group_size, bias)
+
+
+def _fake(name: str):
+    def fake(x, weights, weight_scales, group_size, bias=None):
+        """Shape and dtype only: (..., K) -> (..., N), N = weights.shape[0], x's dtype."""
+        torch._check(x.dim() >= 1, lambda: f"q4gsw::{name}: x must be (..., K)")
+        torch._check(weights.dim() == 2, lambda: f"q4gsw::{name}: weights must be (N, ceil(K/2))")
+        torch._check(weights.shape[1] * 2 - x.shape[-1] in (0, 1),
+                     lambda: f"q4gsw::{name}: weights must have ceil(K/2) bytes per row")
+        return x.new_empty((*x.shape[:-1], weights.shape[0]))
+
+    return fake
+
+
+_linear_q4gsw_fake = torch.library.register_fake("q4gsw::linear_q4gsw")(_fake("linear_q4gsw"))
+torch.library.register_fake("q4gsw::linear_dq8ca_q4gsw")(_fake("linear_dq8ca_q4gsw"))
 
 
 def _setup_context(ctx, inputs, output):
@@ -38,9 +54,15 @@ def _backward(ctx, grad):
                      "torch.no_grad() or torch.inference_mode())")
 
 
+def _backward_dq8ca(ctx, grad):
+    raise Q4gswError("q4gsw::linear_dq8ca_q4gsw is inference-only: it has no gradient (run the model under "
+                     "torch.no_grad() or torch.inference_mode())")
+
+
 # An autograd kernel that refuses backward with a clear error (without one, torch warns and
 # returns no gradient for the op's inputs).
 torch.library.register_autograd("q4gsw::linear_q4gsw", _backward, setup_context=_setup_context)
+torch.library.register_autograd("q4gsw::linear_dq8ca_q4gsw", _backward_dq8ca, setup_context=_setup_context)
 
 
 def linear_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
@@ -56,3 +78,10 @@ def linear_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
         (..., N) float32 CPU tensor (no autograd: inference only).
     """
     return torch.ops.q4gsw.linear_q4gsw(x, weights, weight_scales, group_size, bias)
+
+
+def linear_dq8ca_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
+    """torch.ops.q4gsw.linear_dq8ca_q4gsw: linear_q4gsw_op with x quantized to int8 on the GPU
+    (symmetric, one scale per (row, group of group_size k)); same arguments and result.
+    Needs K and group_size multiples of 32."""
+    return torch.ops.q4gsw.linear_dq8ca_q4gsw(x, weights, weight_scales, group_size, bias)
