@@ -73,7 +73,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let inv = select(0.0, 127.0 / amax, usable);
   if (!live) { return; }
   if (lane == 0u) {
-    xs[g * params.m + m] = select(select(0.0, amax * (1.0 / 127.0), usable), bitcast<f32>(0x7FC00000u), !finite);
+    xs[g * params.m + m] = select(select(0.0, amax * (1.0 / 127.0), usable), bitcast<f32>(top | 0x7FC00000u), !finite);  // a NaN made at run time (Tint refuses a NaN constant)
   }
   for (var j = lane; j < octets; j += TEAM) {
     let lo = clamp(round(x[base + 2u * j] * inv), vec4<f32>(-127.0), vec4<f32>(127.0));
