@@ -188,3 +188,29 @@ class TestBadInput:
         """max_positions beyond the model's context is refused by name."""
         with pytest.raises(q4gsw.ArgumentError, match="'max_positions'"):
             CausalLM(tiny_weights(), max_positions=129)
+
+
+class TestInt8Prefill:
+    def test_prefill_linears_run_int8(self, runtime, rng):
+        """prefill_activations="int8" runs a long prompt's linears through tiled_int8 (profile
+        labels), and its logits stay within int8 activation error of the f32 model's."""
+        weights = tiny_weights(11, hidden_size=64, intermediate_size=128)
+        exact = CausalLM(weights, max_positions=64)
+        int8 = CausalLM(weights, max_positions=64, prefill_activations="int8")
+        ids = rng.integers(0, 96, 20)
+        ref = exact.logits(ids)
+        with q4gsw.profile() as prof:
+            got = int8.logits(ids)
+        assert "linear_q4gsw/tiled_int8" in {r["label"] for r in prof.rows()}
+        err = float(np.abs(got - ref).max() / np.abs(ref).max())
+        assert 0 < err < 5e-2, err
+        with q4gsw.profile() as prof:
+            int8.logits(ids[:5])  # short prompts stay f32
+        assert not any("int8" in r["label"] for r in prof.rows())
+        exact.release()
+        int8.release()
+
+    def test_bad_option(self, runtime):
+        """prefill_activations is 'f32' or 'int8'."""
+        with pytest.raises(q4gsw.ArgumentError, match="'prefill_activations'"):
+            CausalLM(tiny_weights(), prefill_activations="int4")

@@ -178,7 +178,8 @@ class Chain:
 
     # --- ops ---------------------------------------------------------------------------------
 
-    def linear(self, x: GpuTensor, weight: PackedWeight, bias=None, *, kernel=None) -> GpuTensor:
+    def linear(self, x: GpuTensor, weight: PackedWeight, bias=None, *, kernel=None,
+               activations: str = "f32") -> GpuTensor:
         """out = x @ dequantize(weight).T (+ bias), as q4gsw.linear computes it.
 
         Args:
@@ -186,6 +187,8 @@ class Chain:
             weight: the PackedWeight (uploaded once per device, kept by the runtime).
             bias: optional (N,) float32 ndarray / CPU torch.Tensor (uploaded now), or a GpuTensor.
             kernel: force a kernel by name or KernelSpec (default: chosen as q4gsw.linear chooses).
+            activations: "f32" (exact, default) or "int8" (x quantized on the GPU per row and
+                group, as q4gsw.linear(activations="int8")).
         Returns:
             (..., N) GpuTensor.
         """
@@ -207,12 +210,13 @@ class Chain:
             raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
         m = math.prod(x.shape[:-1])
         p = Problem(m, n, k, weight.group_size, bias is not None)
-        spec = choose_kernel(self.runtime, fn, p, kernel)  # the checks, before any buffer
+        spec = choose_kernel(self.runtime, fn, p, kernel, activations=activations)  # the checks, before any buffer
         if bias_arr is not None:
             bias_t = self.constant(bias_arr)
         out = self.output((*x.shape[:-1], n))
         bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
-        plan = plan_linear(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec)
+        plan = plan_linear(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec,
+                           activations=activations)
         self._owned += plan.owned
         self.dispatches += plan.dispatches
         return out

@@ -55,7 +55,16 @@ def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens
             lm.generate(prompt, 1, eos_token_ids=())
             rates.append(lm.last_stats.prefill_tokens_per_s)
         entry["prefill"] = {"tokens": prefill_tokens, "tokens_per_s": statistics.median(rates)}
-        log(f"  prefill {prefill_tokens}: {entry['prefill']['tokens_per_s']:.0f} tokens/s")
+        lm.prefill_activations = "int8"
+        lm.generate(prompt, 1, eos_token_ids=())
+        rates = []
+        for _ in range(3):
+            lm.generate(prompt, 1, eos_token_ids=())
+            rates.append(lm.last_stats.prefill_tokens_per_s)
+        lm.prefill_activations = "f32"
+        entry["prefill"]["int8_tokens_per_s"] = statistics.median(rates)
+        log(f"  prefill {prefill_tokens}: {entry['prefill']['tokens_per_s']:.0f} tokens/s "
+            f"(int8 activations: {entry['prefill']['int8_tokens_per_s']:.0f})")
         entry["gpu_memory_bytes"] = rt.buffers.live_bytes
         if yardstick:
             entry["torch"] = _torch_yardstick(weights, contexts, new_tokens, prefill_tokens, group_size, log)
@@ -152,7 +161,8 @@ def markdown(result: dict) -> str:
                          f"{r['encode_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
                          f"{_fmt(tr.get('compiled_tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
         p = m["prefill"]
-        lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw); torch: "
+        lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw, f32 activations; "
+                  f"{_fmt(p.get('int8_tokens_per_s'))} with int8 activations); torch: "
                   f"{_fmt(t.get('prefill', {}).get('tokens_per_s') if isinstance(t.get('prefill'), dict) else None)} "
                   f"tokens/s. GPU memory held: {m['gpu_memory_bytes'] / 2**30:.2f} GiB.", ""]
         if m["decode"]:
