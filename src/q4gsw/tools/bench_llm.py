@@ -154,17 +154,18 @@ def markdown(result: dict) -> str:
                   "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host encode ms | GPU busy | % of floor | "
                   "torch int4 compiled tokens/s | torch eager tokens/s |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        torch_rates = {r["context"]: r for r in t.get("decode", [])}
+        torch_rates = {r["context"]: r for r in t.get("contexts", [])}
         for r in m["decode"]:
             tr = torch_rates.get(r["context"], {})
             lines.append(f"| {r['context']} | {r['tokens_per_s']:.1f} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
                          f"{r['encode_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
-                         f"{_fmt(tr.get('compiled_tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
+                         f"{_fmt(tr.get('tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
         p = m["prefill"]
         lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw, f32 activations; "
                   f"{_fmt(p.get('int8_tokens_per_s'))} with int8 activations); torch: "
-                  f"{_fmt(t.get('prefill', {}).get('tokens_per_s') if isinstance(t.get('prefill'), dict) else None)} "
-                  f"tokens/s. GPU memory held: {m['gpu_memory_bytes'] / 2**30:.2f} GiB.", ""]
+                  f"{_fmt(t.get('prefill_tokens_per_s'))} tokens/s (eager, bf16). GPU memory held: "
+                  f"{m['gpu_memory_bytes'] / 2**30:.2f} GiB (torch: "
+                  f"{_fmt(t['max_memory_bytes'] / 2**30 if 'max_memory_bytes' in t else None)} GiB).", ""]
         if m["decode"]:
             first = m["decode"][0]
             lines += [f"GPU time a decode token by label (context {first['context']}, one timed pass per dispatch):",
