@@ -432,6 +432,66 @@ class TestDecodeUnpack:
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
 
+class TestDecodeSplit:
+    """decode_* variants (settings routing leaves off): K split over workgroups of
+    k_per_workgroup k with a reduce_splits dispatch, up to 64 rows a workgroup, and x staged
+    through workgroup memory."""
+
+    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
+    @pytest.mark.parametrize(("kpw", "staged", "features"), [
+        (1024, False, 32), (1024, True, 64), (2048, False, 64), (2048, True, 16), (None, True, 16)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias"), [
+        (1, 37, 2048, 32, True),     # odd N, N not a multiple of the rows a workgroup
+        (1, 70, 3104, 64, False),    # K a multiple of 32 only: the last split is short
+        (3, 33, 4160, 128, True),    # M = 3 (a workgroup per row of x), 130 words over 5 or 3 splits
+        (1, 130, 1056, 256, False),  # gs 256 past the last split's end
+        (2, 9, 32, 32, True),        # one word per row: a single split
+    ])
+    def test_matches_reference(self, runtime, make_problem, name, kpw, staged, features, m, n, k, gs, with_bias):
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = KERNELS[name].bind(runtime.caps).with_settings(
+            {"k_per_workgroup": kpw, "x_staged": staged, "features_per_workgroup": features})
+        p = Problem(m, n, k, gs, with_bias)
+        reason = spec.supports(p, runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        assert spec.split(p) == (1 if kpw is None else -(-k // kpw))
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_settings(self):
+        """Split and staging appear in settings and constants only when set; the route's keys
+        are those of the shipped kernel; out-of-range settings are ignored."""
+        base = KERNELS["decode_subgroup"]
+        p = Problem(1, 4096, 14336, 128)
+        assert base.settings() == {"features_per_workgroup": None, "unpack": "auto"}
+        assert [c for c, _ in base.constants(p)] == ["FEATURES", "WG", "UNPACK_IMAD"]
+        split = base.with_settings({"k_per_workgroup": 1024, "x_staged": True, "features_per_workgroup": 64})
+        assert split.settings() == {"features_per_workgroup": 64, "unpack": "auto", "k_per_workgroup": 1024,
+                                    "x_staged": True}
+        assert (split.split(p), split.workgroup_size(p), split.features(p)) == (14, 32, 64)
+        assert dict(split.constants(p))["SPLIT"] == 14 and dict(split.constants(p))["X_STAGED"]
+        assert split.tiles(p) == (64, 14)
+        assert split.workgroup_bytes(p) == 4 * 64 * 32 // 4 + 16 * 9 * 32
+        for bad in ({"k_per_workgroup": 1000}, {"k_per_workgroup": 65536}, {"x_staged": 1}):
+            assert base.with_settings(bad) is base
+        workgroup = KERNELS["decode_workgroup"].with_settings({"k_per_workgroup": 1024, "features_per_workgroup": 64})
+        assert workgroup.features(p) == 32  # its reduction needs FEATURES <= WG
+
+    def test_one_pass_and_buffers_freed(self, runtime, make_problem):
+        """A split run is one profiled pass (the reduction follows in it) and frees its partial sums."""
+        case = make_problem(1, 40, 2048, 128)
+        spec = KERNELS["decode_subgroup"].bind(runtime.caps).with_settings({"k_per_workgroup": 1024})
+        q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        live = runtime.buffers.live
+        with q4gsw.profile() as prof:
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert runtime.buffers.live == live
+        assert [(r["label"], r["calls"]) for r in prof.rows()] == [("linear_q4gsw/decode_subgroup", 1)]
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        runtime.weights.release(case.pw)
+
+
 class TestDecodeBatch:
     """decode_batch: blocks of 4 or 8 rows of x share each weight word's unpack; sums are
     added across the subgroup by a transpose-reduction (8-, 16- and 32-lane paths) or, for
