@@ -18,6 +18,7 @@ from hypothesis import given
 import q4gsw
 from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
 from q4gsw.kernels.cost import long_grid
+from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
@@ -432,10 +433,10 @@ class TestDecodeUnpack:
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
 
-class TestDecodeSplit:
-    """decode_* variants (settings routing leaves off): K split over workgroups of
-    k_per_workgroup k with a reduce_splits dispatch, up to 64 rows a workgroup, and x staged
-    through workgroup memory."""
+class TestDecodeVariants:
+    """decode_* variants routing leaves off: K split over workgroups of k_per_workgroup k with a
+    reduce_splits dispatch, up to 64 rows a workgroup, x staged through workgroup memory, and
+    decode_narrow (8-byte loads)."""
 
     @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
     @pytest.mark.parametrize(("kpw", "staged", "features"), [
@@ -458,6 +459,38 @@ class TestDecodeSplit:
         assert spec.split(p) == (1 if kpw is None else -(-k // kpw))
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize(("reduction", "capacity"), [("subgroup", 32768), ("workgroup", 4096)])
+    @pytest.mark.parametrize(("kpw", "features", "unpack"), [
+        (None, None, "shift"), (None, 64, "imad"), (1024, 32, "auto"), (2048, 8, "shift")])
+    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias"), [
+        (1, 37, 2048, 32, True),     # odd N
+        (1, 70, 3088, 16, False),    # K and gs multiples of 16 only
+        (3, 33, 4160, 128, True),    # M = 3, short last split
+        (1, 130, 1056, 256, False),  # gs 256
+        (2, 21, 48, 16, True),       # 3 pairs per row, one workgroup of 32 mostly idle
+    ])
+    def test_narrow_matches_reference(self, runtime, make_problem, reduction, capacity, kpw, features, unpack,
+                                      m, n, k, gs, with_bias):
+        """decode_narrow (8-byte loads, 16 k an invocation, 8 rows a step) with either reduction."""
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = DecodeNarrow(reduction, capacity).bind(runtime.caps).with_settings(
+            {"k_per_workgroup": kpw, "features_per_workgroup": features, "unpack": unpack})
+        reason = spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_narrow_shape_reasons(self):
+        """decode_narrow needs K and group sizes multiples of 16, and no x staging."""
+        spec = DecodeNarrow("subgroup", 32768)
+        assert "multiple of 16" in spec.supports(Problem(1, 8, 40, 8), None)
+        assert "multiple of 16" in spec.supports(Problem(1, 8, 48, 24), None)
+        assert "x_staged" in spec.with_settings({"x_staged": True}).supports(Problem(1, 8, 48, 16), None)
+        p = Problem(1, 4096, 14336, 128)
+        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 32, 1)
+        assert spec.key(p).sources == ("decode_narrow", "unpack", "reduce_subgroup")
 
     def test_settings(self):
         """Split and staging appear in settings and constants only when set; the route's keys

@@ -1,5 +1,6 @@
 """The decode kernel specs (small M at read bandwidth): Decode (decode.wgsl, one row of x a
-workgroup) and DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
+workgroup), DecodeNarrow (decode_narrow.wgsl, its 8-byte-load variant, not routed) and
+DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class Decode(KernelSpec):
 
     max_m = 1024  # capability; routing prefers it only while the cost model says so
     features_per_step = 4  # decode.wgsl's RB
+    k_per_invocation = 32  # one vec4<u32> of a weight row
     file = "decode"
 
     def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
@@ -83,7 +85,7 @@ class Decode(KernelSpec):
         split = split_settings(settings, self.k_per_workgroup, self.x_staged)
         if tuned is None or split is None:
             return self
-        return Decode(self.reduction, self.partial_capacity, *tuned, *split)
+        return type(self)(self.reduction, self.partial_capacity, *tuned, *split)
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
@@ -98,9 +100,9 @@ class Decode(KernelSpec):
         return max(1, ceil_div(p.k, self.k_per_workgroup))
 
     def workgroup_size(self, p: Problem) -> int:
-        """Invocations: one per 32 k of the workgroup's share of K (one vec4<u32> of a weight
-        row), rounded up to a multiple of 32."""
-        return max(32, ceil_div(ceil_div(p.k // 32, self.split(p)), 32) * 32)
+        """Invocations: one per k_per_invocation k of the workgroup's share of K (one vec4<u32>
+        of a weight row), rounded up to a multiple of 32."""
+        return max(32, ceil_div(ceil_div(p.k // self.k_per_invocation, self.split(p)), 32) * 32)
 
     def features(self, p: Problem) -> int:
         """Output features per workgroup (FEATURES): a multiple of 4 within workgroup memory, at
@@ -138,12 +140,13 @@ class Decode(KernelSpec):
     def _shape_reason(self, p):
         if p.m > self.max_m:
             return f"M={p.m} > {self.max_m}"
-        if p.k % 32:
-            return f"K={p.k} is not a multiple of 32"
-        if p.group_size % 32:
-            return f"group_size={p.group_size} is not a multiple of 32"
-        if p.k > 32 * 1024 * self.split(p):
-            return f"K={p.k} > {32 * 1024 * self.split(p)} (one vec4 of k per invocation, 1024 invocations)"
+        kpi = self.k_per_invocation
+        if p.k % kpi:
+            return f"K={p.k} is not a multiple of {kpi}"
+        if p.group_size % kpi:
+            return f"group_size={p.group_size} is not a multiple of {kpi}"
+        if p.k > kpi * 1024 * self.split(p):
+            return f"K={p.k} > {kpi * 1024 * self.split(p)} ({kpi} k per invocation, 1024 invocations)"
         return None
 
     def workgroup_bytes(self, p: Problem) -> int:
@@ -161,6 +164,33 @@ class Decode(KernelSpec):
             if self.workgroup_bytes(p) > limit:
                 return f"needs {self.workgroup_bytes(p)} bytes of workgroup memory, the device has {limit}"
         return reason
+
+
+class DecodeNarrow(Decode):
+    """Decode with 8-byte weight loads (a variant for measurement; not in KERNELS): 16 k per
+    invocation (x in four vec4), 8 rows a step, so as many bytes in flight per invocation as
+    Decode with half the registers of x and twice the invocations; K split as Decode's
+    k_per_workgroup. Names: decode_narrow_subgroup, decode_narrow_workgroup."""
+
+    features_per_step = 8  # decode_narrow.wgsl's RB
+    k_per_invocation = 16  # one vec2<u32> of a weight row
+    file = "decode_narrow"
+
+    def features(self, p: Problem) -> int:
+        """As Decode's, 32 by default (two steps of 8)."""
+        if self.features_per_workgroup is None:
+            return self.with_settings({"features_per_workgroup": 32}).features(p)
+        return super().features(p)
+
+    def workgroup_bytes(self, p: Problem) -> int:
+        """Workgroup memory the kernel declares (partial sums only)."""
+        wg, features = self.workgroup_size(p), self.features(p)
+        return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
+
+    def _shape_reason(self, p):
+        if self.x_staged:
+            return "x_staged is a setting of decode.wgsl only"
+        return super()._shape_reason(p)
 
 
 class DecodeBatch(KernelSpec):
