@@ -18,6 +18,7 @@ from hypothesis import given
 import q4gsw
 from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
 from q4gsw.kernels.cost import long_grid
+from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
@@ -430,6 +431,98 @@ class TestDecodeUnpack:
         assert batch.unpack_imad(Problem(2, 16 * 2048, 64, 32)) and not batch.unpack_imad(Problem(2, 64, 64, 32))
         case = make_problem(1, 16 * 2048 + 3, 64, 32, bias=True)
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+
+class TestDecodeVariants:
+    """decode_* variants routing leaves off: K split over workgroups of k_per_workgroup k with a
+    reduce_splits dispatch, up to 64 rows a workgroup, x staged through workgroup memory, and
+    decode_narrow (8-byte loads)."""
+
+    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
+    @pytest.mark.parametrize(("kpw", "staged", "features"), [
+        (1024, False, 32), (1024, True, 64), (2048, False, 64), (2048, True, 16), (None, True, 16)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias"), [
+        (1, 37, 2048, 32, True),     # odd N, N not a multiple of the rows a workgroup
+        (1, 70, 3104, 64, False),    # K a multiple of 32 only: the last split is short
+        (3, 33, 4160, 128, True),    # M = 3 (a workgroup per row of x), 130 words over 5 or 3 splits
+        (1, 130, 1056, 256, False),  # gs 256 past the last split's end
+        (2, 9, 32, 32, True),        # one word per row: a single split
+    ])
+    def test_matches_reference(self, runtime, make_problem, name, kpw, staged, features, m, n, k, gs, with_bias):
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = KERNELS[name].bind(runtime.caps).with_settings(
+            {"k_per_workgroup": kpw, "x_staged": staged, "features_per_workgroup": features})
+        p = Problem(m, n, k, gs, with_bias)
+        reason = spec.supports(p, runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        assert spec.split(p) == (1 if kpw is None else -(-k // kpw))
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize(("reduction", "capacity"), [("subgroup", 32768), ("workgroup", 4096)])
+    @pytest.mark.parametrize(("kpw", "features", "unpack"), [
+        (None, None, "shift"), (None, 64, "imad"), (1024, 32, "auto"), (2048, 8, "shift")])
+    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias"), [
+        (1, 37, 2048, 32, True),     # odd N
+        (1, 70, 3088, 16, False),    # K and gs multiples of 16 only
+        (3, 33, 4160, 128, True),    # M = 3, short last split
+        (1, 130, 1056, 256, False),  # gs 256
+        (2, 21, 48, 16, True),       # 3 pairs per row, one workgroup of 32 mostly idle
+    ])
+    def test_narrow_matches_reference(self, runtime, make_problem, reduction, capacity, kpw, features, unpack,
+                                      m, n, k, gs, with_bias):
+        """decode_narrow (8-byte loads, 16 k an invocation, 8 rows a step) with either reduction."""
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = DecodeNarrow(reduction, capacity).bind(runtime.caps).with_settings(
+            {"k_per_workgroup": kpw, "features_per_workgroup": features, "unpack": unpack})
+        reason = spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_narrow_shape_reasons(self):
+        """decode_narrow needs K and group sizes multiples of 16, and no x staging."""
+        spec = DecodeNarrow("subgroup", 32768)
+        assert "multiple of 16" in spec.supports(Problem(1, 8, 40, 8), None)
+        assert "multiple of 16" in spec.supports(Problem(1, 8, 48, 24), None)
+        assert "x_staged" in spec.with_settings({"x_staged": True}).supports(Problem(1, 8, 48, 16), None)
+        p = Problem(1, 4096, 14336, 128)
+        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 32, 1)
+        assert spec.key(p).sources == ("decode_narrow", "unpack", "reduce_subgroup")
+
+    def test_settings(self):
+        """Split and staging appear in settings and constants only when set; the route's keys
+        are those of the shipped kernel; out-of-range settings are ignored."""
+        base = KERNELS["decode_subgroup"]
+        p = Problem(1, 4096, 14336, 128)
+        assert base.settings() == {"features_per_workgroup": None, "unpack": "auto"}
+        assert [c for c, _ in base.constants(p)] == ["FEATURES", "WG", "UNPACK_IMAD"]
+        split = base.with_settings({"k_per_workgroup": 1024, "x_staged": True, "features_per_workgroup": 64})
+        assert split.settings() == {"features_per_workgroup": 64, "unpack": "auto", "k_per_workgroup": 1024,
+                                    "x_staged": True}
+        assert (split.split(p), split.workgroup_size(p), split.features(p)) == (14, 32, 64)
+        assert dict(split.constants(p))["SPLIT"] == 14 and dict(split.constants(p))["X_STAGED"]
+        assert split.tiles(p) == (64, 14)
+        assert split.workgroup_bytes(p) == 4 * 64 * 32 // 4 + 16 * 9 * 32
+        for bad in ({"k_per_workgroup": 1000}, {"k_per_workgroup": 65536}, {"x_staged": 1}):
+            assert base.with_settings(bad) is base
+        workgroup = KERNELS["decode_workgroup"].with_settings({"k_per_workgroup": 1024, "features_per_workgroup": 64})
+        assert workgroup.features(p) == 32  # its reduction needs FEATURES <= WG
+
+    def test_one_pass_and_buffers_freed(self, runtime, make_problem):
+        """A split run is one profiled pass (the reduction follows in it) and frees its partial sums."""
+        case = make_problem(1, 40, 2048, 128)
+        spec = KERNELS["decode_subgroup"].bind(runtime.caps).with_settings({"k_per_workgroup": 1024})
+        q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        live = runtime.buffers.live
+        with q4gsw.profile() as prof:
+            y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert runtime.buffers.live == live
+        assert [(r["label"], r["calls"]) for r in prof.rows()] == [("linear_q4gsw/decode_subgroup", 1)]
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        runtime.weights.release(case.pw)
 
 
 class TestDecodeBatch:

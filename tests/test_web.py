@@ -24,6 +24,7 @@ import pytest
 import q4gsw
 from q4gsw import cli
 from q4gsw.kernels import KERNELS, Problem, select
+from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.dispatch import fold_grid
 from q4gsw.runtime.pipelines import KernelKey, PipelineCache
 from q4gsw.web.export import BROWSER_ENABLES, WebLayer, export_web, load_npz_layer, random_layer
@@ -59,14 +60,18 @@ def _no_browser(reason) -> None:
 
 
 def shipped_kernel_keys() -> list[KernelKey]:
-    """The configurations the browser compiles: every linear kernel (decode with both unpacks;
-    decode_batch with blocks of 2, 4 and 8 rows of x and with K split; tiled_split with its
-    split and reduction) and every other .wgsl file with an entry point, at its defaults."""
+    """The configurations the browser compiles: every linear kernel (decode with both unpacks,
+    and its variants: K split with x staged, decode_narrow; decode_batch with blocks of 2, 4 and
+    8 rows of x and with K split; tiled_split with its split and reduction) and every other
+    .wgsl file with an entry point, at its defaults."""
     wide = Problem(1, 256, 512, 64, True)
     keys = []
     for spec in KERNELS.values():
         if spec.name in ("decode_subgroup", "decode_workgroup"):
             keys += [spec.with_settings({"unpack": u}).key(wide) for u in ("shift", "imad")]
+            variant = spec.with_settings({"k_per_workgroup": 1024, "x_staged": True, "features_per_workgroup": 32})
+            split = Problem(1, 256, 4096, 64, True)
+            keys += [variant.key(split), DecodeNarrow(spec.reduction, spec.partial_capacity).key(wide)]
         elif spec.name == "decode_batch":
             keys += [spec.key(Problem(m, 256, 512, 64, True)) for m in (2, 4, 8)]
             split = Problem(8, 256, 8192, 64, True)

@@ -1,5 +1,6 @@
 """The decode kernel specs (small M at read bandwidth): Decode (decode.wgsl, one row of x a
-workgroup) and DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
+workgroup), DecodeNarrow (decode_narrow.wgsl, its 8-byte-load variant, not routed) and
+DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,18 @@ def decode_settings(settings: dict, features: int | None, unpack: str) -> tuple[
     return None if features is None else int(features), unpack
 
 
+def split_settings(settings: dict, k_per_workgroup: int | None, x_staged: bool) -> tuple[int | None, bool] | None:
+    """(k_per_workgroup, x_staged) of Decode with `settings` applied, or None when out of range
+    (k_per_workgroup None for all of K, else a multiple of 1024 in 1024..32768; x_staged a bool)."""
+    kpw = settings.get("k_per_workgroup", k_per_workgroup)
+    staged = settings.get("x_staged", x_staged)
+    if kpw is not None and (int(kpw) % 1024 or not 1024 <= int(kpw) <= 32768):
+        return None
+    if not isinstance(staged, bool):
+        return None
+    return None if kpw is None else int(kpw), staged
+
+
 class Decode(KernelSpec):
     """Small M at read bandwidth: x in registers, 16-byte weight loads, cheap unpack; each
     workgroup takes FEATURES output features of one row of x.
@@ -35,30 +48,44 @@ class Decode(KernelSpec):
     Two variants differ only in how a feature's partial sums are added across invocations:
     decode_subgroup (subgroupAdd; needs the `subgroup` feature) and decode_workgroup
     (workgroup memory; any adapter).
+
+    Two settings that routing leaves off (variants for measurement, docs/kernels-decode.md):
+    k_per_workgroup splits K over workgroups of that many k (partial sums added by a
+    reduce_splits dispatch), and x_staged copies the workgroup's x into workgroup memory with
+    coalesced loads before use.
     """
 
     max_m = 1024  # capability; routing prefers it only while the cost model says so
     features_per_step = 4  # decode.wgsl's RB
+    k_per_invocation = 32  # one vec4<u32> of a weight row
     file = "decode"
 
     def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
-                 unpack: str = "auto"):
+                 unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False):
         self.reduction = reduction
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # FEATURES * WG bound from workgroup memory
         self.features_per_workgroup = features_per_workgroup  # None: 32 on a long grid with subgroups, else 16
         self.unpack = unpack  # "shift" | "imad" | "auto": imad on a long grid
+        self.k_per_workgroup = k_per_workgroup  # None: one workgroup covers all of K
+        self.x_staged = x_staged
 
     def variants(self, p):
         return [self.with_settings({"features_per_workgroup": f, "unpack": u}) for u in UNPACKS
                 for f in TUNED_FEATURES if f * self.workgroup_size(p) <= self.partial_capacity or f == 8]
 
     def settings(self):
-        return {"features_per_workgroup": self.features_per_workgroup, "unpack": self.unpack}
+        settings = {"features_per_workgroup": self.features_per_workgroup, "unpack": self.unpack}
+        if self.k_per_workgroup is not None or self.x_staged:
+            settings.update(k_per_workgroup=self.k_per_workgroup, x_staged=self.x_staged)
+        return settings
 
     def with_settings(self, settings):
         tuned = decode_settings(settings, self.features_per_workgroup, self.unpack)
-        return self if tuned is None else Decode(self.reduction, self.partial_capacity, *tuned)
+        split = split_settings(settings, self.k_per_workgroup, self.x_staged)
+        if tuned is None or split is None:
+            return self
+        return type(self)(self.reduction, self.partial_capacity, *tuned, *split)
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
@@ -66,13 +93,22 @@ class Decode(KernelSpec):
             return cost.long_grid(p)
         return self.unpack == "imad"
 
+    def split(self, p: Problem) -> int:
+        """Workgroups per output tile along K: ceil(K / k_per_workgroup), 1 by default."""
+        if self.k_per_workgroup is None:
+            return 1
+        return max(1, ceil_div(p.k, self.k_per_workgroup))
+
     def workgroup_size(self, p: Problem) -> int:
-        """Invocations: one per 32 k (one vec4<u32> of a weight row), at least 32."""
-        return max(32, ceil_div(p.k, 1024) * 32)
+        """Invocations: one per k_per_invocation k of the workgroup's share of K (one vec4<u32>
+        of a weight row), rounded up to a multiple of 32."""
+        return max(32, ceil_div(ceil_div(p.k // self.k_per_invocation, self.split(p)), 32) * 32)
 
     def features(self, p: Problem) -> int:
-        """Output features per workgroup (FEATURES): a multiple of 4 within workgroup memory."""
-        cap = self.partial_capacity // self.workgroup_size(p)
+        """Output features per workgroup (FEATURES): a multiple of 4 within workgroup memory, at
+        most 2 WG (each invocation stores up to two rows; WG with the workgroup reduction)."""
+        wg = self.workgroup_size(p)
+        cap = min(self.partial_capacity // wg, wg if self.reduction == "workgroup" else 2 * wg)
         # 32 on a long grid only with the subgroup reduction: the workgroup one's partial sums
         # (16 KiB at 32 features) cut residency (LM head 140 -> 196 µs on the H100)
         wanted = self.features_per_workgroup or (32 if cost.long_grid(p) and self.reduction == "subgroup" else 16)
@@ -80,38 +116,44 @@ class Decode(KernelSpec):
         return max(step, min(wanted, cap) // step * step)
 
     def tiles(self, p):
-        return ceil_div(p.n, self.features(p)), p.m
+        return ceil_div(p.n, self.features(p)), p.m * self.split(p)
 
     def loop_trips(self, p):
         wg, features = self.workgroup_size(p), self.features(p)
         return features // self.features_per_step + 2 * features + wg
 
     def constants(self, p):
-        return (("FEATURES", self.features(p)), ("WG", self.workgroup_size(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+        constants = (("FEATURES", self.features(p)), ("WG", self.workgroup_size(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+        if self.split(p) > 1:
+            constants += (("SPLIT", self.split(p)),)
+        if self.x_staged:
+            constants += (("X_STAGED", True),)
+        return constants
 
     def key(self, p):
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
                          files=(self.file, "unpack", f"reduce_{self.reduction}"))
 
     def predicted_seconds(self, p):
-        return cost.decode_seconds(p)
+        return cost.decode_seconds(p) + cost.split_seconds(p, self.split(p))
 
     def _shape_reason(self, p):
         if p.m > self.max_m:
             return f"M={p.m} > {self.max_m}"
-        if p.k % 32:
-            return f"K={p.k} is not a multiple of 32"
-        if p.group_size % 32:
-            return f"group_size={p.group_size} is not a multiple of 32"
-        if p.k > 32 * 1024:
-            return f"K={p.k} > 32768 (one vec4 of k per invocation, 1024 invocations)"
+        kpi = self.k_per_invocation
+        if p.k % kpi:
+            return f"K={p.k} is not a multiple of {kpi}"
+        if p.group_size % kpi:
+            return f"group_size={p.group_size} is not a multiple of {kpi}"
+        if p.k > kpi * 1024 * self.split(p):
+            return f"K={p.k} > {kpi * 1024 * self.split(p)} ({kpi} k per invocation, 1024 invocations)"
         return None
 
     def workgroup_bytes(self, p: Problem) -> int:
-        """Workgroup memory the kernel declares (partial sums)."""
+        """Workgroup memory the kernel declares (partial sums; x when staged, else one slot)."""
         wg, features = self.workgroup_size(p), self.features(p)
         partials = features * wg // 4 if self.reduction == "subgroup" else features * wg + wg
-        return 4 * partials
+        return 4 * partials + 16 * (9 * wg if self.x_staged else 1)
 
     def supports(self, p, caps):
         if self.reduction == "subgroup" and caps is not None and not caps.has_subgroups:
@@ -122,6 +164,33 @@ class Decode(KernelSpec):
             if self.workgroup_bytes(p) > limit:
                 return f"needs {self.workgroup_bytes(p)} bytes of workgroup memory, the device has {limit}"
         return reason
+
+
+class DecodeNarrow(Decode):
+    """Decode with 8-byte weight loads (a variant for measurement; not in KERNELS): 16 k per
+    invocation (x in four vec4), 8 rows a step, so as many bytes in flight per invocation as
+    Decode with half the registers of x and twice the invocations; K split as Decode's
+    k_per_workgroup. Names: decode_narrow_subgroup, decode_narrow_workgroup."""
+
+    features_per_step = 8  # decode_narrow.wgsl's RB
+    k_per_invocation = 16  # one vec2<u32> of a weight row
+    file = "decode_narrow"
+
+    def features(self, p: Problem) -> int:
+        """As Decode's, 32 by default (two steps of 8)."""
+        if self.features_per_workgroup is None:
+            return self.with_settings({"features_per_workgroup": 32}).features(p)
+        return super().features(p)
+
+    def workgroup_bytes(self, p: Problem) -> int:
+        """Workgroup memory the kernel declares (partial sums only)."""
+        wg, features = self.workgroup_size(p), self.features(p)
+        return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
+
+    def _shape_reason(self, p):
+        if self.x_staged:
+            return "x_staged is a setting of decode.wgsl only"
+        return super()._shape_reason(p)
 
 
 class DecodeBatch(KernelSpec):

@@ -16,23 +16,34 @@
 // reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
 // same weight rows run together (L2 serves the repeats).
-// Needs K % 32 == 0, K <= 32 * WG, group_size % 32 == 0, RB | FEATURES, FEATURES <= WG.
+// Split K (SPLIT > 1, a variant; the route runs SPLIT = 1): the SPLIT workgroups of a tile each
+// own a contiguous share of the row's vec4 words (ceil(K / 32 / SPLIT) <= WG) and write their
+// partial sums into slice `split` of a buffer bound as `out` (compact rows, slice size
+// params.split_stride); reduce_splits.wgsl adds the slices and the bias, as for tiled.wgsl.
+// x staged (X_STAGED, a variant): the workgroup first copies its 8 x WG vec4 of x into
+// workgroup memory with coalesced loads (consecutive invocations, consecutive vec4), then each
+// invocation reads its eight from there; a pad slot every 8 keeps the reads free of bank
+// conflicts. Otherwise (the route) each invocation loads its eight directly.
+// Needs K % 32 == 0, ceil(K / 32 / SPLIT) <= WG, group_size % 32 == 0, RB | FEATURES,
+// FEATURES <= 2 WG (FEATURES <= WG with reduce_workgroup.wgsl).
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32, multiple of 32), FEATURES (output features per workgroup), UNPACK_IMAD (which
-// integer ops unpack: see unpack.wgsl), HAS_BIAS.
+// Overrides: WG (>= K/32/SPLIT, multiple of 32), FEATURES (output features per workgroup), UNPACK_IMAD (which
+// integer ops unpack: see unpack.wgsl), SPLIT (workgroups per tile along K), X_STAGED, HAS_BIAS.
 
 override WG: u32 = 128u;
 override FEATURES: u32 = 16u;
 override UNPACK_IMAD: bool = false;
+override SPLIT: u32 = 1u;
+override X_STAGED: bool = false;
 override HAS_BIAS: bool = false;
 const RB: u32 = 4u;
 
 struct Params {
   m: u32, n: u32, k: u32, row_bytes: u32,
   group_size: u32, num_groups: u32, scale_stride: u32, out_stride: u32,
-  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,  // split_stride: tiled.wgsl only
+  out_offset: u32, n_tiles: u32, tiles: u32, split_stride: u32,  // split_stride: with SPLIT > 1
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -42,7 +53,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;
 @group(0) @binding(5) var<uniform> params: Params;
 
+// x of the workgroup when X_STAGED (vec4 i of the slice in slot i + i / 8); one slot otherwise.
+var<workgroup> x_stage: array<vec4<f32>, select(1u, 9u * WG, X_STAGED)>;
+
 fn scale_at(i: u32) -> f32 { return scales[i >> 2u][i & 3u]; }
+
+// Word c (vec4 c: k = 32c .. 32c+31) of weight row min(row, last_row).
+fn word_of(row: u32, last_row: u32, words: u32, c: u32) -> vec4<u32> { return weights[min(row, last_row) * words + c]; }
+
+// vec4 i of the workgroup's x slice (x[first + i], clamped to `last`) into its slot.
+fn stage_x(i: u32, first: u32, last: u32) { x_stage[i + i / 8u] = x[min(first + i, last)]; }
 
 // acc + (x_j * (1 + u_j / 16)) for the 8 nibbles j of word w (element j = nibble j):
 // lo holds x of nibbles 0..3, hi of nibbles 4..7.
@@ -68,28 +88,49 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
   let m = tile % params.m;
-  let n0 = (tile / params.m) * FEATURES;
+  let split = (tile / params.m) % SPLIT;
+  let n0 = (tile / params.m / SPLIT) * FEATURES;
   let words = params.k / 32u;          // vec4<u32> per weight row
-  let owns_k = inv.lid < words;
-  let c = min(inv.lid, words - 1u);
+  let words_per_split = (words + SPLIT - 1u) / SPLIT;
+  let word = split * words_per_split + inv.lid;  // the vec4 of every row this invocation owns
+  let owns_k = inv.lid < words_per_split && word < words;
+  let c = min(word, words - 1u);
 
   // x[m, 32c .. 32c+31] as eight vec4: x(2i) and x(2i+1) are k = 8i .. 8i+7 (word i).
-  // (Staging x through workgroup memory for coalesced loads was tried: 2x slower, as the
-  // 16 KiB per workgroup cut residency; see docs/kernels-decode.md.)
+  // (Staging all of x, 16 KiB per workgroup at K = 4096, was 2x slower: residency; see
+  // docs/kernels-decode.md. X_STAGED stages the workgroup's share of K only.)
+  // Step r covers rows n0 + r .. n0 + r + 3 (clamped to the last row; extra rows unwritten);
+  // w_a .. w_d hold the current step's words.
+  let last_row = params.n - 1u;
   let xb = (m * params.k) / 4u + 8u * c;
-  let x0 = x[xb];      let x1 = x[xb + 1u]; let x2 = x[xb + 2u]; let x3 = x[xb + 3u];
-  let x4 = x[xb + 4u]; let x5 = x[xb + 5u]; let x6 = x[xb + 6u]; let x7 = x[xb + 7u];
+  var x0: vec4<f32>; var x1: vec4<f32>; var x2: vec4<f32>; var x3: vec4<f32>;
+  var x4: vec4<f32>; var x5: vec4<f32>; var x6: vec4<f32>; var x7: vec4<f32>;
+  var w_a: vec4<u32>; var w_b: vec4<u32>; var w_c: vec4<u32>; var w_d: vec4<u32>;
+  if (X_STAGED) {
+    // the first step's words load while x is staged
+    w_a = word_of(n0, last_row, words, c);      w_b = word_of(n0 + 1u, last_row, words, c);
+    w_c = word_of(n0 + 2u, last_row, words, c); w_d = word_of(n0 + 3u, last_row, words, c);
+    let first = (m * params.k) / 4u + 8u * split * words_per_split;
+    let last = (m + 1u) * params.k / 4u - 1u;  // vec4 past the row of x: clamped, never used
+    stage_x(inv.lid, first, last);            stage_x(inv.lid + WG, first, last);
+    stage_x(inv.lid + 2u * WG, first, last);  stage_x(inv.lid + 3u * WG, first, last);
+    stage_x(inv.lid + 4u * WG, first, last);  stage_x(inv.lid + 5u * WG, first, last);
+    stage_x(inv.lid + 6u * WG, first, last);  stage_x(inv.lid + 7u * WG, first, last);
+    workgroupBarrier();
+    let sb = 9u * inv.lid;  // vec4 8 lid + j of the slice sits in slot 9 lid + j
+    x0 = x_stage[sb];      x1 = x_stage[sb + 1u]; x2 = x_stage[sb + 2u]; x3 = x_stage[sb + 3u];
+    x4 = x_stage[sb + 4u]; x5 = x_stage[sb + 5u]; x6 = x_stage[sb + 6u]; x7 = x_stage[sb + 7u];
+  } else {
+    x0 = x[xb];      x1 = x[xb + 1u]; x2 = x[xb + 2u]; x3 = x[xb + 3u];
+    x4 = x[xb + 4u]; x5 = x[xb + 5u]; x6 = x[xb + 6u]; x7 = x[xb + 7u];
+    w_a = word_of(n0, last_row, words, c);      w_b = word_of(n0 + 1u, last_row, words, c);
+    w_c = word_of(n0 + 2u, last_row, words, c); w_d = word_of(n0 + 3u, last_row, words, c);
+  }
   let xs = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
   let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
   let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
-  let last_row = params.n - 1u;
   clear_partials(inv);
 
-  // Step r covers rows n0 + r .. n0 + r + 3 (clamped to the last row; extra rows unwritten).
-  var w_a = weights[min(n0, last_row) * words + c];
-  var w_b = weights[min(n0 + 1u, last_row) * words + c];
-  var w_c = weights[min(n0 + 2u, last_row) * words + c];
-  var w_d = weights[min(n0 + 3u, last_row) * words + c];
   for (var r = 0u; r < FEATURES; r += RB) {
     let n_a = min(n0 + r, last_row);
     let n_b = min(n0 + r + 1u, last_row);
@@ -120,12 +161,16 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   workgroupBarrier();
   reduce_partials(inv);
   workgroupBarrier();
-  if (inv.lid < FEATURES) {
-    let n = n0 + inv.lid;
-    if (n < params.n) {
-      var total = row_total(inv.lid, inv);
-      if (HAS_BIAS) { total += bias[params.out_offset + n]; }
-      out[m * params.out_stride + params.out_offset + n] = total;
-    }
+  if (inv.lid < FEATURES) { store_row(inv.lid, n0, m, split, inv); }
+  if (FEATURES > WG && inv.lid + WG < FEATURES) { store_row(inv.lid + WG, n0, m, split, inv); }
+}
+
+// The workgroup's total for its output feature f (row n0 + f), into out (its slice `split` with SPLIT > 1).
+fn store_row(f: u32, n0: u32, m: u32, split: u32, inv: Invocation) {
+  let n = n0 + f;
+  if (n < params.n) {
+    var total = row_total(f, inv);
+    if (HAS_BIAS && SPLIT == 1u) { total += bias[params.out_offset + n]; }  // else reduce_splits adds it
+    out[split * params.split_stride + m * params.out_stride + params.out_offset + n] = total;
   }
 }
