@@ -9,11 +9,12 @@
 // [s * SPLIT_KEYS, (s + 1) * SPLIT_KEYS) and writes its unnormalized accumulator and (m, l),
 // which attention_combine.wgsl merges (l = 0: an empty split).
 // Per tile:
-//   scores: invocation i takes key k0 + i: one pass over its row of k (D / 4 vec4 loads), G
-//     dot products in named registers against q in workgroup memory;
+//   scores: invocation i takes key k0 + i: one pass over its row of k (D / 4 vec4 loads, 8 in
+//     flight), G dot products in named registers against q in workgroup memory;
 //   softmax: a tree over the tile per head (max, then sum of exp);
 //   values: invocation i takes the vec4 column c = i % (D / 4) of every KL-th key (KL = WG /
-//     (D / 4) key lanes), G vec4 accumulators in registers, the lanes added in workgroup memory.
+//     (D / 4) key lanes; 4 loads in flight), G vec4 accumulators in registers, the lanes added
+//     in workgroup memory.
 // Needs D % 4 == 0, D / 4 <= WG, G <= 8, SPLIT_KEYS % WG == 0.
 //
 // Bindings (group 0): 0 out (read_write f32: T x Q_HEADS x D, or partial sums T x KV_HEADS x
@@ -54,6 +55,30 @@ var<workgroup> rescale: array<f32, G>;
 var<workgroup> m_new: array<f32, G>;
 
 fn dot_row(h: u32, c: u32, k: vec4<f32>) -> f32 { return dot(qs[h * (D / 4u) + c], k); }
+
+fn dot8(h: u32, c: u32, k0: vec4<f32>, k1: vec4<f32>, k2: vec4<f32>, k3: vec4<f32>,
+        k4: vec4<f32>, k5: vec4<f32>, k6: vec4<f32>, k7: vec4<f32>) -> f32 {
+  let b = h * (D / 4u) + c;
+  return (dot(qs[b], k0) + dot(qs[b + 1u], k1) + dot(qs[b + 2u], k2) + dot(qs[b + 3u], k3))
+       + (dot(qs[b + 4u], k4) + dot(qs[b + 5u], k5) + dot(qs[b + 6u], k6) + dot(qs[b + 7u], k7));
+}
+
+// acc + p[h][e] * v for the G heads, in the named accumulators of main (through a struct)
+struct Acc { a0: vec4<f32>, a1: vec4<f32>, a2: vec4<f32>, a3: vec4<f32>,
+             a4: vec4<f32>, a5: vec4<f32>, a6: vec4<f32>, a7: vec4<f32>, }
+
+fn add_value(acc_in: Acc, e: u32, v: vec4<f32>) -> Acc {
+  var a = acc_in;
+  a.a0 = fma(vec4<f32>(p[e]), v, a.a0);
+  if (G > 1u) { a.a1 = fma(vec4<f32>(p[WG + e]), v, a.a1); }
+  if (G > 2u) { a.a2 = fma(vec4<f32>(p[2u * WG + e]), v, a.a2); }
+  if (G > 3u) { a.a3 = fma(vec4<f32>(p[3u * WG + e]), v, a.a3); }
+  if (G > 4u) { a.a4 = fma(vec4<f32>(p[4u * WG + e]), v, a.a4); }
+  if (G > 5u) { a.a5 = fma(vec4<f32>(p[5u * WG + e]), v, a.a5); }
+  if (G > 6u) { a.a6 = fma(vec4<f32>(p[6u * WG + e]), v, a.a6); }
+  if (G > 7u) { a.a7 = fma(vec4<f32>(p[7u * WG + e]), v, a.a7); }
+  return a;
+}
 
 // reduce red[h][0 .. WG) for every head to red[h][0], with max (is_max) or +
 fn tree(lid: u32, is_max: bool) {
@@ -101,11 +126,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let lane = lid / d4;
   for (var k0 = start; k0 < end; k0 += WG) {
     let count = min(WG, end - k0);
-    // scores: key k0 + lid against the G query heads
+    // scores: key k0 + lid against the G query heads; the row's loads issued 8 at a time
+    // (a loop that consumed each load at once would wait a memory latency per vec4)
     let key = (kv_base + k0 + min(lid, count - 1u)) * d4;
     var s0 = 0.0; var s1 = 0.0; var s2 = 0.0; var s3 = 0.0;
     var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0;
-    for (var c = 0u; c < d4; c++) {
+    var c = 0u;
+    for (; c + 8u <= d4; c += 8u) {
+      let k_0 = k_cache[key + c];      let k_1 = k_cache[key + c + 1u];
+      let k_2 = k_cache[key + c + 2u]; let k_3 = k_cache[key + c + 3u];
+      let k_4 = k_cache[key + c + 4u]; let k_5 = k_cache[key + c + 5u];
+      let k_6 = k_cache[key + c + 6u]; let k_7 = k_cache[key + c + 7u];
+      s0 += dot8(0u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7);
+      if (G > 1u) { s1 += dot8(1u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 2u) { s2 += dot8(2u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 3u) { s3 += dot8(3u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 4u) { s4 += dot8(4u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 5u) { s5 += dot8(5u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 6u) { s6 += dot8(6u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+      if (G > 7u) { s7 += dot8(7u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
+    }
+    for (; c < d4; c++) {  // head dims not a multiple of 32
       let k = k_cache[key + c];
       s0 += dot_row(0u, c, k);
       if (G > 1u) { s1 += dot_row(1u, c, k); }
@@ -145,30 +186,32 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       l_run[lid] = l_run[lid] * r + red[lid * WG];
       m_run[lid] = m_new[lid];
     }
-    // values: column col of keys lane, lane + key_lanes, ...
-    var a0 = vec4<f32>(0.0); var a1 = vec4<f32>(0.0); var a2 = vec4<f32>(0.0); var a3 = vec4<f32>(0.0);
-    var a4 = vec4<f32>(0.0); var a5 = vec4<f32>(0.0); var a6 = vec4<f32>(0.0); var a7 = vec4<f32>(0.0);
-    for (var e = select(count, lane, lane < key_lanes); e < count; e += key_lanes) {  // spare invocations idle
-      let v = v_cache[(kv_base + k0 + e) * d4 + col];
-      a0 = fma(vec4<f32>(p[e]), v, a0);
-      if (G > 1u) { a1 = fma(vec4<f32>(p[WG + e]), v, a1); }
-      if (G > 2u) { a2 = fma(vec4<f32>(p[2u * WG + e]), v, a2); }
-      if (G > 3u) { a3 = fma(vec4<f32>(p[3u * WG + e]), v, a3); }
-      if (G > 4u) { a4 = fma(vec4<f32>(p[4u * WG + e]), v, a4); }
-      if (G > 5u) { a5 = fma(vec4<f32>(p[5u * WG + e]), v, a5); }
-      if (G > 6u) { a6 = fma(vec4<f32>(p[6u * WG + e]), v, a6); }
-      if (G > 7u) { a7 = fma(vec4<f32>(p[7u * WG + e]), v, a7); }
+    // values: column col of keys lane, lane + key_lanes, ...; loads issued 4 at a time
+    var a = Acc(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0),
+                vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var e = select(count, lane, lane < key_lanes);  // spare invocations idle
+    let vb = (kv_base + k0) * d4 + col;
+    for (; e + 3u * key_lanes < count; e += 4u * key_lanes) {
+      let v0 = v_cache[vb + e * d4];
+      let v1 = v_cache[vb + (e + key_lanes) * d4];
+      let v2 = v_cache[vb + (e + 2u * key_lanes) * d4];
+      let v3 = v_cache[vb + (e + 3u * key_lanes) * d4];
+      a = add_value(a, e, v0);
+      a = add_value(a, e + key_lanes, v1);
+      a = add_value(a, e + 2u * key_lanes, v2);
+      a = add_value(a, e + 3u * key_lanes, v3);
     }
+    for (; e < count; e += key_lanes) { a = add_value(a, e, v_cache[vb + e * d4]); }
     let slot = min(lane, key_lanes - 1u) * G * d4 + col;
     if (lane < key_lanes) {
-    lanes[slot] = a0;
-    if (G > 1u) { lanes[slot + d4] = a1; }
-    if (G > 2u) { lanes[slot + 2u * d4] = a2; }
-    if (G > 3u) { lanes[slot + 3u * d4] = a3; }
-    if (G > 4u) { lanes[slot + 4u * d4] = a4; }
-    if (G > 5u) { lanes[slot + 5u * d4] = a5; }
-    if (G > 6u) { lanes[slot + 6u * d4] = a6; }
-    if (G > 7u) { lanes[slot + 7u * d4] = a7; }
+      lanes[slot] = a.a0;
+      if (G > 1u) { lanes[slot + d4] = a.a1; }
+      if (G > 2u) { lanes[slot + 2u * d4] = a.a2; }
+      if (G > 3u) { lanes[slot + 3u * d4] = a.a3; }
+      if (G > 4u) { lanes[slot + 4u * d4] = a.a4; }
+      if (G > 5u) { lanes[slot + 5u * d4] = a.a5; }
+      if (G > 6u) { lanes[slot + 6u * d4] = a.a6; }
+      if (G > 7u) { lanes[slot + 7u * d4] = a.a7; }
     }
     workgroupBarrier();
     for (var i = lid; i < G * d4; i += WG) {
