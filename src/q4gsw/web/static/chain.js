@@ -215,7 +215,10 @@ export class Chain {
     device.pushErrorScope("validation");
     device.queue.submit([commandBuffer]);
     const error = await this.runtime.guard(device.popErrorScope());
-    if (error) throw new Q4gswError(`${this.label}: WebGPU validation error: ${error.message}`);
+    if (error) {
+      throw (await this.runtime.lostError(new Error(error.message)))
+        || new Q4gswError(`${this.label}: WebGPU validation error: ${error.message}`);
+    }
     this._validated = true;
   }
 

@@ -151,23 +151,37 @@ export class CausalLM {
     return { chain, logits };
   }
 
-  async _prefillChain(rows, allLogits, greedy) {
+  /**
+   * The prefill chain over `rows` tokens (recorded on first use; the last PREFILL_CHAINS kept).
+   * @param {number} rows the prompt's length.
+   * @param {{allLogits?: boolean, greedy?: boolean}} options allLogits: every row's logits
+   *     and no token chosen (logits()); else the last row's next token, greedy or sampled.
+   * @returns {Promise<{chain: Chain, logits: GpuTensor}>}
+   */
+  async prefillChain(rows, { allLogits = false, greedy = true } = {}) {
     const key = `${rows},${allLogits},${greedy}`;
     if (!this._prefill.has(key)) {
       while (this._prefill.size >= PREFILL_CHAINS) {
         const [oldest] = this._prefill.keys();
-        (await this._prefill.get(oldest)).chain.release();
+        const entry = this._prefill.get(oldest);
         this._prefill.delete(oldest);
+        (await entry).chain.release();
       }
-      this._prefill.set(key, this.record(rows, { allLogits, choose: allLogits ? null : { greedy } }));
+      this._prefill.set(key, this._remember(this._prefill, key, this.record(rows, { allLogits, choose: allLogits ? null : { greedy } })));
     }
     return this._prefill.get(key);
   }
 
   /** The decode step's chain (recorded, and its kernels compiled, on first use). */
   decodeChain(greedy = true) {
-    if (!this._decode.has(greedy)) this._decode.set(greedy, this.record(1, { allLogits: false, choose: { greedy } }));
+    if (!this._decode.has(greedy)) this._decode.set(greedy, this._remember(this._decode, greedy, this.record(1, { allLogits: false, choose: { greedy } })));
     return this._decode.get(greedy);
+  }
+
+  /** recording, forgotten from `cache` if it fails (so the next call records again). */
+  _remember(cache, key, recording) {
+    recording.catch(() => { if (cache.get(key) === recording) cache.delete(key); });
+    return recording;
   }
 
   _setState(pos, step) {
@@ -195,7 +209,7 @@ export class CausalLM {
   /** (T, vocab) float32 logits of every position of one sequence (one forward, one submit). */
   async logits(inputIds) {
     const { ids, padded } = this._checkPrompt("CausalLM.logits", inputIds, 0);
-    const { chain, logits } = await this._prefillChain(ids.length, true, true);
+    const { chain, logits } = await this.prefillChain(ids.length, { allLogits: true });
     this.ids.write(padded);
     this._setState(0, 0);
     await chain.run();
@@ -225,7 +239,7 @@ export class CausalLM {
     const rt = this.runtime;
     rt.checkAlive();
     const stats = this.lastStats = new GenerateStats(ids.length);
-    const prefill = (await this._prefillChain(ids.length, false, greedy)).chain;
+    const prefill = (await this.prefillChain(ids.length, { greedy })).chain;
     const decode = maxNewTokens > 1 ? (await this.decodeChain(greedy)).chain : null;
     if (!greedy) rt.device.queue.writeBuffer(this.samplingParams, 0, words);
     this.ids.write(padded);

@@ -100,11 +100,15 @@ export class Runtime {
     try {
       return await promise;
     } catch (err) {
-      if (err instanceof Q4gswError) throw err;
-      const lost = this.lost || await Promise.race([this.device.lost.then(() => true), new Promise((r) => setTimeout(r, 200, false))]);
-      if (lost) throw this.lost || new DeviceLostError("unknown", err.message, { cause: err });
-      throw err;
+      throw (await this.lostError(err)) || err;
     }
+  }
+
+  /** The DeviceLostError behind err, if the device is lost (its `lost` promise may settle a little after the error). */
+  async lostError(err) {
+    if (err instanceof Q4gswError) return null;
+    const lost = this.lost || await Promise.race([this.device.lost.then(() => true), new Promise((r) => setTimeout(r, 200, false))]);
+    return lost ? this.lost || new DeviceLostError("unknown", err.message, { cause: err }) : null;
   }
 
   /** The kernel choice of a bundle's cost model (`costs`: its manifest's routing) on this device. */
@@ -263,7 +267,8 @@ export class Runtime {
         label, layout: "auto", compute: { module, entryPoint: "main", constants: kernel.constants },
       });
     } catch (err) {
-      this.checkAlive();
+      const lost = await this.lostError(err);
+      if (lost) throw lost;
       throw new ShaderError(`kernel ${label} (${kernel.files.map((f) => `q4gsw/kernels/${f}`).join(" + ")}) failed to compile:\n${err.message}`, label);
     }
   }

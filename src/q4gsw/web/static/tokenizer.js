@@ -28,7 +28,8 @@ const BYTES = byteTables();
 
 /** A JS RegExp (flags "gu") of a tokenizer.json (Rust / Oniguruma) pattern. */
 export function compilePattern(pattern) {
-  const source = pattern.replace(/([?*+}])\+/g, "$1");  // possessive quantifiers: the same splits here
+  // possessive quantifiers (x?+ x*+ x++ x{n,m}+) as greedy ones: the same splits for these patterns
+  const source = pattern.replace(/(?<!\\)([?*+])\+/g, "$1").replace(/(\{\d+(?:,\d*)?\})\+/g, "$1");
   try {
     return new RegExp(source, "gu");
   } catch (err) {  // engines without (?i:...) groups: spell their letters out as [xX]
