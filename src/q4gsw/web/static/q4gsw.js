@@ -20,7 +20,10 @@
 // prepended (Tint needs it, naga rejects it); a kernel over the device's invocation limit is
 // skipped and listed in `fallbacks` (kernels.js Router.select).
 
-export * from "./errors.js";
+export {
+  ArgumentError, BundleError, DTypeError, DeviceError, DeviceLostError, GroupSizeError, IntegrityError, Q4gswError,
+  ShaderError, ShapeError, SizeLimitError, UnsupportedShapeError, describe,
+} from "./errors.js";
 export { KernelKey, PARAMS_FIELDS, Router, foldGrid, problem } from "./kernels.js";
 export { DTYPES, GpuTensor, GpuWeight, PackedWeight } from "./tensor.js";
 export { RAISED_LIMITS, Runtime, WANTED_FEATURES, browserEnables, createRuntime } from "./runtime.js";
