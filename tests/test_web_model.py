@@ -159,6 +159,17 @@ class TestExportModelWeb:
         assert m["kind"] == "model" and m["chunk_bytes"] == 1 << 20 and (out / "generate.html").exists()
         assert "generate.html" in capsys.readouterr().out
 
+    def test_cli_refuses(self, tiny, tmp_path, capsys):
+        """--model with layers, a zero chunk size or a path that is no checkpoint are refused in
+        one line (exit 2), and no folder is written."""
+        model = str(tiny["llama"].checkpoint)
+        for argv, fragment in ((["--model", model, "--random", "8x8"], "argument --model"),
+                               (["--model", model, "--chunk-mib", "0"], "argument --chunk-mib"),
+                               (["--model", str(tmp_path / "nothing")], "no such file or directory")):
+            assert cli.main(["export-web", str(tmp_path / "b"), *argv]) == 2
+            assert fragment in capsys.readouterr().err
+            assert not (tmp_path / "b").exists()
+
 
 def generate_page(t: Tiny, **extra) -> dict:
     query = urlencode({"ids": ",".join(map(str, t.prompt)), "max_new_tokens": NEW_TOKENS, "report": "/result",

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "without --weight, none with it)")
     w.add_argument("--model", metavar="PATH", default=None,
                    help="a whole model instead of layers: anything q4gsw.load_model reads (a Hugging Face or q4gsw "
-                        "model directory, a GGUF file); the bundle runs it on generate.html")
+                        "model directory, a GGUF file); the bundle runs it on generate.html (default: none)")
     w.add_argument("--chunk-mib", type=_positive_int, default=128,
                    help="largest data file and weight chunk, in MiB: weights are split along N to fit; the device "
                         "must bind this much (WebGPU's default limit: 128) (default: %(default)s)")
