@@ -1,10 +1,14 @@
-"""Tests of q4gsw.web: the bundle's kernels are Python's, q4gsw.js in Chromium matches Python,
-and Chromium's compiler (Tint) accepts every kernel q4gsw ships."""
+"""Tests of q4gsw.web's layer bundles: the bundle holds Python's kernels and bytes, q4gsw.js in
+Chromium matches Python (x in JS memory or on the GPU, weights split along N), routes like
+Python's select() and says what it skips, and Chromium's compiler (Tint) accepts every kernel
+q4gsw ships. Model bundles: tests/test_web_model.py; pure JS (routing, tokenizer) under node:
+tests/test_web_js.py."""
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -27,25 +31,37 @@ from q4gsw.kernels import KERNELS, Problem, select
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.dispatch import fold_grid
 from q4gsw.runtime.pipelines import KernelKey, PipelineCache
-from q4gsw.web.export import BROWSER_ENABLES, WebLayer, export_web, load_npz_layer, random_layer
+from q4gsw.runtime.weights import features_per_chunk
+from q4gsw.web.export import STATIC_FILES, WebLayer, export_web, load_npz_layer, random_layer
 
 from .browser import BrowserUnavailable, PageFailed, PageRun, run_page, serve, wait_for_report
-from .utils import assert_matches_reference, random_problem, tolerance
+from .utils import assert_matches_reference, fake_capabilities, random_problem, tolerance
 
 HARNESS = Path(__file__).parent / "web" / "harness.html"
+#: The test bundle's chunk size: "tall" (128 KiB of weights) splits into two chunks.
+CHUNK_BYTES = 64 << 10
 
-#: Browser cases: (id, layer, M, kernel forced or None, bias, grid limit or None). Layer "wide":
-#: N=256, K=512, group_size 64; "odd": N=67, K=45, group_size 7 (only the general kernel runs
-#: it). A grid limit is createRuntime's maxWorkgroupsPerDimension: the grid folds as only
-#: 65 535+ workgroups would on the device's limit, at a size SwiftShader runs in milliseconds.
+#: Browser cases: (id, layer, M, kernel forced or None, bias, grid limit or None, on the GPU).
+#: Layers: "wide" N=256, K=512, group_size 64; "odd" N=67, K=45, group_size 7 (only general
+#: runs it); "tall" N=1024, K=256, group_size 64 (two chunks of 512 features); "deep" N=16,
+#: K=8448, group_size 64 (decode needs 288 invocations, SwiftShader allows 256). A grid limit
+#: is createRuntime's maxWorkgroupsPerDimension: the grid folds as only 65 535+ workgroups
+#: would on the device's limit, at a size SwiftShader runs in milliseconds. "On the GPU":
+#: x and bias are GpuTensors and the output stays one (read back by the page).
 CASES = [
-    ("decode-M1", "wide", 1, None, True, None),
-    ("decode-workgroup-M1", "wide", 1, "decode_workgroup", False, None),
-    ("decode-workgroup-M3-fold", "wide", 3, "decode_workgroup", True, 7),  # 16 x 3 = 48 workgroups: 7 x 7
-    ("tiled-M130", "wide", 130, "tiled", True, None),
-    ("general-odd-M5", "odd", 5, None, True, None),
-    ("general-odd-fold", "odd", 7, None, False, 12),  # 67 x 2 = 134 workgroups: 12 x 12, 10 of them idle
+    ("decode-M1", "wide", 1, None, True, None, False),
+    ("decode-workgroup-M1", "wide", 1, "decode_workgroup", False, None, False),
+    ("decode-workgroup-M3-fold", "wide", 3, "decode_workgroup", True, 7, False),  # 16 x 3 = 48 workgroups: 7 x 7
+    ("decode-batch-M8", "wide", 8, "decode_batch", True, None, True),
+    ("tiled-M130", "wide", 130, "tiled", True, None, False),
+    ("tiled-split-M64", "wide", 64, "tiled_split", True, None, True),
+    ("general-odd-M5", "odd", 5, None, True, None, False),
+    ("general-odd-fold", "odd", 7, None, False, 12, False),  # 67 x 2 = 134 workgroups: 12 x 12, 10 of them idle
+    ("split-weight-M3", "tall", 3, None, False, None, True),
+    ("deep-M1", "deep", 1, None, False, None, False),
 ]
+#: What q4gsw.js skips for "deep" at M=1 (and why): general stands in for decode.
+DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_batch": 544}
 
 
 def _require_browser() -> bool:
@@ -57,6 +73,17 @@ def _no_browser(reason) -> None:
     if _require_browser():
         pytest.fail(f"Q4GSW_REQUIRE_BROWSER=1, but the browser test could not run: {reason}")
     pytest.skip(f"no headless Chromium with WebGPU: {reason}")
+
+
+def browser_caps(caps: dict):
+    """Python Capabilities of what the page's Runtime reported (report["caps"]), for select()."""
+    return fake_capabilities(
+        adapter_name="SwiftShader (Chromium)", driver="Chromium",
+        features=frozenset({"subgroup"} if caps["hasSubgroups"] else set()),
+        limits={"max-storage-buffer-binding-size": caps["maxBindingSize"], "max-compute-workgroups-per-dimension": 65535,
+                "max-compute-workgroup-storage-size": caps["maxWorkgroupStorage"],
+                "max-compute-invocations-per-workgroup": caps["maxInvocations"]},
+        subgroup_min_size=caps["subgroupMinSize"])
 
 
 def shipped_kernel_keys() -> list[KernelKey]:
@@ -119,88 +146,104 @@ def _python_compiles(key: KernelKey) -> tuple[str, dict]:
     return device.code, device.constants
 
 
+def read_ref(bundle: Path, ref: dict) -> bytes:
+    """The bytes a manifest reference {file, offset, nbytes} points at."""
+    with open(bundle / ref["file"], "rb") as f:
+        f.seek(ref["offset"])
+        return f.read(ref["nbytes"])
+
+
 @pytest.fixture(scope="module")
 def layers():
     rng = np.random.default_rng(20261201)
-    wide = random_problem(rng, 1, 256, 512, 64)
-    odd = random_problem(rng, 1, 67, 45, 7)
-    return {"wide": WebLayer("wide", wide.pw, wide.bias), "odd": WebLayer("odd", odd.pw, odd.bias)}
+    made = {"wide": random_problem(rng, 1, 256, 512, 64), "odd": random_problem(rng, 1, 67, 45, 7),
+            "tall": random_problem(rng, 1, 1024, 256, 64), "deep": random_problem(rng, 1, 16, 8448, 64)}
+    return {name: WebLayer(name, p.pw, p.bias) for name, p in made.items()}
 
 
 @pytest.fixture(scope="module")
 def bundle(layers, tmp_path_factory):
     out = tmp_path_factory.mktemp("bundle")
-    export_web(out, list(layers.values()))
+    export_web(out, list(layers.values()), chunk_bytes=CHUNK_BYTES)
     return out
 
 
+@pytest.fixture(scope="module")
+def manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
 class TestExportWeb:
-    def test_files(self, bundle):
-        """The bundle holds the manifest, q4gsw.js, index.html, kernels and each layer's bytes."""
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        assert (manifest["format"], manifest["version"]) == ("q4gsw-web", 1)
-        for name in ("q4gsw.js", "index.html"):
+    def test_files(self, bundle, manifest):
+        """The bundle holds the manifest, the static files, every kernel file and the data
+        files, each of the size and sha256 the manifest gives."""
+        assert (manifest["format"], manifest["version"], manifest["kind"]) == ("q4gsw-web", 2, "layers")
+        for name in STATIC_FILES:
             assert (bundle / name).read_bytes() == files("q4gsw.web").joinpath("static", name).read_bytes()
-        for layer in manifest["layers"]:
-            for meta in layer["files"].values():
-                assert (bundle / meta["file"]).stat().st_size == meta["nbytes"]
+        listed = {**manifest["files"], **{k["file"]: k for k in manifest["kernels"].values()}}
+        for path, meta in listed.items():
+            data = (bundle / path).read_bytes()
+            assert (len(data), hashlib.sha256(data).hexdigest()) == (meta["nbytes"], meta["sha256"]), path
+        assert all(meta["nbytes"] <= CHUNK_BYTES for meta in manifest["files"].values())
 
-    def test_weights_roundtrip(self, bundle, layers):
-        """weights.bin, scales.bin and bias.bin are the PackedWeight's arrays, byte for byte."""
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        for entry in manifest["layers"]:
-            layer = layers[entry["name"]]
+    def test_kernels_byte_identical(self, bundle, manifest):
+        """kernels/ holds every .wgsl file of q4gsw/kernels byte for byte, so a key's files
+        joined as q4gsw.js joins them are what Python's PipelineCache compiles."""
+        stems = sorted(p.name.removesuffix(".wgsl") for p in files("q4gsw.kernels").iterdir() if p.name.endswith(".wgsl"))
+        assert sorted(manifest["kernels"]) == stems
+        for stem, meta in manifest["kernels"].items():
+            assert (bundle / meta["file"]).read_bytes() == files("q4gsw.kernels").joinpath(f"{stem}.wgsl").read_bytes()
+        for key in shipped_kernel_keys():
+            joined = "\n".join((bundle / manifest["kernels"][f]["file"]).read_text() for f in key.sources)
+            assert joined == _python_compiles(key)[0], str(key)
+
+    def test_weights_roundtrip(self, bundle, manifest, layers):
+        """Each weight's chunks are the PackedWeight's rows and scales, split as the Python runtime
+        splits it for a binding of chunk_bytes; biases are the layers' float32 bytes."""
+        for name, layer in layers.items():
             w = layer.weight
-            assert (entry["N"], entry["K"], entry["group_size"]) == (w.out_features, w.in_features, w.group_size)
-            assert (entry["scale_rows"], entry["padded_N"]) == w.scales.shape
-            assert (bundle / entry["files"]["weights"]["file"]).read_bytes() == w.weights.tobytes()
-            assert (bundle / entry["files"]["scales"]["file"]).read_bytes() == w.scales.astype("<f4").tobytes()
-            assert (bundle / entry["files"]["bias"]["file"]).read_bytes() == layer.bias.astype("<f4").tobytes()
+            entry = manifest["weights"][name]
+            assert (entry["N"], entry["K"], entry["group_size"], entry["padded_N"]) == (
+                w.out_features, w.in_features, w.group_size, w.scales.shape[1])
+            step = features_per_chunk(w, CHUNK_BYTES)
+            assert [(c["n0"], c["n"]) for c in entry["chunks"]] == [
+                (n0, min(step, w.out_features - n0)) for n0 in range(0, w.out_features, step)]
+            for c in entry["chunks"]:
+                rows = slice(c["n0"], c["n0"] + c["n"])
+                assert read_ref(bundle, c["weights"]) == w.weights[rows].tobytes()
+                scales = w.scales[: w.num_groups] if len(entry["chunks"]) == 1 else w.scales[: w.num_groups, rows]
+                assert c["scale_stride"] == scales.shape[1]
+                assert read_ref(bundle, c["scales"]) == scales.astype("<f4").tobytes()
+            assert read_ref(bundle, manifest["tensors"][f"{name}.bias"]) == layer.bias.astype("<f4").tobytes()
+        assert len(manifest["weights"]["tall"]["chunks"]) == 2
 
-    def test_kernels_byte_identical(self, bundle):
-        """Each key's .wgsl file and constants are exactly what Python's PipelineCache compiles."""
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        checked = 0
-        for layer in manifest["layers"]:
-            for entry in layer["kernels"]:
-                if "unsupported" in entry:
-                    continue
-                spec = KERNELS[entry["name"]]
-                for variant, has_bias in (("no_bias", False), ("bias", True)):
-                    key = spec.key(Problem(1, layer["N"], layer["K"], layer["group_size"], has_bias))
-                    assert entry["keys"][variant] == str(key)
-                    kernel = manifest["kernels"][str(key)]
-                    code, constants = _python_compiles(key)
-                    assert (bundle / kernel["source"]).read_bytes() == code.encode("utf-8")
-                    assert {k: float(v) for k, v in kernel["constants"].items()} == constants
-                    checked += 1
-        assert checked == 2 * (4 + 1)  # wide: decode x2, tiled, general; odd: general
+    def test_routing_constants(self, manifest):
+        """The manifest carries the cost model's constants (kernels/cost.py)."""
+        from q4gsw.kernels import cost
 
-    def test_unsupported_reasons(self, bundle):
-        """Kernels that cannot run a layer carry select()'s reason, for q4gsw.js's errors."""
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        odd = next(layer for layer in manifest["layers"] if layer["name"] == "odd")
-        reasons = {e["name"]: e.get("unsupported") for e in odd["kernels"]}
-        assert reasons["tiled"] == KERNELS["tiled"].supports(Problem(1, 67, 45, 7), None)
-        assert reasons["general"] is None
+        assert manifest["routing"]["decode_seconds_per_mac"] == cost.DECODE_SECONDS_PER_MAC
+        assert manifest["routing"]["batch_seconds_per_block_mac"] == {
+            str(k): v for k, v in cost.BATCH_SECONDS_PER_BLOCK_MAC.items()}
 
     def test_params_fields_match_wgsl(self):
-        """q4gsw.js packs params in the field order of every kernel's WGSL struct Params."""
-        js = files("q4gsw.web").joinpath("static", "q4gsw.js").read_text()
+        """q4gsw.js packs params in the field order of every linear kernel's WGSL struct Params."""
+        js = files("q4gsw.web").joinpath("static", "kernels.js").read_text()
         js_fields = re.findall(r'"(\w+)"', re.search(r"PARAMS_FIELDS = Object.freeze\(\[(.*?)\]\)", js, re.S)[1])
-        for name in ("decode", "tiled", "general"):
+        for name in ("decode", "decode_batch", "tiled", "general"):
             wgsl = files("q4gsw.kernels").joinpath(f"{name}.wgsl").read_text()
             body = re.search(r"struct Params \{(.*?)\}", wgsl, re.S)[1]
             assert re.findall(r"(\w+)\s*:\s*u32", body) == js_fields, name
 
     def test_bad_layers(self, tmp_path, layers):
-        """Duplicate or reserved layer names are refused, naming the argument."""
+        """Duplicate or reserved layer names and a tiny chunk size are refused, naming the argument."""
         with pytest.raises(q4gsw.ShapeError, match="'layers'"):
             export_web(tmp_path, [layers["odd"], layers["odd"]])
         with pytest.raises(q4gsw.ShapeError, match="'name'"):
             WebLayer("kernels", layers["odd"].weight)
         with pytest.raises(q4gsw.ShapeError, match="'bias'"):
             WebLayer("x", layers["odd"].weight, np.zeros(3, np.float32))
+        with pytest.raises(q4gsw.ShapeError, match="'chunk_bytes'"):
+            export_web(tmp_path, [layers["odd"]], chunk_bytes=8)
 
     def test_npz_layer(self, tmp_path, layers):
         """An .npz of ExecuTorch's tensors becomes the same PackedWeight (odd K via in_features)."""
@@ -216,7 +259,8 @@ class TestExportWeb:
         """`q4gsw export-web OUT --random NxK` writes a bundle."""
         assert cli.main(["export-web", str(tmp_path / "b"), "--random", "64x96", "--group-size", "32"]) == 0
         manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-        assert [(l["name"], l["N"], l["K"]) for l in manifest["layers"]] == [("random_64x96", 64, 96)]
+        assert [layer["name"] for layer in manifest["layers"]] == ["random_64x96"]
+        assert (manifest["weights"]["random_64x96"]["N"], manifest["weights"]["random_64x96"]["K"]) == (64, 96)
         assert "wrote" in capsys.readouterr().out
 
     def test_random_layer(self):
@@ -244,12 +288,12 @@ def browser_run(bundle, layers):
     rng = np.random.default_rng(7)
     (bundle / "cases").mkdir(exist_ok=True)
     cases, inputs = [], {}
-    for case_id, layer, m, kernel, bias, fold in CASES:
+    for case_id, layer, m, kernel, bias, fold, gpu in CASES:
         x = rng.standard_normal((m, layers[layer].weight.in_features)).astype(np.float32)
         (bundle / "cases" / f"{case_id}.bin").write_bytes(x.tobytes())
         inputs[case_id] = x
         cases.append({"id": case_id, "layer": layer, "m": m, "kernel": kernel, "bias": bias,
-                      "x": f"cases/{case_id}.bin", "max_workgroups_per_dimension": fold})
+                      "x": f"cases/{case_id}.bin", "max_workgroups_per_dimension": fold, "gpu": gpu})
     (bundle / "cases.json").write_text(json.dumps(cases))
     (bundle / "compile").mkdir(exist_ok=True)
     compile_list = []
@@ -258,7 +302,6 @@ def browser_run(bundle, layers):
         (bundle / "compile" / f"{i}.wgsl").write_text(code, encoding="utf-8", newline="")
         compile_list.append({
             "label": str(key), "source": f"compile/{i}.wgsl", "constants": constants,
-            "enables": [ext for ext, pattern in BROWSER_ENABLES.items() if pattern.search(code)],
             "files": [f"{f}.wgsl" for f in key.sources], "invocations": _invocations(code, constants),
         })
     (bundle / "compile.json").write_text(json.dumps(compile_list))
@@ -276,34 +319,45 @@ def browser_run(bundle, layers):
 
 class TestBrowser:
     @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-    def test_matches_python(self, browser_run, layers, runtime, case):
+    def test_matches_python(self, browser_run, layers, manifest, case):
         """q4gsw.js in Chromium (SwiftShader) gives Python's result within fp32 tolerance, with
-        the same kernel, key and folded grid, and routes around no kernel."""
-        case_id, layer_name, m, kernel, with_bias, fold = case
+        the kernel Python's select() picks for the browser's capabilities, its key and folded
+        grid, the output where it was asked for, and a skip only where the device forces one."""
+        case_id, layer_name, m, kernel, with_bias, fold, gpu = case
         got = browser_run.case(case_id)
         assert got["error"] is None, got["error"]
-        assert got["fallbacks"] == []
+        assert got["gpu"] == gpu
         layer = layers[layer_name]
+        w = layer.weight
         bias = layer.bias if with_bias else None
         x = browser_run.inputs[case_id]
-        y_js = np.frombuffer(base64.b64decode(got["out"]), np.float32).reshape(m, layer.weight.out_features)
-        y_py = q4gsw.linear(x, layer.weight, bias, kernel=kernel)
-        p = Problem(m, layer.weight.out_features, layer.weight.in_features, layer.weight.group_size, with_bias)
-        spec = KERNELS[got["kernel"]]
-        assert got["key"] == str(spec.key(p))
-        n_tiles, m_tiles = spec.tiles(p)
+        y_js = np.frombuffer(base64.b64decode(got["out"]), np.float32).reshape(m, w.out_features)
+        y_py = q4gsw.linear(x, w, bias, kernel=kernel)
+        caps = browser_caps(browser_run.report["caps"])
+        p = Problem(m, w.out_features, w.in_features, w.group_size, with_bias)
+        spec = KERNELS[got["kernel"]].bind(caps)
+        first = p.with_n(manifest["weights"][layer_name]["chunks"][0]["n"])
+        assert got["key"] == str(spec.key(first))
+        n_tiles, m_tiles = spec.tiles(first)
         assert tuple(got["grid"]) == fold_grid(n_tiles * m_tiles, fold or browser_run.report["maxWorkgroupsPerDimension"])
-        assert_matches_reference(y_js, x, layer.weight, bias)
-        assert (np.abs(y_js - y_py) <= tolerance(x, layer.weight, bias)).all()
-        assert got["timing"]["method"] in ("timestamp-query", "wall-clock") and got["timing"]["ns"] >= 0
-        if kernel is None:
-            py_choice = select(p, runtime.caps).name
-            if "subgroups" in browser_run.report["features"] or py_choice != "decode_subgroup":
-                assert got["kernel"] == py_choice
+        assert_matches_reference(y_js, x, w, bias)
+        assert (np.abs(y_js - y_py) <= tolerance(x, w, bias)).all()
+        if gpu:  # a GPU-resident call is not timed unless asked (timing: true)
+            assert got["timing"] is None
+        else:
+            assert got["timing"]["method"] in ("timestamp-query", "wall-clock") and got["timing"]["ns"] >= 0
+        if layer_name == "deep":
+            assert got["kernel"] == "general"
+            assert {f["kernel"]: f["reason"] for f in got["fallbacks"]} == {
+                name: f"needs {n} invocations per workgroup, the device has 256" for name, n in DEEP_FALLBACKS.items()}
+        else:
+            assert got["fallbacks"] == []
+            if kernel is None:
+                assert got["kernel"] == select(p, caps).name
 
     def test_grids_fold(self, browser_run):
         """Each case with a lowered limit ran on a grid folded over it (y > 1)."""
-        for case_id, *_, fold in CASES:
+        for case_id, *_, fold, _gpu in CASES:
             if fold is not None:
                 grid = browser_run.case(case_id)["grid"]
                 assert grid[1] > 1 and max(grid) <= fold, (case_id, grid)
@@ -324,18 +378,27 @@ class TestBrowser:
             "x_dtype": ("DTypeError", "x"), "x_shape": ("ShapeError", "x"), "bias_shape": ("ShapeError", "bias"),
             "weight_type": ("DTypeError", "weight"), "unknown_kernel": ("UnsupportedShapeError", None),
             "tiled_odd": ("UnsupportedShapeError", None), "packed_scales": ("ShapeError", "weight_scales"),
-            "fold_limit": ("ArgumentError", "maxWorkgroupsPerDimension"),
+            "fold_limit": ("ArgumentError", "maxWorkgroupsPerDimension"), "x_other_device": ("DTypeError", "x"),
+            "from_buffer_shape": ("ShapeError", "buffer"),
         }
         for name, (cls, argument) in expected.items():
             assert (errors[name]["name"], errors[name]["argument"]) == (cls, argument), (name, errors[name])
             assert errors[name]["isQ4gswError"]
         assert "K=45 is not a multiple of 32" in errors["tiled_odd"]["message"]
 
+    def test_device_lost(self, browser_run):
+        """After device.destroy() the onDeviceLost callback gets a DeviceLostError, and calls on
+        the runtime throw DeviceLostError (not the browser's AbortError)."""
+        lost = browser_run.report["deviceLost"]
+        assert lost["callback"] == {"name": "DeviceLostError", "reason": "destroyed"}
+        for call in ("linear", "tensor"):
+            assert lost[call]["name"] == "DeviceLostError" and lost[call]["isQ4gswError"], lost[call]
+
     def test_progress_reported(self, browser_run):
-        """The page reported a step for the runtime, every case and every kernel compiled."""
+        """The page reported a step for the runtime, every case, every kernel compiled and the lost device."""
         steps = [what for what, _ in browser_run.page.events if not what.startswith("GET ")]
         assert steps == (["runtime"] + [f"case {c[0]}" for c in CASES]
-                         + [f"compile {k['label']}" for k in browser_run.kernels])
+                         + [f"compile {k['label']}" for k in browser_run.kernels] + ["device lost"])
 
 
 class TestKernelsCompileInChromium:

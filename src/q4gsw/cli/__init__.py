@@ -95,6 +95,19 @@ def _export_web(args) -> int:
 
     from ..web.export import export_web, load_npz_layer, random_layer
 
+    chunk_bytes = args.chunk_mib << 20
+    if args.model is not None:
+        if args.weight or args.random:
+            raise _Refused("--model", "no --weight or --random with it (a model bundle holds one model)",
+                           "--weight" if args.weight else "--random")
+        from ..web.export_model import export_model_web
+
+        path = export_model_web(args.out_dir, args.model, group_size=args.group_size, chunk_bytes=chunk_bytes,
+                                progress=_progress())
+        print(f"wrote {path.parent}/ (a model bundle); serve it, e.g. python -m http.server -b 127.0.0.1 "
+              f"-d {path.parent}, and open generate.html")
+        return 0
+
     layers = []
     for path in args.weight:  # the file is a readable zip (checked while parsing); now its contents
         try:
@@ -109,7 +122,7 @@ def _export_web(args) -> int:
         name = name if name not in {layer.name for layer in layers} else f"{name}_{i}"
         layers.append(random_layer(name, n, k, group_size=args.group_size, bias=not args.no_bias,
                                    seed=args.seed + i))
-    path = export_web(args.out_dir, layers)
+    path = export_web(args.out_dir, layers, chunk_bytes=chunk_bytes)
     print(f"wrote {path.parent}/ ({', '.join(layer.name for layer in layers)}); serve it, e.g. "
           f"python -m http.server -b 127.0.0.1 -d {path.parent}, and open index.html")
     return 0
@@ -243,8 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--random", action="append", type=_layer_shape, metavar="NxK",
                    help="a random quantized layer, N out x K in features (repeatable; default: 256x256 "
                         "without --weight, none with it)")
+    w.add_argument("--model", metavar="PATH", default=None,
+                   help="a whole model instead of layers: anything q4gsw.load_model reads (a Hugging Face or q4gsw "
+                        "model directory, a GGUF file); the bundle runs it on generate.html (default: none)")
+    w.add_argument("--chunk-mib", type=_positive_int, default=128,
+                   help="largest data file and weight chunk, in MiB: weights are split along N to fit; the device "
+                        "must bind this much (WebGPU's default limit: 128) (default: %(default)s)")
     w.add_argument("--group-size", type=_positive_int, default=128,
-                   help="group size of --random layers (default: %(default)s)")
+                   help="group size of --random layers and of --model's float linears (default: %(default)s)")
     w.add_argument("--no-bias", action="store_true", help="--random layers without bias")
     w.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seed of the first --random layer; the i-th uses seed + i (default: %(default)s)")

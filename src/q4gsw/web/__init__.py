@@ -1,5 +1,7 @@
-"""Static browser bundles: the kernels, packed weights and a JS runtime for navigator.gpu."""
+"""Static browser bundles: the kernels, packed weights (one layer each, or a whole decoder) and
+an ES module runtime for navigator.gpu."""
 
 from .export import WebLayer, bundle_kernel_source, export_web, random_layer
+from .export_model import export_model_web
 
-__all__ = ["WebLayer", "bundle_kernel_source", "export_web", "random_layer"]
+__all__ = ["WebLayer", "bundle_kernel_source", "export_model_web", "export_web", "random_layer"]

@@ -1,14 +1,17 @@
-"""export_web: write a self-contained static bundle that runs linear_q4gsw in a browser.
+"""export_web: write a self-contained static bundle that runs linear_q4gsw layers in a browser.
 
-The bundle (see README "In a browser"):
-    manifest.json          layers (N, K, group_size, padded_N, files, kernels) and kernels
-    q4gsw.js, index.html   the ES module runtime and the demo page (copied from web/static/)
-    kernels/<name>.wgsl    the WGSL text exactly as PipelineCache compiles it for that key
-    <layer>/weights.bin    ExecuTorch's packed bytes (N, ceil(K/2)) uint8, as they are
-    <layer>/scales.bin     the scales (scale_rows, padded_N) float32 little-endian, as they are
-    <layer>/bias.bin       optional (N,) float32
-Override constants are not baked into the text: each key's constants go in the manifest and
-q4gsw.js passes them to createComputePipeline's `constants`, as Python does.
+A bundle (see README "In a browser"; export_model.py writes the "model" kind):
+    manifest.json          format, version, kind, the kernels' files, the cost model's
+                           constants, the data files (size, sha256) and where each tensor lies
+    q4gsw.js + modules     the ES module runtime, index.html and generate.html (web/static/)
+    kernels/<file>.wgsl    every file of q4gsw/kernels, byte for byte
+    data/<NNN>.bin         the tensors, packed in order (16-byte aligned) into files of at
+                           most chunk_bytes; a weight larger than chunk_bytes is split along N
+                           into chunks of at most chunk_bytes each (runtime/weights.py's rule
+                           with chunk_bytes as the binding limit), each chunk its own buffers
+q4gsw.js computes kernel keys, tiles and params from the problem as the Python specs do
+(kernels.js), compiles the keys' files with their override constants, and checks every file
+it fetches against the manifest's size and sha256.
 """
 
 from __future__ import annotations
@@ -22,24 +25,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..arith import ceil_div
 from ..checks import as_array, describe
 from ..errors import DTypeError, ShapeError
 from ..format import PackedWeight
-from ..kernels import KERNELS, Decode, General, Problem, Tiled, cost
+from ..kernels import KERNELS, cost
 from ..runtime.pipelines import KernelKey, load_wgsl
+from ..runtime.weights import features_per_chunk, fits_one_binding
 
 FORMAT = "q4gsw-web"
-VERSION = 1
-#: Static files copied into every bundle.
-STATIC_FILES = ("q4gsw.js", "index.html")
-#: WGSL builtins that need an `enable` directive in the browser (Tint) but that naga (wgpu-py)
-#: rejects when enabled: q4gsw.js prepends `enable <ext>;` to such kernels, nothing else.
-BROWSER_ENABLES = {"subgroups": re.compile(r"\bsubgroup\w*|@builtin\(subgroup_")}
-#: M values at which each kernel's tiling is checked against KernelSpec.tiles().
-_TILING_PROBES = (1, 2, 3, 4, 5, 63, 64, 65, 127, 128, 129, 130, 255, 256, 257, 1000, 1024, 4096)
+VERSION = 2
+#: Bytes of a data file and of a weight chunk (a chunk is bound whole): Chrome's default
+#: maxStorageBufferBindingSize, which every WebGPU device offers at least.
+DEFAULT_CHUNK_BYTES = 128 << 20
+#: Files copied from web/static into every bundle (the ES modules and the pages).
+STATIC_FILES = ("q4gsw.js", "errors.js", "kernels.js", "tensor.js", "runtime.js", "chain.js", "bundle.js", "ops.js",
+                "model.js", "tokenizer.js", "index.html", "generate.html")
 _LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-_RESERVED = {"kernels", "manifest.json", *STATIC_FILES}
+_RESERVED = {"kernels", "data", "manifest.json", "tokenizer.json", *STATIC_FILES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,152 +98,144 @@ def load_npz_layer(path: str | Path, name: str | None = None) -> WebLayer:
 
 
 def bundle_kernel_source(key: KernelKey) -> str:
-    """The WGSL text PipelineCache compiles for key (its files joined by a newline)."""
+    """The WGSL text PipelineCache compiles for key (its files joined by a newline), as
+    q4gsw.js joins the bundle's kernels/<file>.wgsl."""
     return "\n".join(load_wgsl(f) for f in key.sources)
 
 
-def _invocations(source: str, constants: dict) -> int:
-    """Invocations per workgroup, from the entry point's @workgroup_size (a literal or an override)."""
-    match = re.search(r"@workgroup_size\(\s*([A-Za-z0-9_]+)\s*\)", source)
-    if match is None:
-        raise ValueError("kernel source has no one-dimensional @workgroup_size")
-    value = match[1].rstrip("u")
-    return int(value) if value.isdigit() else int(constants[value])
+def routing() -> dict:
+    """The cost model's constants (kernels/cost.py) and the decode kernels' workgroup-memory
+    capacities, as q4gsw.js's Router reads them."""
+    return {
+        "seconds_fixed": cost.SECONDS_FIXED,
+        "decode_seconds_per_mac": cost.DECODE_SECONDS_PER_MAC,
+        "tiled_seconds_per_k_per_wave": cost.TILED_SECONDS_PER_K_PER_WAVE,
+        "tiled64_seconds_per_k_per_wave": cost.TILED64_SECONDS_PER_K_PER_WAVE,
+        "tiled_tiles_per_wave": cost.TILED_TILES_PER_WAVE,
+        "split_seconds_per_partial": cost.SPLIT_SECONDS_PER_PARTIAL,
+        "split_seconds_fixed": cost.SPLIT_SECONDS_FIXED,
+        "batch_seconds_per_block_mac": {str(k): v for k, v in cost.BATCH_SECONDS_PER_BLOCK_MAC.items()},
+        "long_grid_feature_blocks": cost.LONG_GRID_FEATURE_BLOCKS,
+        "decode_partial_capacity": {spec.reduction: spec.partial_capacity for spec in KERNELS.values()
+                                    if hasattr(spec, "reduction")},
+    }
 
 
-def _tiling(spec, n: int, k: int, group_size: int) -> tuple[int, int]:
-    """(workgroups along N, rows of x per workgroup along M), checked against spec.tiles()."""
-    n_tiles = spec.tiles(Problem(1, n, k, group_size))[0]
-    m_per_tile = max(m for m in _TILING_PROBES if spec.tiles(Problem(m, n, k, group_size))[1] == 1)
-    for m in _TILING_PROBES:
-        if spec.tiles(Problem(m, n, k, group_size)) != (n_tiles, ceil_div(m, m_per_tile)):
-            raise ValueError(f"{spec.name}: tiles() is not (n_tiles, ceil(M / {m_per_tile})) at M={m}")
-    return n_tiles, m_per_tile
+class DataWriter:
+    """Packs tensors' bytes into data/<NNN>.bin files of at most file_bytes each (a tensor
+    larger than that gets a file of its own), each tensor at a 16-byte aligned offset."""
+
+    def __init__(self, out: Path, file_bytes: int):
+        self.out = out
+        self.file_bytes = file_bytes
+        self.files: dict[str, dict] = {}
+        self._current: tuple[str, object, int] | None = None  # (name, handle, bytes written)
+        (out / "data").mkdir(parents=True, exist_ok=True)
+
+    def add(self, array: np.ndarray) -> dict:
+        """Write array's little-endian bytes; returns its reference {file, offset, nbytes, dtype, shape}."""
+        arr = np.ascontiguousarray(array)
+        data = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+        padded = -len(data) % 16
+        if self._current is None or self._current[2] + len(data) > self.file_bytes:
+            self._next()
+        name, handle, offset = self._current
+        handle.write(data + bytes(padded))
+        self._current = (name, handle, offset + len(data) + padded)
+        return {"file": name, "offset": offset, "nbytes": len(data), "dtype": arr.dtype.name, "shape": list(arr.shape)}
+
+    def _next(self) -> None:
+        self._close()
+        name = f"data/{len(self.files):03d}.bin"
+        self.files[name] = {}
+        self._current = (name, open(self.out / name, "wb"), 0)
+
+    def _close(self) -> None:
+        if self._current is not None:
+            name, handle, _ = self._current
+            handle.close()
+            data = (self.out / name).read_bytes()
+            self.files[name] = {"nbytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            self._current = None
+
+    def finish(self) -> dict:
+        """Close the last file; returns {file: {nbytes, sha256}}."""
+        self._close()
+        return self.files
 
 
-def _preference(spec) -> str:
-    """How kernels.select() ranks spec, for q4gsw.js: 'decode' (when decode_beats_tiled),
-    'tiled' (when it does not) or 'fallback' (never preferred)."""
-    if isinstance(spec, Decode):
-        return "decode"
-    if isinstance(spec, Tiled):
-        return "tiled"
-    if isinstance(spec, General):
-        return "fallback"
-    raise ValueError(f"kernel {spec.name!r}: q4gsw.web does not know how select() ranks it")
+def weight_entry(writer: DataWriter, weight: PackedWeight, chunk_bytes: int) -> dict:
+    """A weight's manifest entry, its chunks written: split along N exactly as the Python
+    runtime splits it for a binding limit of chunk_bytes (runtime/weights.py): one chunk
+    keeps ExecuTorch's scales as they are (the used rows, padded_N wide); several chunks
+    hold their own rows and compact scale columns."""
+    as_is = fits_one_binding(weight, chunk_bytes)
+    step = features_per_chunk(weight, chunk_bytes)
+    chunks = []
+    for n0 in range(0, weight.out_features, step):
+        n = min(step, weight.out_features - n0)
+        if as_is:
+            scales, stride = weight.scales[: weight.num_groups], int(weight.scales.shape[1])
+        else:
+            scales, stride = weight.scales[: weight.num_groups, n0 : n0 + n], n
+        chunks.append({"n0": n0, "n": n, "scale_stride": stride, "weights": writer.add(weight.weights[n0 : n0 + n]),
+                       "scales": writer.add(scales.astype(np.float32))})
+    return {"N": weight.out_features, "K": weight.in_features, "group_size": weight.group_size,
+            "padded_N": int(weight.scales.shape[1]), "num_groups": weight.num_groups, "chunks": chunks}
 
 
-def layer_kernels(weight: PackedWeight) -> tuple[list[dict], dict]:
-    """The kernels for this weight, shape-wise (device checks are left to q4gsw.js).
+def write_common(out: Path, kind: str) -> dict:
+    """Copy the static files and every kernel file; returns the manifest's common entries."""
+    from .. import __version__
 
-    Returns:
-        (per-layer entries in KERNELS order, each either runnable -- keys with and without
-        bias, tiling, preference, limits -- or {"name", "unsupported": reason as select()
-        gives it}; {str(key): kernel entry} for every key the runnable ones use).
-    """
-    n, k, gs = weight.out_features, weight.in_features, weight.group_size
-    entries, kernels = [], {}
-    for spec in KERNELS.values():
-        if spec.baseline or not spec.web:
-            continue
-        reason = spec.supports(Problem(1, n, k, gs), None)
-        if reason is not None:
-            entries.append({"name": spec.name, "unsupported": reason})
-            continue
-        keys = {}
-        for has_bias in (False, True):
-            key = spec.key(Problem(1, n, k, gs, has_bias))
-            if any(spec.key(Problem(m, n, k, gs, has_bias)) != key for m in _TILING_PROBES):
-                raise ValueError(f"{spec.name}: the kernel key depends on M; a bundle cannot hold it")
-            source = bundle_kernel_source(key)
-            constants = {name: (int(v) if isinstance(v, bool) else v) for name, v in key.constants}
-            kernels[str(key)] = {
-                "name": key.name,
-                "label": key.label,
-                "files": [f"{f}.wgsl" for f in key.sources],
-                "source": f"kernels/{key.name}.wgsl",
-                "constants": constants,
-                "enables": [ext for ext, pattern in BROWSER_ENABLES.items() if pattern.search(source)],
-                "invocations": _invocations(source, constants),
-                "text": source,
-            }
-            keys["bias" if has_bias else "no_bias"] = str(key)
-        n_tiles, m_per_tile = _tiling(spec, n, k, gs)
-        p1 = Problem(1, n, k, gs)
-        entries.append({
-            "name": spec.name,
-            "keys": keys,
-            "n_tiles": n_tiles,
-            "m_per_tile": m_per_tile,
-            "prefers": _preference(spec),
-            "max_m": getattr(spec, "max_m", None),
-            "workgroup_bytes": spec.workgroup_bytes(p1) if hasattr(spec, "workgroup_bytes") else 0,
-        })
-    return entries, kernels
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels").mkdir(exist_ok=True)
+    static = importlib.resources.files("q4gsw.web").joinpath("static")
+    for name in STATIC_FILES:
+        (out / name).write_bytes(static.joinpath(name).read_bytes())
+    kernels = {}
+    for path in sorted(importlib.resources.files("q4gsw.kernels").iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".wgsl"):
+            data = path.read_bytes()
+            (out / "kernels" / path.name).write_bytes(data)
+            kernels[path.name.removesuffix(".wgsl")] = {"file": f"kernels/{path.name}", "nbytes": len(data),
+                                                         "sha256": hashlib.sha256(data).hexdigest()}
+    return {"format": FORMAT, "version": VERSION, "kind": kind, "q4gsw_version": __version__,
+            "kernels": kernels, "routing": routing()}
 
 
-def _write(path: Path, array: np.ndarray) -> dict:
-    data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    path.write_bytes(data)
-    return {"dtype": array.dtype.name, "shape": list(array.shape), "nbytes": len(data),
-            "sha256": hashlib.sha256(data).hexdigest()}
+def check_chunk_bytes(fn: str, chunk_bytes) -> int:
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes < 16:
+        raise ShapeError(fn, "chunk_bytes", "an int >= 16 (bytes of a data file and a weight chunk)",
+                         describe(chunk_bytes))
+    return chunk_bytes
 
 
-def export_web(out_dir: str | Path, layers: list[WebLayer]) -> Path:
+def export_web(out_dir: str | Path, layers: list[WebLayer], *, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Path:
     """Write a static bundle running `layers` in a browser; returns the manifest's path.
 
     Args:
         out_dir: the bundle folder (created; files of an earlier bundle are overwritten).
         layers: one or more WebLayer, with distinct names.
+        chunk_bytes: the largest data file and weight chunk (see weight_entry).
     """
+    fn = "export_web"
     if not layers:
-        raise ShapeError("export_web", "layers", "at least one WebLayer", "[]")
+        raise ShapeError(fn, "layers", "at least one WebLayer", "[]")
     names = [layer.name for layer in layers]
     if len(set(names)) != len(names):
-        raise ShapeError("export_web", "layers", "distinct layer names", repr(names))
+        raise ShapeError(fn, "layers", "distinct layer names", repr(names))
+    check_chunk_bytes(fn, chunk_bytes)
     out = Path(out_dir)
-    (out / "kernels").mkdir(parents=True, exist_ok=True)
-    static = importlib.resources.files("q4gsw.web").joinpath("static")
-    for name in STATIC_FILES:
-        (out / name).write_bytes(static.joinpath(name).read_bytes())
-    manifest_layers, manifest_kernels = [], {}
+    manifest = write_common(out, "layers")
+    writer = DataWriter(out, chunk_bytes)
+    weights, tensors = {}, {}
     for layer in layers:
-        w = layer.weight
-        entries, kernels = layer_kernels(w)
-        manifest_kernels.update(kernels)
-        folder = out / layer.name
-        folder.mkdir(exist_ok=True)
-        files = {"weights": _write(folder / "weights.bin", w.weights),
-                 "scales": _write(folder / "scales.bin", w.scales)}
+        weights[layer.name] = weight_entry(writer, layer.weight, chunk_bytes)
         if layer.bias is not None:
-            files["bias"] = _write(folder / "bias.bin", layer.bias)
-        for part, meta in files.items():
-            meta["file"] = f"{layer.name}/{part}.bin"
-        manifest_layers.append({
-            "name": layer.name, "N": w.out_features, "K": w.in_features, "group_size": w.group_size,
-            "padded_N": int(w.scales.shape[1]), "scale_rows": int(w.scales.shape[0]),
-            "num_groups": w.num_groups, "files": files, "kernels": entries,
-        })
-    texts: dict[str, str] = {}
-    for entry in manifest_kernels.values():
-        text = entry.pop("text")
-        if texts.setdefault(entry["source"], text) != text:
-            raise ValueError(f"two keys of kernel {entry['name']!r} have different sources")
-        (out / entry["source"]).write_text(text, encoding="utf-8", newline="")
-    from .. import __version__
-
-    manifest = {
-        "format": FORMAT, "version": VERSION, "q4gsw_version": __version__,
-        "kernel_order": [s.name for s in KERNELS.values() if not s.baseline and s.web],
-        "routing": {
-            "decode_seconds_per_mac": cost.DECODE_SECONDS_PER_MAC,
-            "tiled_seconds_per_k_per_wave": cost.TILED_SECONDS_PER_K_PER_WAVE,
-            "tiled_tiles_per_wave": cost.TILED_TILES_PER_WAVE,
-            "tiled_tile": KERNELS["tiled"].tile_n,
-        },
-        "layers": manifest_layers,
-        "kernels": manifest_kernels,
-    }
+            tensors[f"{layer.name}.bias"] = writer.add(layer.bias)
+    manifest.update(layers=[{"name": layer.name} for layer in layers], weights=weights, tensors=tensors,
+                    files=writer.finish(), chunk_bytes=chunk_bytes)
     path = out / "manifest.json"
     path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
     return path

@@ -1,0 +1,45 @@
+// Compiled (never run) by tests/test_web_package.py with `tsc --noEmit --strict`: a web
+// developer's use of q4gsw.js, typed through q4gsw.d.ts.
+import {
+  BundleError, CausalLM, Chain, DeviceLostError, GpuTensor, IntegrityError, Q4gswError, createRuntime, loadBundle,
+  loadModel, ops,
+} from "q4gsw";
+
+export async function generate(prompt: string): Promise<string> {
+  const runtime = await createRuntime({ onDeviceLost: (err: DeviceLostError) => console.warn(err.reason) });
+  let model: CausalLM;
+  try {
+    model = await loadModel("./", { runtime, maxPositions: 256, onProgress: (p) => console.log(p.phase, p.loaded, p.total) });
+  } catch (err) {
+    if (err instanceof IntegrityError) return `corrupt: ${err.file}`;
+    if (err instanceof BundleError) return "not a bundle";
+    throw err;
+  }
+  const tokenizer = await model.tokenizer();
+  const ids = tokenizer ? tokenizer.encode(prompt) : [1, 2, 3];
+  const out: number[] = await model.generate(ids, 16, { temperature: 0.7, topK: 40, seed: 1, onToken: (id, i) => console.log(i, id) });
+  const rate: number = model.lastStats.decodeTokensPerSecond;
+  const logits: Float32Array = await model.logits(ids);
+  console.log(rate, logits.length);
+  return tokenizer ? tokenizer.decode(out) : out.join(" ");
+}
+
+export async function layer(x: Float32Array): Promise<number> {
+  const runtime = await createRuntime();
+  const bundle = await loadBundle("./", { runtime });
+  const { weight, bias } = bundle.layer("layer0");
+  const cpu = await runtime.linear(x, weight, { bias });
+  const first: Float32Array = cpu.out;
+  const xt: GpuTensor = runtime.tensor(x, [1, weight.inFeatures]);
+  const gpu = await runtime.linear(xt, weight, { output: "gpu" });
+  const onGpu: GpuTensor = gpu.out;
+  const chain = new Chain(runtime, { source: bundle });
+  const h = await chain.linear(xt, weight);
+  const g = await ops.swiglu(chain, h);
+  await chain.run();
+  const back = await g.read();
+  for (const f of cpu.fallbacks) console.log(f.kernel, f.reason);
+  chain.release();
+  if (!(onGpu.buffer instanceof GPUBuffer)) throw new Q4gswError("not a buffer");
+  return first[0] + back[0] + (cpu.timing ? cpu.timing.ns : 0);
+}
