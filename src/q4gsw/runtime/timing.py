@@ -32,6 +32,7 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
 
     if warmup_s:
         warm_up(runtime, rotation, warmup_s)
+        _until_steady(runtime, next_passes)
     if warmup:
         submit(runtime, [p[0] for p in next_passes(warmup)], label="q4gsw/warm-up")
         wait(runtime)
@@ -39,6 +40,20 @@ def time_dispatch(runtime, dispatch: Dispatch | list[Dispatch], *, repeats: int 
     while len(times) < repeats:
         times += timed_passes(runtime, next_passes(min(batch, repeats - len(times))), label="q4gsw/bench")
     return times
+
+
+def _until_steady(runtime, next_passes, *, tolerance: float = 0.03, limit_s: float = 3.0) -> None:
+    """Time batches of 10 passes until two in a row agree within `tolerance` (or limit_s):
+    an idle H200 runs its SMs at 345 MHz and takes a second or more of sustained work to
+    reach 1980 MHz, and a fixed warm-up left some kernels measured on the way up."""
+    t_end = time.perf_counter() + limit_s
+    last = None
+    while time.perf_counter() < t_end:
+        times = sorted(timed_passes(runtime, next_passes(10), label="q4gsw/warm-up"))
+        median = times[len(times) // 2]
+        if last is not None and abs(median - last) <= tolerance * median:
+            return
+        last = median
 
 
 def time_chain(runtime, dispatches: list[Dispatch], *, per_pass: int = 32, repeats: int = 10,
