@@ -16,7 +16,7 @@ import q4gsw  # noqa: E402
 from q4gsw.torch_ext import Q4Linear, quantize_model  # noqa: E402
 from q4gsw.torch_ext.ops import SCHEMA  # noqa: E402
 
-from .utils import assert_matches_reference, random_problem  # noqa: E402
+from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales  # noqa: E402
 
 
 def from_case(case) -> Q4Linear:
@@ -114,6 +114,20 @@ class TestQ4Linear:
         layer = from_case(random_problem(rng, 2, 8, 16, 8))
         with pytest.raises(q4gsw.ShapeError, match="'input'"):
             layer(torch.ones(2, 17))
+
+    def test_executorch_padded_rows(self, runtime, rng):
+        """from_executorch takes rows as ExecuTorch's exporter pads them (K = 60 -> 32 bytes),
+        ignores the padding, and the op's fake kernel accepts the padded shape."""
+        q = rng.integers(-8, 8, (11, 60))
+        weights, scales = executorch_pack(q, 8), random_scales(rng, 4, 11)
+        layer = Q4Linear.from_executorch(weights, scales, 16, in_features=60)
+        x = rng.standard_normal((3, 60)).astype(np.float32)
+        assert_matches_reference(layer(torch.from_numpy(x)).numpy(), x, layer.packed)
+        np.testing.assert_array_equal(layer.packed.unpack(), q)
+        y = torch.ops.q4gsw.linear_q4gsw(torch.empty(3, 60, device="meta"),
+                                         torch.empty(11, 32, dtype=torch.uint8, device="meta"),
+                                         torch.empty(4, 11, device="meta"), 16)
+        assert y.shape == (3, 11)
 
     def test_state_dict(self, runtime, rng):
         """The packed bytes, scales and bias are buffers: state_dict round-trips into a fresh layer."""

@@ -11,6 +11,21 @@ from .checks import as_array, describe, positive_int
 from .errors import DTypeError, GroupSizeError, ShapeError, ValueRangeError
 
 QMIN, QMAX, OFFSET = -8, 7, 8
+#: Row paddings accepted besides ceil(K/2) bytes: ExecuTorch's exporter
+#: (`pack_4bit_weight_tensor(w, inner_dim_padding=8)`, 8 by default) pads each row with
+#: zeros to a multiple of `inner_dim_padding` elements when K is not one already.
+ROW_PADDINGS = (8, 16, 32, 64)
+
+
+def padded_row_bytes(k: int) -> tuple[int, ...]:
+    """The row lengths in bytes a PackedWeight of K input features accepts: ceil(K/2) first,
+    then K rounded up to a multiple of each of ROW_PADDINGS elements, halved (no repeats)."""
+    out = [(k + 1) // 2]
+    for pad in ROW_PADDINGS:
+        b = ceil_div(k, pad) * pad // 2
+        if b not in out:
+            out.append(b)
+    return tuple(out)
 
 
 def pack_nibbles(u: np.ndarray) -> np.ndarray:
@@ -69,15 +84,20 @@ class PackedWeight:
     """A 4-bit groupwise-symmetric weight, exactly as ExecuTorch serializes it.
 
     Attributes:
-        weights: (N, ceil(K/2)) uint8, row n = output feature n, element k in byte k//2
+        weights: (N, row_bytes) uint8, row n = output feature n, element k in byte k//2
             (even k low nibble, odd k high nibble), stored value q + 8 with q in [-8, 7].
+            row_bytes is ceil(K/2), or (with in_features given) K rounded up to a multiple
+            of 8, 16, 32 or 64 elements, halved: the rows ExecuTorch's exporter writes with
+            `inner_dim_padding` (see ROW_PADDINGS). Bytes past ceil(K/2) are ignored.
         scales: (num_groups, padded_N) float32, num_groups >= ceil(K/group_size),
             padded_N >= N; element (k, n) uses scales[k // group_size, n].
         group_size: elements of K per scale.
         in_features: K. Defaults to 2 * weights.shape[1]; pass it for odd K.
 
     The arrays are kept as given (read-only views, no copy when already contiguous). The
-    runtime keeps one GPU copy per device while this object lives (q4gsw.runtime.weights).
+    runtime keeps one GPU copy per device while this object lives (q4gsw.runtime.weights);
+    padded rows are uploaded without their padding (see compact()), so every kernel reads
+    rows of exactly ceil(K/2) bytes.
     """
 
     weights: np.ndarray
@@ -93,8 +113,13 @@ class PackedWeight:
         gs = positive_int(fn, "group_size", self.group_size)
         n, kb = weights.shape
         k = 2 * kb if self.in_features is None else positive_int(fn, "in_features", self.in_features, ShapeError)
-        if kb != (k + 1) // 2:
-            raise ShapeError(fn, "weights", f"ceil(K/2) = {(k + 1) // 2} bytes per row for K={k}", describe(weights))
+        accepted = padded_row_bytes(k)
+        if kb not in accepted:
+            padded = ", ".join(str(b) for b in accepted[1:])
+            raise ShapeError(fn, "weights", f"ceil(K/2) = {accepted[0]} bytes per row for K={k}"
+                             + (f" (or {padded}: rows padded to a multiple of {'/'.join(map(str, ROW_PADDINGS))} "
+                                "elements, as ExecuTorch's exporter writes them)" if padded else ""),
+                             describe(weights))
         if n == 0 or kb == 0:
             raise ShapeError(fn, "weights", "N >= 1 rows and K >= 1", describe(weights))
         groups = ceil_div(k, gs)
@@ -117,18 +142,37 @@ class PackedWeight:
         return self.weights.shape[0]
 
     @property
+    def row_bytes(self) -> int:
+        """Bytes of one row as stored: ceil(K/2), or more when the rows are padded."""
+        return self.weights.shape[1]
+
+    @property
+    def padded(self) -> bool:
+        """Whether the rows hold padding past ceil(K/2) bytes (ExecuTorch's inner_dim_padding)."""
+        return self.row_bytes != (self.in_features + 1) // 2
+
+    def compact(self) -> "PackedWeight":
+        """This weight with rows of exactly ceil(K/2) bytes: itself when not padded, else a
+        copy of the bytes without the padding (N * ceil(K/2) bytes; the scales are shared)."""
+        if not self.padded:
+            return self
+        rows = np.ascontiguousarray(self.weights[:, : (self.in_features + 1) // 2])
+        return PackedWeight(rows, self.scales, self.group_size, in_features=self.in_features)
+
+    @property
     def num_groups(self) -> int:
         """ceil(K / group_size): the scale rows that are used."""
         return ceil_div(self.in_features, self.group_size)
 
     @property
     def nbytes(self) -> int:
-        """Bytes a kernel must read: packed weights plus the used scales."""
-        return self.weights.nbytes + 4 * self.num_groups * self.out_features
+        """Bytes a kernel must read: packed weights (ceil(K/2) a row, padding excluded) plus
+        the used scales."""
+        return self.out_features * ((self.in_features + 1) // 2) + 4 * self.num_groups * self.out_features
 
     def unpack(self) -> np.ndarray:
-        """(N, K) int8 q values in [-8, 7]."""
-        return unpack_int4(self.weights, self.in_features)
+        """(N, K) int8 q values in [-8, 7] (row padding dropped)."""
+        return unpack_nibbles(self.weights, self.in_features).astype(np.int8) - OFFSET
 
     def dequantize(self) -> np.ndarray:
         """(N, K) float64: q * scale."""

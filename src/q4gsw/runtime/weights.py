@@ -21,9 +21,14 @@ class WeightChunk:
     scale_stride: int
 
 
+def compact_row_bytes(weight) -> int:
+    """Bytes of one row on the GPU: ceil(K/2) (padded rows are uploaded without their padding)."""
+    return (weight.in_features + 1) // 2
+
+
 def fits_one_binding(weight, max_binding: int) -> bool:
     """Whether the bytes and the used scale rows (padded_N wide) each fit one binding."""
-    return (weight.weights.nbytes <= max_binding
+    return (weight.out_features * compact_row_bytes(weight) <= max_binding
             and 4 * weight.num_groups * weight.scales.shape[1] <= max_binding)
 
 
@@ -32,7 +37,7 @@ def features_per_chunk(weight, max_binding: int) -> int:
     keep a chunk's bytes and its own scale columns within the limit."""
     if fits_one_binding(weight, max_binding):
         return weight.out_features
-    per_feature = max(weight.weights.shape[1], 4 * weight.num_groups)
+    per_feature = max(compact_row_bytes(weight), 4 * weight.num_groups)
     return max(1, min(weight.out_features, max_binding // per_feature))
 
 
@@ -52,7 +57,9 @@ class WeightCache:
 
         One chunk uploads ExecuTorch's bytes and scales as they are (scales keep their
         padded_N stride); larger weights are split along N, each chunk with its own rows and
-        scale columns.
+        scale columns. Rows padded past ceil(K/2) bytes (ExecuTorch's inner_dim_padding) are
+        uploaded without the padding: a host copy of the N * ceil(K/2) bytes, made once per
+        device, so that every kernel reads rows of ceil(K/2) bytes.
         """
         key = weight if key is None else key
         with self._lock:
@@ -77,6 +84,7 @@ class WeightCache:
         limit = runtime.caps.max_binding_size
         as_is = fits_one_binding(weight, limit)
         step = features_per_chunk(weight, limit)
+        rows = weight.weights[:, : compact_row_bytes(weight)]  # a view; upload() copies it when padded
         chunks = []
         for n0 in range(0, weight.out_features, step):
             n = min(step, weight.out_features - n0)
@@ -86,7 +94,7 @@ class WeightCache:
                 scales, stride = np.ascontiguousarray(weight.scales[: weight.num_groups, n0 : n0 + n]), n
             chunks.append(WeightChunk(
                 n0, n,
-                runtime.buffers.upload(weight.weights[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
+                runtime.buffers.upload(rows[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
                 runtime.buffers.upload(scales, usage, f"q4gsw/scales[{n0}:{n0 + n}]", align=16),  # read as vec4
                 stride,
             ))

@@ -24,8 +24,8 @@ def _linear_q4gsw_fake(x, weights, weight_scales, group_size, bias=None):
     """Shape and dtype only: (..., K) -> (..., N), N = weights.shape[0], x's dtype."""
     torch._check(x.dim() >= 1, lambda: "q4gsw::linear_q4gsw: x must be (..., K)")
     torch._check(weights.dim() == 2, lambda: "q4gsw::linear_q4gsw: weights must be (N, ceil(K/2))")
-    torch._check(weights.shape[1] * 2 - x.shape[-1] in (0, 1),
-                 lambda: "q4gsw::linear_q4gsw: weights must have ceil(K/2) bytes per row")
+    torch._check(weights.shape[1] * 2 >= x.shape[-1],
+                 lambda: "q4gsw::linear_q4gsw: weights must have ceil(K/2) bytes per row (or rows padded past it)")
     return x.new_empty((*x.shape[:-1], weights.shape[0]))
 
 

@@ -4,7 +4,7 @@ The bundle (see README "In a browser"):
     manifest.json          layers (N, K, group_size, padded_N, files, kernels) and kernels
     q4gsw.js, index.html   the ES module runtime and the demo page (copied from web/static/)
     kernels/<name>.wgsl    the WGSL text exactly as PipelineCache compiles it for that key
-    <layer>/weights.bin    ExecuTorch's packed bytes (N, ceil(K/2)) uint8, as they are
+    <layer>/weights.bin    ExecuTorch's packed bytes (N, ceil(K/2)) uint8, as they are (rows padded past ceil(K/2) are written without the padding)
     <layer>/scales.bin     the scales (scale_rows, padded_N) float32 little-endian, as they are
     <layer>/bias.bin       optional (N,) float32
 Override constants are not baked into the text: each key's constants go in the manifest and
@@ -211,7 +211,7 @@ def export_web(out_dir: str | Path, layers: list[WebLayer]) -> Path:
         manifest_kernels.update(kernels)
         folder = out / layer.name
         folder.mkdir(exist_ok=True)
-        files = {"weights": _write(folder / "weights.bin", w.weights),
+        files = {"weights": _write(folder / "weights.bin", w.compact().weights),  # ceil(K/2) bytes a row
                  "scales": _write(folder / "scales.bin", w.scales)}
         if layer.bias is not None:
             files["bias"] = _write(folder / "bias.bin", layer.bias)
