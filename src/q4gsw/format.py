@@ -1,4 +1,5 @@
-"""PackedWeight: ExecuTorch's linear_q4gsw weight format, int4 packing, and the float64 reference."""
+"""PackedWeight: ExecuTorch's linear_q4gsw weight format, int4 packing, and the float64 reference;
+DenseWeight: a linear kept in high precision (fp32 or fp16) beside them."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 import numpy as np
 
 from .arith import ceil_div
-from .checks import as_array, describe, positive_int
+from .checks import as_array, describe, foreign_array, positive_int
 from .errors import DTypeError, GroupSizeError, ShapeError, ValueRangeError
 
 QMIN, QMAX, OFFSET = -8, 7, 8
@@ -182,12 +183,90 @@ class PackedWeight:
         return self.unpack().astype(np.float64) * scale_nk
 
 
+#: The storage types of a DenseWeight.
+DENSE_DTYPES = ("float32", "float16")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DenseWeight:
+    """A linear weight kept in high precision beside the int4 ones (mixed precision), run by
+    q4gsw.dense_linear / Chain.dense_linear.
+
+    Attributes:
+        weights: (N, K) float32 or float16, row n = output feature n (nn.Linear's layout).
+            Kept as given (a read-only view, no copy when contiguous); a bfloat16 torch tensor
+            becomes float32 (exactly). fp16 storage works on every adapter: the kernels read
+            it as pairs of halves (unpack2x16float) and compute in fp32.
+
+    The runtime keeps one GPU copy per device while this object lives (q4gsw.runtime.weights).
+    """
+
+    weights: np.ndarray
+
+    def __post_init__(self):
+        fn = "DenseWeight"
+        w = foreign_array(fn, "weights", self.weights, (*DENSE_DTYPES, "bfloat16"), ndim=2)
+        if w.dtype.name not in DENSE_DTYPES:  # bfloat16 tensors arrive as float32 (exact)
+            w = w.astype(np.float32)
+        if w.shape[0] == 0 or w.shape[1] == 0:
+            raise ShapeError(fn, "weights", "(N >= 1, K >= 1)", describe(self.weights))
+        view = w.view()
+        view.flags.writeable = False
+        object.__setattr__(self, "weights", view)
+
+    @classmethod
+    def from_float(cls, w, dtype: str = "float16") -> "DenseWeight":
+        """A float weight stored as `dtype` (float16 rounds to nearest; values past fp16's
+        range raise ValueRangeError rather than becoming inf).
+
+        Args:
+            w: (N, K) float32/float16/bfloat16 ndarray or torch tensor.
+            dtype: one of DENSE_DTYPES.
+        """
+        fn = "DenseWeight.from_float"
+        if dtype not in DENSE_DTYPES:
+            raise DTypeError(fn, "dtype", f"one of {DENSE_DTYPES}", repr(dtype))
+        a = foreign_array(fn, "w", w, (*DENSE_DTYPES, "bfloat16"), ndim=2).astype(np.float32)
+        if not np.isfinite(a).all():
+            raise ValueRangeError(fn, "w", "finite values", "NaN or Inf")
+        if dtype == "float16":
+            big = np.abs(a).max(initial=0.0)
+            if big > np.finfo(np.float16).max:
+                raise ValueRangeError(fn, "w", f"|values| <= {float(np.finfo(np.float16).max)} for float16",
+                                      f"max |w| = {float(big)!r}; use dtype='float32'")
+        return cls(a.astype(dtype))
+
+    @property
+    def out_features(self) -> int:
+        """N, the number of output features."""
+        return self.weights.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        """K, the number of input features."""
+        return self.weights.shape[1]
+
+    @property
+    def dtype(self) -> str:
+        """The storage type: "float32" or "float16"."""
+        return self.weights.dtype.name
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes a kernel must read: N * K * 4 (float32) or 2 (float16)."""
+        return self.weights.nbytes
+
+    def dequantize(self) -> np.ndarray:
+        """(N, K) float64: the stored values, exactly."""
+        return self.weights.astype(np.float64)
+
+
 def linear_reference(x: np.ndarray, weight: PackedWeight, bias: np.ndarray | None = None) -> np.ndarray:
-    """The float64 reference of linear_q4gsw.
+    """The float64 reference of linear_q4gsw (and of dense_linear, for a DenseWeight).
 
     Args:
         x: (..., K) float array.
-        weight: the PackedWeight.
+        weight: the PackedWeight (or DenseWeight).
         bias: optional (N,) float array.
     Returns:
         (..., N) float64: x @ dequantize(weight).T (+ bias).
