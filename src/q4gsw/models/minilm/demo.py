@@ -15,7 +15,7 @@ from .model import MiniLM
 from .sentences import DEMO_PARAPHRASES, DEMO_SENTENCES
 
 def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEMO_PARAPHRASES,
-             reference: bool = True, method: str = "rtn", out=print) -> dict:
+             reference: bool = True, method: str = "rtn", dense_budget: float | None = None, out=print) -> dict:
     """`q4gsw demo --model minilm`: embeddings with q4gsw linears vs the float model, and the profile.
 
     Args:
@@ -24,6 +24,8 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
         paraphrases: index pairs of paraphrases, for the consistency check.
         reference: also run sentence-transformers (when installed) to check the fp32 forward.
         method: how the linears are quantized, one of QUANTIZATION_METHODS.
+        dense_budget: keep the linears the recipe chooses dense (fp16) so that the linear weights
+            take at most this many times their all-int4 bytes (None or 1: all int4).
         out: where lines go.
     Returns:
         dict of the figures printed (cosines, mean_cosine, ranking results, ...).
@@ -34,10 +36,11 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
     rt = get_runtime()
     out(f"adapter: {rt.caps.adapter_name} ({rt.caps.adapter_type}, {rt.caps.backend}; {rt.caps.driver})")
     t0 = time.perf_counter()
-    model = MiniLM.load(group_size=group_size, method=method)
+    model = MiniLM.load(group_size=group_size, method=method,
+                        dense_budget=None if dense_budget in (None, 1, 1.0) else dense_budget)
     c = model.config
     errs = [quantization_error(model.tensors[n + ".weight"], model.packed[n]).relative_frobenius
-            for n in model.linear_names]
+            for n in model.packed]
     with importlib.resources.as_file(model_file()) as path:
         where = path
     out(f"model: all-MiniLM-L6-v2 from {MODEL_DISTRIBUTION} {importlib.metadata.version(MODEL_DISTRIBUTION)} "
@@ -45,6 +48,13 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
     out(f"{len(errs)} linears quantized ({method}) at group size {group_size} "
         f"in {time.perf_counter() - t0:.1f} s; "
         f"relative weight error mean {np.mean(errs):.2%}, max {np.max(errs):.2%}")
+    wb = model.weight_bytes()
+    if model.dense:
+        kept = ", ".join(n.removeprefix("encoder.layer.") for n in model.dense)
+        out(f"{len(model.dense)} linears kept dense (fp16, chosen by measured sensitivity under a budget of "
+            f"{dense_budget}x): {kept}")
+    out(f"linear weights: {wb['total'] / 2**20:.2f} MiB = {wb['total'] / wb['all_int4']:.3f}x the all-int4 "
+        f"{wb['all_int4'] / 2**20:.2f} MiB (fp32: {sum(model.tensors[n + '.weight'].nbytes for n in model.linear_names) / 2**20:.2f} MiB)")
     tokens = model.tokenize(sentences)
     b, n = tokens.ids.shape
     out(f"{b} sentences, padded to {n} tokens: every linear runs with M = {b * n} rows")
@@ -58,7 +68,8 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
         e_q4 = model.pool(model.forward(tokens, mode="q4gsw"), tokens.mask)
     t_q4 = time.perf_counter() - t0
     e_ref = model.pool(model.forward(tokens, mode="reference"), tokens.mask)
-    summary: dict = {"adapter": rt.caps.adapter_name, "group_size": group_size, "method": method, "tokens": n}
+    summary: dict = {"adapter": rt.caps.adapter_name, "group_size": group_size, "method": method, "tokens": n,
+                     "dense": list(model.dense), "weight_bytes": wb}
 
     if reference:
         e_st, how = sentence_transformers_reference(sentences)
@@ -81,7 +92,8 @@ def run_demo(*, group_size: int = 128, sentences=DEMO_SENTENCES, paraphrases=DEM
     for i, (s, v) in enumerate(zip(sentences, cos)):
         out(f"  [{i}] {v:.5f}  {s}")
     mean = float(cos.mean())
-    out(f"mean cosine {mean:.5f} (goal >= 0.99 at group size 128: {'met' if mean >= 0.99 else 'NOT met'}), "
+    out(f"mean cosine {mean:.5f} (goal >= 0.99 at <= 1.5x the all-int4 bytes: "
+        f"{'met' if mean >= 0.99 and wb['total'] <= 1.5 * wb['all_int4'] else 'NOT met'}), "
         f"min {cos.min():.5f}")
 
     s_q4, s_float = similarity(e_q4), similarity(e_float)
