@@ -4,6 +4,10 @@ every kernel and storage type against the float64 reference, the checks, the cac
 from __future__ import annotations
 
 import gc
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -152,6 +156,26 @@ class TestDenseLinear:
         assert [r["label"] for r in prof.rows()] == ["dense_linear/gemv"]
         assert prof.rows()[0]["calls"] == 1
         assert_matches(y, x, w, None)
+
+    def test_fp16_without_shader_f16(self, runtime):
+        """fp16 storage needs no `shader-f16`: with the feature (and subgroups) off, an fp16
+        weight still matches the reference (the kernels widen halves with unpack2x16float)."""
+        code = (
+            "import numpy as np, q4gsw\n"
+            "rt = q4gsw.get_runtime()\n"
+            "assert 'shader-f16' not in rt.caps.features\n"
+            "rng = np.random.default_rng(7)\n"
+            "w = q4gsw.DenseWeight.from_float(rng.standard_normal((19, 40)).astype(np.float32))\n"
+            "for m in (1, 20):\n"
+            "    x = rng.standard_normal((m, 40)).astype(np.float32)\n"
+            "    y = q4gsw.dense_linear(x, w)\n"
+            "    ref = q4gsw.linear_reference(x, w)\n"
+            "    assert np.abs(y - ref).max() <= 1e-5 * (np.abs(x) @ np.abs(w.dequantize()).T).max(), m\n"
+            "print('ok')\n")
+        env = {**os.environ, "Q4GSW_DISABLE_FEATURES": "shader-f16,subgroup", "Q4GSW_POISON_OUTPUTS": "1",
+               "PYTHONPATH": str(pathlib.Path(q4gsw.__file__).parents[1])}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 class TestDenseWeight:
