@@ -82,7 +82,8 @@ class Q4Linear(nn.Module):
         """Wrap ExecuTorch's serialized linear_q4gsw tensors, used as they are.
 
         Args:
-            weights: (N, ceil(K/2)) uint8 ndarray or tensor.
+            weights: (N, ceil(K/2)) uint8 ndarray or tensor, or rows padded as ExecuTorch's exporter
+                pads them (pass in_features; the padding is ignored).
             weight_scales: (num_groups, padded_N) float32.
             group_size: elements of K per scale.
             bias: optional (N,) float32.
