@@ -69,6 +69,8 @@ REFUSED = [
     (["demo", "--model", "minilm", "--decode"], "--decode"),
     (["demo", "--model", "llama"], "--model"),
     (["demo", "--quantizer", "awq"], "--quantizer"),
+    (["demo", "--model", "minilm", "--dense-budget", "0.5"], "--dense-budget"),
+    (["demo", "--model", "minilm", "--dense-budget", "nan"], "--dense-budget"),
     # no or unknown command
     ([], "COMMAND"),
     (["nope"], "COMMAND"),

@@ -10,7 +10,7 @@ import q4gsw
 from q4gsw import DTypeError, GroupSizeError, PackedWeight, ShapeError
 
 from .strategies import int4_arrays
-from .utils import random_scales, random_weights
+from .utils import executorch_pack, random_scales, random_weights
 
 
 def loop_unpack(weights: np.ndarray, k: int) -> np.ndarray:
@@ -183,6 +183,36 @@ class TestPackedWeight:
         with pytest.raises(GroupSizeError, match="scales'"):
             PackedWeight(weights, random_scales(rng, 2, 4, extra_groups=0), 8)
         PackedWeight(weights, random_scales(rng, 3, 4, extra_groups=0), 8)
+
+    def test_padded_rows(self, rng):
+        """Rows padded as ExecuTorch's exporter pads them (K = 60 -> 32 bytes, inner_dim_padding
+        8) are accepted; the padding is ignored and compact() drops it."""
+        q = rng.integers(-8, 8, (5, 60))
+        weights = executorch_pack(q, 8)
+        assert weights.shape == (5, 32)
+        weights[:, 30:] = rng.integers(0, 256, (5, 2), dtype=np.uint8)  # garbage in the padding
+        scales = random_scales(rng, 4, 5)
+        pw = PackedWeight(weights, scales, 16, in_features=60)
+        assert pw.padded and pw.row_bytes == 32 and pw.nbytes == 5 * 30 + 4 * 4 * 5
+        np.testing.assert_array_equal(pw.unpack(), q)
+        compact = pw.compact()
+        assert not compact.padded and compact.weights.shape == (5, 30)
+        np.testing.assert_array_equal(compact.dequantize(), pw.dequantize())
+        assert compact.compact() is compact
+
+    @pytest.mark.parametrize("k,row_bytes", [(60, 32), (17, 12), (17, 16), (17, 32), (3, 4), (3, 32)])
+    def test_accepted_paddings(self, rng, k, row_bytes):
+        """Rows of K rounded up to a multiple of 8, 16, 32 or 64 elements are accepted."""
+        pw = PackedWeight(rng.integers(0, 256, (2, row_bytes), dtype=np.uint8), random_scales(rng, 1, 2), 64,
+                          in_features=k)
+        assert pw.row_bytes == row_bytes and pw.in_features == k
+
+    @pytest.mark.parametrize("k,row_bytes", [(60, 31), (60, 36), (60, 40), (17, 10), (17, 14), (64, 36)])
+    def test_other_paddings_refused(self, rng, k, row_bytes):
+        """Any other row length raises ShapeError naming 'weights' and the accepted lengths."""
+        with pytest.raises(ShapeError, match="'weights'.*bytes per row"):
+            PackedWeight(rng.integers(0, 256, (2, row_bytes), dtype=np.uint8), random_scales(rng, 1, 2), 64,
+                         in_features=k)
 
 
 class TestLinearReference:

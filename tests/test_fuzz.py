@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import q4gsw
 from q4gsw import DTypeError, GroupSizeError, ShapeError, SizeLimitError, UnsupportedShapeError, ValueRangeError
+from q4gsw.format import padded_row_bytes
 from q4gsw.kernels import KERNELS
 
 try:  # torch tensors of a wrong dtype are among the bad values when torch is installed
@@ -154,7 +155,7 @@ def bad_weights_scales(draw, weights, scales, gs, k):
     if kind == "w-rank":
         return bad_rank(draw, weights, (2,)), scales, ShapeError, "weights"
     if kind == "w-row-bytes":
-        other = draw(st.integers(0, 30).filter(lambda v: v != (k + 1) // 2))
+        other = draw(st.integers(0, 30).filter(lambda v: v not in padded_row_bytes(k)))  # (padded rows are valid)
         return np.zeros((weights.shape[0], other), np.uint8), scales, ShapeError, "weights"
     if kind == "w-no-rows":
         return weights[:0], scales, ShapeError, "weights"
@@ -217,7 +218,7 @@ def call_linear_q4gsw(draw, x, weights, scales, gs, bias, k):
         elif sub == "rank-0":
             bx, err, arg = np.array(1.0, np.float32), ShapeError, "x"
         else:  # K from x: its bytes per row disagree with the weights'
-            other = draw(st.integers(1, 80).filter(lambda v: (v + 1) // 2 != (k + 1) // 2))
+            other = draw(st.integers(1, 80).filter(lambda v: (k + 1) // 2 not in padded_row_bytes(v)))
             bx, err, arg = np.zeros((*x.shape[:-1], other), np.float32), ShapeError, "weights"
         bx = relayout(draw, bx)
         return Call("linear_q4gsw", lambda: fn(bx, weights, scales, gs, bias), err, arg)
@@ -252,7 +253,7 @@ def call_packed_weight(draw, x, weights, scales, gs, bias, k):
         kf = draw(st.sampled_from((0, -1, 2.0, True, "4", np.float64(4))))
         return Call("PackedWeight", lambda: q4gsw.PackedWeight(weights, scales, gs, in_features=kf),
                     ShapeError, "in_features")
-    other = draw(st.integers(1, 90).filter(lambda v: (v + 1) // 2 != (k + 1) // 2))
+    other = draw(st.integers(1, 90).filter(lambda v: (k + 1) // 2 not in padded_row_bytes(v)))
     return Call("PackedWeight", lambda: q4gsw.PackedWeight(weights, scales, gs, in_features=other),
                 ShapeError, "weights")
 
@@ -415,10 +416,11 @@ class TestRefusedBeforeCopy:
             q4gsw.linear(np.ones((1, 64), np.float32), pw, bias)
 
     def test_huge_weights_wrong_k(self, runtime, no_new_buffers):
-        """Weights of 2^40 rows whose row bytes disagree with in_features raise ShapeError, allocating nothing."""
+        """Weights of 2^40 rows whose row bytes (32) are neither ceil(K/2) = 35 nor a padding of K = 70 raise
+        ShapeError, allocating nothing."""
         weights = fake_huge(np.zeros(32, np.uint8), 2**40)
         with no_new_buffers(), pytest.raises(ShapeError, match="'weights'"):
-            q4gsw.PackedWeight(weights, np.ones((1, 4), np.float32), 64, in_features=10)
+            q4gsw.PackedWeight(weights, np.ones((1, 4), np.float32), 64, in_features=70)
 
     def test_huge_x_contiguous_shape_is_checked(self, runtime, no_new_buffers, fake_limits):
         """A contiguous x is never copied: past a (fake) limit it is refused at once."""

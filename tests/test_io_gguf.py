@@ -80,9 +80,32 @@ class TestReadGguf:
         write_gguf(path, {"a.weight": (a, Q4_0), "norm.weight": (norm, None), "b.weight": (b, Q4_0)})
         out = read_gguf(path)
         assert list(out) == ["a.weight", "b.weight"]
+        assert [(t.name, t.action) for t in out.skipped] == [("norm.weight", "skipped")]
+        assert out.skipped[0].detail.startswith("F32 64: a float tensor")
         for name, blocks in (("a.weight", a), ("b.weight", b)):
             np.testing.assert_array_equal(out[name].dequantize(), gguf.quants.dequantize(blocks, Q4_0))
         assert list(read_gguf(path, names=["b.weight"])) == ["b.weight"]
+
+    def test_skipped_are_reported(self, tmp_path, rng, caplog):
+        """Without names, every tensor left out (float, other quant types) is in .skipped with
+        its reason, and one warning names them; with names, nothing is skipped."""
+        _, a = q4_0_rows(rng, 4, 64)
+        w = rng.standard_normal((4, 64)).astype(np.float32)
+        path = tmp_path / "m.gguf"
+        write_gguf(path, {"emb.weight": (w, None), "a.weight": (a, Q4_0),
+                          "q8.weight": (gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0),
+                                        gguf.GGMLQuantizationType.Q8_0)})
+        with caplog.at_level("WARNING", logger="q4gsw"):
+            out = read_gguf(path)
+        assert list(out) == ["a.weight"]
+        reasons = {t.name: t.detail for t in out.skipped}
+        assert list(reasons) == ["emb.weight", "q8.weight"]
+        assert reasons["q8.weight"].startswith("Q8_0 4x64: not Q4_0")
+        assert "imported 1 of 3 tensors" in caplog.text and "q8.weight" in caplog.text
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="q4gsw"):
+            assert read_gguf(path, names=["a.weight"]).skipped == []
+        assert caplog.text == ""
 
     def test_other_quant_type(self, tmp_path, rng):
         """Asking for a Q8_0 tensor raises FormatError naming the type."""

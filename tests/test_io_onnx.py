@@ -69,6 +69,40 @@ class TestAgainstOnnxRuntime:
         np.testing.assert_array_less(np.abs(q4gsw.linear_reference(a, pw) - y_ort), 1e-5 * scale + 1e-6)
         np.testing.assert_array_less(np.abs(q4gsw.linear(a, pw) - y_ort), 1e-5 * scale + 1e-6)
 
+    def test_mixed_model_matches_ort(self, runtime, rng):
+        """A two-layer model, MatMulNBits then a float MatMul + Add: read_onnx imports the int4
+        node and lists the float weight and bias as skipped; running the int4 layer with
+        q4gsw.linear and the skipped fp32 weight with q4gsw.dense_linear reproduces ONNX
+        Runtime's output on fresh inputs."""
+        ort = pytest.importorskip("onnxruntime")
+        k, n, n2, bs = 96, 40, 24, 32
+        b, scales = random_nbits(rng, n, k, bs)
+        w2 = rng.standard_normal((n, n2)).astype(np.float32)  # MatMul's B is (K, N)
+        bias2 = rng.standard_normal(n2).astype(np.float32)
+        nodes = [helper.make_node("MatMulNBits", ["A", "B", "scales"], ["H"], name="mm", domain="com.microsoft",
+                                  K=k, N=n, bits=4, block_size=bs),
+                 helper.make_node("MatMul", ["H", "W2"], ["P"], name="dense"),
+                 helper.make_node("Add", ["P", "bias2"], ["Y"], name="add")]
+        inits = [numpy_helper.from_array(b, "B"), numpy_helper.from_array(scales, "scales"),
+                 numpy_helper.from_array(w2, "W2"), numpy_helper.from_array(bias2, "bias2")]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("A", 1, [None, k])],
+                                  [helper.make_tensor_value_info("Y", 1, [None, n2])], initializer=inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21),
+                                                        helper.make_opsetid("com.microsoft", 1)])
+        imported = read_onnx(model)
+        assert list(imported) == ["B"]
+        assert [(t.name, t.action) for t in imported.skipped] == [("W2", "skipped"), ("bias2", "skipped")]
+        assert imported.skipped[0].detail.startswith("float32 [40, 24] used by MatMul")
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        dense = q4gsw.DenseWeight(np.ascontiguousarray(w2.T))  # (N, K), nn.Linear's layout
+        for m in (1, 17):
+            a = rng.standard_normal((m, k)).astype(np.float32)
+            y_ort = session.run(None, {"A": a})[0].astype(np.float64)
+            h = q4gsw.linear(a, imported["B"])
+            y = q4gsw.dense_linear(h, dense, bias2)
+            magnitude = (np.abs(h) @ np.abs(w2) + np.abs(bias2)) * 2
+            np.testing.assert_array_less(np.abs(y - y_ort), 1e-5 * magnitude + 1e-5)
+
 
 class TestFromMatmulNbits:
     @pytest.mark.parametrize(("n", "k", "block_size"), [(4, 64, 32), (5, 100, 16), (3, 33, 32), (2, 256, 128)])
@@ -148,3 +182,13 @@ class TestReadOnnx:
         b, scales = random_nbits(rng, 2, 32, 32)
         with pytest.raises(q4gsw.AsymmetricError):
             read_onnx(nbits_model(b, scales, np.full((2, 1), 0x03, np.uint8), 32, 2, 32))
+
+    def test_skipped_are_logged(self, rng, caplog):
+        """read_onnx names what it left out in one warning."""
+        b, scales = random_nbits(rng, 4, 32, 32)
+        model = nbits_model(b, scales, None, 32, 4, 32)
+        model.graph.initializer.append(numpy_helper.from_array(np.ones(4, np.float32), "unused_bias"))
+        with caplog.at_level("WARNING", logger="q4gsw"):
+            out = read_onnx(model)
+        assert [t.name for t in out.skipped] == ["unused_bias"] and "no node" in out.skipped[0].detail
+        assert "skipped 1: unused_bias" in caplog.text

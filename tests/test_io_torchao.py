@@ -121,3 +121,156 @@ class TestFromTorchao:
         """A plain tensor is refused naming 'weight'."""
         with pytest.raises(q4gsw.DTypeError, match="'weight'"):
             from_torchao(torch.zeros(4, 4))
+
+
+def assert_fp32_product(exact, torchao_fp32):
+    """q * scale exactly (float64) against torchao's float32 product: equal up to its rounding."""
+    np.testing.assert_allclose(exact, torchao_fp32.double().numpy(), rtol=2.0**-24, atol=0)
+
+
+def _ao():
+    """torchao's quantize_ API, or a skip."""
+    return pytest.importorskip("torchao.quantization")
+
+
+def intx_config(ao, group_size, weight_dtype=None, mapping="SYMMETRIC"):
+    from torchao.quantization.granularity import PerAxis, PerGroup
+    from torchao.quantization.quant_primitives import MappingType
+
+    granularity = PerAxis(0) if group_size is None else PerGroup(group_size)
+    return ao.IntxWeightOnlyConfig(weight_dtype=weight_dtype or torch.int4, granularity=granularity,
+                                   mapping_type=getattr(MappingType, mapping))
+
+
+def quantized_linear(ao, config, n, k, bias, seed, dtype=torch.float32):
+    """An nn.Linear with fresh random weights, quantized in place by torchao's quantize_."""
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(k, n, bias=bias).to(dtype)
+    ao.quantize_(lin, config)
+    return lin
+
+
+class TestFromTorchaoIntx:
+    @pytest.mark.parametrize("n,k,gs,bias,weight_dtype", [
+        (37, 256, 128, True, "int4"),     # odd N, the issue's config
+        (16, 384, 32, False, "int4"),     # MiniLM's K, small groups
+        (9, 96, 96, True, "int4"),        # one group per row
+        (24, 160, None, True, "int4"),    # PerAxis(0): group_size = K
+        (12, 128, 64, False, "int2"),     # fewer bits: a subset of int4's range
+        (12, 192, 48, True, "int3"),      # group size not a power of two
+    ], ids=["g128-odd-N", "g32", "g=K", "per-axis", "int2", "int3-g48"])
+    def test_matches_torchao_forward(self, runtime, rng, n, k, gs, bias, weight_dtype):
+        """IntxWeightOnlyConfig (symmetric) on the CPU: the import equals torchao's dequantize
+        (its fp32 product q * scale, rounded: within 2^-24 relative), and q4gsw.linear on the GPU equals torchao's own forward to fp32 rounding, on
+        fresh inputs (M = 1 and M = 33)."""
+        ao = _ao()
+        lin = quantized_linear(ao, intx_config(ao, gs, getattr(torch, weight_dtype)), n, k, bias, int(rng.integers(1 << 30)))
+        assert type(lin.weight).__name__ == "IntxUnpackedToInt8Tensor"
+        pw = from_torchao(lin.weight)
+        assert (pw.out_features, pw.in_features, pw.group_size) == (n, k, gs or k)
+        assert_fp32_product(pw.dequantize(), lin.weight.dequantize())
+        b = None if lin.bias is None else lin.bias.detach().numpy()
+        for m in (1, 33):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            with torch.no_grad():
+                expected = lin(torch.from_numpy(x)).numpy()
+            y = q4gsw.linear(x, pw, bias=b)
+            tolerance = 1e-5 * (np.abs(x) @ np.abs(pw.dequantize()).T + (0 if b is None else np.abs(b))) + 1e-6
+            assert (np.abs(y - expected) <= tolerance).all()
+
+    def test_bfloat16_model(self):
+        """A bfloat16 model's scales are taken exactly: dequantize() equals torchao's
+        dequantize_affine to float32 (torchao's own forward rounds the product to bfloat16)."""
+        ao = _ao()
+        from torchao.quantization.quant_primitives import dequantize_affine
+
+        lin = quantized_linear(ao, intx_config(ao, 64), 20, 128, True, 3, torch.bfloat16)
+        w = lin.weight
+        pw = from_torchao(w)
+        expected = dequantize_affine(w.qdata, w.block_size, w.scale, w.zero_point, torch.int8, -8, 7,
+                                     output_dtype=torch.float32)
+        np.testing.assert_array_equal(pw.dequantize(), expected.double().numpy())
+
+    def test_integer_zero_point_carried(self, rng):
+        """Zero points that keep q - zero_point within int4 are carried as q' = q - zero_point,
+        equal to torchao's dequantize."""
+        from torchao.quantization.quantize_.workflows.intx.intx_unpacked_to_int8_tensor import (
+            IntxUnpackedToInt8Tensor,
+        )
+
+        n, k, gs = 6, 64, 32
+        zp = torch.from_numpy(rng.integers(-3, 4, (n, k // gs)).astype(np.int8))
+        q = torch.from_numpy(rng.integers(-5, 5, (n, k)).astype(np.int8))
+        scale = torch.from_numpy(rng.uniform(0.01, 0.1, (n, k // gs)).astype(np.float32))
+        t = IntxUnpackedToInt8Tensor(q, scale, zp, torch.int4, (1, gs), torch.float32, None)
+        pw = from_torchao(t)
+        assert_fp32_product(pw.dequantize(), t.dequantize())
+
+    def test_asymmetric_refused(self):
+        """MappingType.ASYMMETRIC: q - zero_point leaves int4; AsymmetricError says to quantize symmetrically."""
+        ao = _ao()
+        lin = quantized_linear(ao, intx_config(ao, 32, mapping="ASYMMETRIC"), 8, 64, False, 4)
+        with pytest.raises(q4gsw.AsymmetricError, match="'zero_point'.*SYMMETRIC"):
+            from_torchao(lin.weight)
+
+    def test_activation_quantization(self):
+        """Int8DynamicActivationIntxWeightConfig: refused by default (torchao's forward quantizes
+        the activations); with ignore_activation_quantization=True the weight is taken exactly."""
+        ao = _ao()
+        from torchao.quantization.granularity import PerGroup
+
+        lin = torch.nn.Linear(64, 8)
+        ao.quantize_(lin, ao.Int8DynamicActivationIntxWeightConfig(weight_dtype=torch.int4,
+                                                                    weight_granularity=PerGroup(32)))
+        with pytest.raises(q4gsw.FormatError, match="activation_quantization"):
+            from_torchao(lin.weight)
+        pw = from_torchao(lin.weight, ignore_activation_quantization=True)
+        assert_fp32_product(pw.dequantize(), lin.weight.dequantize())
+
+    def test_int8_refused(self):
+        """An int8 intx weight raises FormatError naming the target dtype and how to convert."""
+        ao = _ao()
+        lin = quantized_linear(ao, intx_config(ao, 32, torch.int8), 8, 64, False, 5)
+        with pytest.raises(q4gsw.FormatError, match="target_dtype torch.int8.*IntxWeightOnlyConfig"):
+            from_torchao(lin.weight)
+
+
+class TestFromTorchaoRefused:
+    def test_other_torchao_tensor(self):
+        """Another torchao tensor type (Int8Tensor here, CPU-made) raises FormatError naming its
+        type, the supported types and the conversion."""
+        ao = _ao()
+        lin = torch.nn.Linear(64, 8)
+        ao.quantize_(lin, ao.Int8WeightOnlyConfig())
+        kind = type(lin.weight).__name__
+        with pytest.raises(q4gsw.FormatError, match=f"a {kind}.*IntxWeightOnlyConfig") as info:
+            from_torchao(lin.weight)
+        assert "IntxUnpackedToInt8Tensor" in str(info.value) and "Int4Tensor" in str(info.value)
+
+    def test_known_layouts_say_why(self):
+        """The int4 layouts that need CUDA/XPU kernels are refused with their own reason."""
+        from q4gsw.io.from_torchao import REFUSED
+
+        for kind, why in REFUSED.items():
+            fake = type(kind, (), {"__module__": "torchao.quantization.fake"})()
+            with pytest.raises(q4gsw.FormatError, match=f"a {kind}: .*IntxWeightOnlyConfig"):
+                from_torchao(fake)
+            assert why
+
+
+class TestFromTorchaoIntxTensors:
+    def test_bad_inputs(self, rng):
+        """Wrong dtypes, shapes and group sizes raise typed errors naming the argument."""
+        from q4gsw.io import from_torchao_intx
+
+        q = rng.integers(-8, 8, (4, 64)).astype(np.int8)
+        s = rng.uniform(0.1, 1, (4, 2)).astype(np.float32)
+        assert from_torchao_intx(q, s, group_size=32).unpack().tolist() == q.tolist()
+        with pytest.raises(q4gsw.DTypeError, match="'qdata'"):
+            from_torchao_intx(q.astype(np.int16), s, group_size=32)
+        with pytest.raises(q4gsw.ShapeError, match="'qdata'.*multiple of group_size"):
+            from_torchao_intx(q, s, group_size=48)
+        with pytest.raises(q4gsw.GroupSizeError, match="'scale'"):
+            from_torchao_intx(q, s[:, :1], group_size=32)
+        with pytest.raises(q4gsw.AsymmetricError, match="'zero_point'.*integer"):
+            from_torchao_intx(q, s, np.full((4, 2), 0.5, np.float32), group_size=32)

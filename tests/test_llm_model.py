@@ -9,7 +9,7 @@ import pytest
 
 import q4gsw
 from q4gsw.chain import Chain, upload
-from q4gsw.llm import CausalLM, DecoderConfig, load_checkpoint, random_weights, reference_logits
+from q4gsw.llm import CausalLM, DecoderConfig, random_weights, reference_logits
 from q4gsw.llm import ops
 from q4gsw.llm.model import DECODE_SPLIT_KEYS
 from q4gsw.llm.sampling import Sampling

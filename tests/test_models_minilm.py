@@ -99,20 +99,11 @@ class TestEncode:
     def test_mean_cosine_vs_float(self, runtime, model):
         """q4gsw embeddings at group size 128 stay close to the fp32 model's (measured: 0.941 mean here).
 
-        The brief's goal was >= 0.99; round-to-nearest int4 at group 128 reaches 0.945 on this
-        model (0.961 at group 32), so this asserts the measured level with margin, and the
-        0.99 goal is an xfail below.
+        Round-to-nearest int4 at group 128 reaches 0.945 on this model (0.961 at group 32); the
+        0.99 goal is met with mixed precision (TestMixedPrecision).
         """
         cos = minilm.cosines(model.encode(TWO, mode="q4gsw"), model.encode(TWO, mode="float"))
         assert cos.mean() >= 0.90
-
-    @pytest.mark.xfail(reason="best in-format recipe (gptq: searched static scales + GPTQ + bias correction) "
-                       "gives 0.980 on DEMO_SENTENCES; see docs/quantization.md", strict=True)
-    def test_mean_cosine_goal_099(self, gptq_model):
-        """The 0.99 goal of the brief at group size 128, not met by any in-format recipe tried."""
-        s = list(minilm.DEMO_SENTENCES)
-        cos = minilm.cosines(gptq_model.encode(s, mode="reference"), gptq_model.encode(s, mode="float"))
-        assert cos.mean() >= 0.99
 
 
 @pytest.fixture(scope="module")
@@ -168,3 +159,69 @@ class TestAgainstSentenceTransformers:
         assert ref is not None, how
         ours = model.encode(minilm.DEMO_SENTENCES, mode="float")
         np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def mixed_model():
+    """The shipped recipe: gptq, and the linears with the largest measured sensitivity kept in
+    fp16 under 1.5x the all-int4 bytes (what `q4gsw demo --model minilm` runs)."""
+    return minilm.MiniLM.load(group_size=128, method="gptq", dense_budget=1.5)
+
+
+class TestMixedPrecision:
+    @pytest.mark.parametrize("which", ["DEMO_SENTENCES", "HELDOUT_SENTENCES"])
+    def test_mean_cosine_goal_099(self, mixed_model, which):
+        """The 0.99 goal at <= 1.5x the all-int4 weight bytes, on sentences the recipe never saw
+        (measured: 0.9905 demo, 0.9927 held-out, at 1.499x)."""
+        wb = mixed_model.weight_bytes()
+        assert wb["total"] <= 1.5 * wb["all_int4"] and wb["dense"] > 0
+        assert _mean_cosine(mixed_model, getattr(minilm, which)) >= 0.99
+
+    def test_chosen_from_calibration_only(self, mixed_model):
+        """The dense linears are fp16 DenseWeights of the float weights, the rest PackedWeights;
+        together every linear once."""
+        assert set(mixed_model.dense).isdisjoint(mixed_model.packed)
+        assert set(mixed_model.dense) | set(mixed_model.packed) == set(mixed_model.linear_names)
+        for name, d in mixed_model.dense.items():
+            assert d.dtype == "float16"
+            np.testing.assert_array_equal(d.weights, mixed_model.tensors[name + ".weight"].astype(np.float16))
+
+    def test_gpu_matches_reference(self, runtime, mixed_model):
+        """The WebGPU forward (int4 and dense kernels) equals the float64-linear reference, and
+        the profile shows both families."""
+        from q4gsw import profile
+
+        tokens = mixed_model.tokenize(list(TWO))
+        with profile() as prof:
+            h_gpu = mixed_model.forward(tokens, mode="q4gsw")
+        np.testing.assert_allclose(h_gpu, mixed_model.forward(tokens, mode="reference"), atol=2e-4, rtol=0)
+        families = {r["label"].split("/")[0] for r in prof.rows()} if runtime.caps.has_timestamps else set()
+        assert not runtime.caps.has_timestamps or families == {"linear_q4gsw", "dense_linear"}
+
+    def test_dense_by_name(self, runtime):
+        """dense= names or patterns keep those linears dense (fp32 here); the rest are int4."""
+        m = minilm.MiniLM.load(method="rtn", dense=["encoder.layer.5.*", "encoder.layer.0.attention.self.query"],
+                               dense_dtype="float32")
+        assert len(m.dense) == 7 and len(m.packed) == 29
+        assert {d.dtype for d in m.dense.values()} == {"float32"}
+        wb = m.weight_bytes()
+        assert wb["dense"] == sum(m.tensors[n + ".weight"].nbytes for n in m.dense)
+        tokens = m.tokenize(list(TWO))
+        np.testing.assert_allclose(m.forward(tokens, mode="q4gsw"), m.forward(tokens, mode="reference"),
+                                   atol=2e-4, rtol=0)
+
+    @pytest.mark.parametrize("kwargs,match", [
+        ({"dense": ["encoder.layer.9.*"]}, "matching none"),
+        ({"dense": ["encoder.layer.5.*"], "dense_budget": 1.5}, "at most one"),
+        ({"dense_budget": 0.9}, "dense_budget"),
+        ({"dense_budget": 1.2, "dense_dtype": "int8"}, "dense_dtype"),
+    ])
+    def test_bad_arguments(self, kwargs, match):
+        """Unmatched names, both ways at once, a budget below 1 and an unknown dtype are refused."""
+        with pytest.raises(ValueError, match=match):
+            minilm.MiniLM.load(method="rtn", **kwargs)
+
+    def test_budget_one_keeps_nothing(self):
+        """A budget of 1.0 leaves every linear in int4 (no sensitivity run needed)."""
+        m = minilm.MiniLM.load(method="rtn", dense_budget=1.0)
+        assert m.dense == {} and len(m.packed) == 36

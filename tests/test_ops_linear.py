@@ -22,7 +22,7 @@ from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
-from .utils import assert_matches_reference, random_problem, random_scales, random_weights
+from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales, random_weights
 
 #: (id, M, N, K, group_size, batch): batch, when given, replaces M as x's leading shape.
 CASES = [
@@ -596,3 +596,58 @@ class TestDecodeBatch:
         assert report["subgroup_size"] == lanes
         for r in report["results"]:
             assert r["worst_over_tolerance"] is not None and r["worst_over_tolerance"] <= 1.0, r
+
+
+class TestPaddedRows:
+    """linear_q4gsw on rows as ExecuTorch's exporter writes them: padded to a multiple of
+    inner_dim_padding elements (tests.utils.executorch_pack), K taken from x."""
+
+    @pytest.mark.parametrize("kernel", list(KERNELS))
+    @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+    @pytest.mark.parametrize("m,n,k,gs,padding", [
+        (3, 7, 60, 16, 8),      # K = 60 -> 32 bytes a row (the issue's case); gs does not divide K
+        (1, 9, 61, 32, 8),      # odd K -> 32 bytes; M = 1
+        (70, 5, 36, 12, 8),     # large M, 20 bytes a row
+        (2, 33, 96, 32, 64),    # K % 32 == 0 padded to 128: decode, decode_batch and tiled run too
+        (130, 13, 160, 64, 64),  # large M with K % 32 == 0: tiled / tiled_split on padded rows
+    ], ids=["K60", "odd-K-M1", "large-M", "K96-pad64", "K160-large-M"])
+    def test_every_kernel(self, runtime, rng, kernel, with_bias, m, n, k, gs, padding):
+        """Each kernel that runs the shape matches the reference of the unpadded weight, with
+        garbage in the padding bytes (ignored) and NaN in the unused scales."""
+        q = rng.integers(-8, 8, (n, k))
+        weights = executorch_pack(q, padding)
+        compact = (k + 1) // 2
+        assert weights.shape[1] > compact
+        weights[:, compact:] = rng.integers(0, 256, (n, weights.shape[1] - compact), dtype=np.uint8)
+        if k % 2:
+            weights[:, compact - 1] |= np.uint8(0x30)  # a padding nibble that is not 8
+        scales = random_scales(rng, -(-k // gs), n)
+        bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        p = Problem(m, n, k, gs, with_bias)
+        reason = KERNELS[kernel].bind(runtime.caps).supports(p, runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        y = q4gsw.linear_q4gsw(x, weights, scales, gs, bias, kernel=kernel)
+        pw = q4gsw.PackedWeight(weights, scales, gs, in_features=k)
+        assert pw.padded
+        np.testing.assert_array_equal(pw.unpack(), q)
+        assert_matches_reference(y, x, pw, bias)
+
+    def test_chunked_upload(self, runtime, rng, fake_limits):
+        """A padded weight split along N (binding limit) uploads each chunk without padding."""
+        n, k, gs = 50, 60, 16
+        weights = executorch_pack(rng.integers(-8, 8, (n, k)), 8)
+        pw = q4gsw.PackedWeight(weights, random_scales(rng, 4, n), gs, in_features=k)
+        x = rng.standard_normal((1, k)).astype(np.float32)
+        with fake_limits(max_storage_buffer_binding_size=256):
+            assert features_per_chunk(pw, 256) == 8
+            y = q4gsw.linear(x, pw, kernel="general")
+        assert_matches_reference(y, x, pw)
+
+    def test_refused_padding(self, runtime, rng, no_new_buffers):
+        """A row length that is neither ceil(K/2) nor a documented padding raises ShapeError
+        naming 'weights', before any GPU buffer exists."""
+        weights = rng.integers(0, 256, (4, 36), dtype=np.uint8)
+        with no_new_buffers(), pytest.raises(q4gsw.ShapeError, match="linear_q4gsw: argument 'weights'"):
+            q4gsw.linear_q4gsw(np.ones((1, 60), np.float32), weights, random_scales(rng, 4, 4), 16)

@@ -1,4 +1,5 @@
-"""Tests of q4gsw.torch_ext: Q4Linear, quantize_model and the q4gsw::linear_q4gsw custom op."""
+"""Tests of q4gsw.torch_ext: Q4Linear, DenseLinear, quantize_model and the q4gsw::linear_q4gsw and
+q4gsw::dense_linear custom ops."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ pytest.importorskip("tqdm")
 from torch import nn  # noqa: E402
 
 import q4gsw  # noqa: E402
-from q4gsw.torch_ext import Q4Linear, quantize_model  # noqa: E402
+from q4gsw.torch_ext import DenseLinear, Q4Linear, quantize_model  # noqa: E402
 from q4gsw.torch_ext.ops import SCHEMA  # noqa: E402
 
-from .utils import assert_matches_reference, random_problem  # noqa: E402
+from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales  # noqa: E402
 
 
 def from_case(case) -> Q4Linear:
@@ -45,12 +46,13 @@ class Block(nn.Module):
 
 
 def float64_reference(model: nn.Module) -> nn.Module:
-    """A float64 copy of a quantized model whose Q4Linear layers are nn.Linear of the dequantized weight."""
+    """A float64 copy of a quantized model whose Q4Linear and DenseLinear layers are nn.Linear of
+    the dequantized (or stored) weight."""
     ref = copy.deepcopy(model)
     for fqn, mod in list(ref.named_modules()):
-        if isinstance(mod, Q4Linear):
+        if isinstance(mod, (Q4Linear, DenseLinear)):
             lin = nn.Linear(mod.in_features, mod.out_features, bias=mod.bias is not None).double()
-            lin.weight.data = torch.from_numpy(mod.packed.dequantize())
+            lin.weight.data = torch.from_numpy((mod.packed if isinstance(mod, Q4Linear) else mod.dense).dequantize())
             if mod.bias is not None:
                 lin.bias.data = mod.bias.double()
             parent, _, child = fqn.rpartition(".")
@@ -114,6 +116,20 @@ class TestQ4Linear:
         layer = from_case(random_problem(rng, 2, 8, 16, 8))
         with pytest.raises(q4gsw.ShapeError, match="'input'"):
             layer(torch.ones(2, 17))
+
+    def test_executorch_padded_rows(self, runtime, rng):
+        """from_executorch takes rows as ExecuTorch's exporter pads them (K = 60 -> 32 bytes),
+        ignores the padding, and the op's fake kernel accepts the padded shape."""
+        q = rng.integers(-8, 8, (11, 60))
+        weights, scales = executorch_pack(q, 8), random_scales(rng, 4, 11)
+        layer = Q4Linear.from_executorch(weights, scales, 16, in_features=60)
+        x = rng.standard_normal((3, 60)).astype(np.float32)
+        assert_matches_reference(layer(torch.from_numpy(x)).numpy(), x, layer.packed)
+        np.testing.assert_array_equal(layer.packed.unpack(), q)
+        y = torch.ops.q4gsw.linear_q4gsw(torch.empty(3, 60, device="meta"),
+                                         torch.empty(11, 32, dtype=torch.uint8, device="meta"),
+                                         torch.empty(4, 11, device="meta"), 16)
+        assert y.shape == (3, 11)
 
     def test_state_dict(self, runtime, rng):
         """The packed bytes, scales and bias are buffers: state_dict round-trips into a fresh layer."""
@@ -179,6 +195,113 @@ class TestQuantizeModel:
             quantize_model(nn.Linear(4, 4), group_size=0)
         with pytest.raises(q4gsw.DTypeError, match="'model'"):
             quantize_model(object())
+
+
+class TestDenseLinear:
+    @pytest.mark.parametrize("dtype", ["float16", "float32"])
+    @pytest.mark.parametrize("shape", [(3, 17, 45), (1, 24, 64), (40, 9, 96)])
+    def test_matches_reference(self, runtime, dtype, shape):
+        """forward runs q4gsw.dense_linear and matches the float64 reference of the stored weight."""
+        m, n, k = shape
+        torch.manual_seed(m + n + k)
+        lin = nn.Linear(k, n)
+        layer = DenseLinear.from_linear(lin, dtype)
+        assert layer.weight.dtype == getattr(torch, dtype) and layer.bias.dtype == torch.float32
+        x = torch.randn(m, k)
+        ref = q4gsw.linear_reference(x.numpy(), layer.dense, lin.bias.detach().numpy())
+        assert_close_to(layer(x), torch.from_numpy(ref))
+        if dtype == "float32":
+            with torch.no_grad():
+                assert_close_to(layer(x), lin(x).double())
+
+    def test_casts_and_state_dict(self, runtime):
+        """model.half() keeps the stored precision and the float32 bias; state_dict round-trips."""
+        torch.manual_seed(3)
+        layer = DenseLinear.from_linear(nn.Linear(32, 8))
+        x = torch.randn(2, 32)
+        before = layer(x)
+        nn.Sequential(layer).half()
+        assert layer.weight.dtype == torch.float16 and layer.bias.dtype == torch.float32
+        assert torch.equal(layer(x), before)
+        other = DenseLinear.from_linear(nn.Linear(32, 8))
+        other.load_state_dict(layer.state_dict())
+        assert torch.equal(other(x), before)
+
+    def test_export(self, runtime):
+        """torch.export keeps q4gsw.dense_linear in the graph beside q4gsw.linear_q4gsw."""
+        torch.manual_seed(4)
+        model = nn.Sequential(Q4Linear.from_linear(nn.Linear(64, 32), 32), nn.ReLU(),
+                              DenseLinear.from_linear(nn.Linear(32, 8)))
+        x = torch.randn(3, 64)
+        ep = torch.export.export(model, (x,))
+        targets = {n.target for n in ep.graph.nodes if n.op == "call_function"}
+        assert {torch.ops.q4gsw.dense_linear.default, torch.ops.q4gsw.linear_q4gsw.default} <= targets
+        assert torch.equal(ep.module()(x), model(x))
+
+    def test_refuses(self, runtime):
+        """Bad input and unknown dtypes raise typed errors naming the argument."""
+        layer = DenseLinear.from_linear(nn.Linear(16, 4))
+        with pytest.raises(q4gsw.DTypeError, match="'input'"):
+            layer(torch.ones(2, 16, dtype=torch.float64))
+        with pytest.raises(q4gsw.ShapeError, match="'input'"):
+            layer(torch.ones(2, 15))
+        with pytest.raises(q4gsw.DTypeError, match="'dtype'"):
+            DenseLinear.from_linear(nn.Linear(16, 4), "int8")
+        with pytest.raises(q4gsw.Q4gswError, match="inference-only"):
+            layer(torch.ones(2, 16, requires_grad=True)).sum().backward()
+
+
+class TestQuantizeModelMixed:
+    def test_keep_dense_by_name(self, runtime):
+        """keep_dense patterns make those layers DenseLinear; the model matches its float64 reference."""
+        torch.manual_seed(5)
+        model = Block()
+        summary = quantize_model(model, group_size=16, keep_dense=["lm_head", "mlp.d*"], progress=False)
+        assert isinstance(model.lm_head, DenseLinear) and isinstance(model.mlp["down"], DenseLinear)
+        assert isinstance(model.q_proj, Q4Linear)
+        assert [r.fqn for r in summary.dense] == ["mlp.down", "lm_head"]
+        assert {r.precision for r in summary.dense} == {"float16"}
+        assert summary.dense[1].bytes_after == 37 * 48 * 2
+        assert "kept dense" in str(summary) and "dense lm_head (float16)" in str(summary)
+        x = torch.randn(2, 3, 48)
+        with torch.no_grad():
+            assert_close_to(model(x), float64_reference(model)(x.double()))
+
+    def test_dense_budget(self, runtime):
+        """dense_budget measures each linear's output error on the calibration inputs and keeps
+        the most sensitive ones dense within the budget; on fresh inputs the mixed model is
+        closer to the float model than the all-int4 one."""
+        torch.manual_seed(6)
+        float_model = Block()
+        calibration = torch.randn(4, 5, 48)
+        mixed, int4 = copy.deepcopy(float_model), copy.deepcopy(float_model)
+        summary = quantize_model(mixed, group_size=16, dense_budget=1.6, calibration=(calibration,), progress=False)
+        quantize_model(int4, group_size=16, progress=False)
+        sens = {r.fqn: r.sensitivity for r in summary.converted}
+        assert all(v is not None and v >= 0 for v in sens.values())
+        assert sens["q_proj"] == sens["k_proj"] == 0  # Block multiplies their outputs by 0
+        dense = {r.fqn for r in summary.dense}
+        assert dense and len(dense) < len(sens) and not dense & {"q_proj", "k_proj"}
+        all_int4 = sum(r.bytes_after for r in quantize_model(copy.deepcopy(float_model), 16, progress=False).converted)
+        assert summary.bytes_after <= 1.6 * all_int4 + sum(4 * r.out_features for r in summary.converted)
+        x = torch.randn(3, 5, 48)
+        with torch.no_grad():
+            y = float_model(x)
+            err_mixed, err_int4 = (mixed(x) - y).norm().item(), (int4(x) - y).norm().item()
+        assert err_mixed < err_int4
+
+    def test_bad_mixed_arguments(self):
+        """Both ways at once, a budget without calibration or below 1, and bad names are refused."""
+        with pytest.raises(q4gsw.ArgumentError, match="'keep_dense'"):
+            quantize_model(Block(), keep_dense=["lm_head"], dense_budget=1.5, calibration=torch.ones(1, 48))
+        with pytest.raises(q4gsw.ArgumentError, match="'calibration'"):
+            quantize_model(Block(), dense_budget=1.5)
+        with pytest.raises(q4gsw.ArgumentError, match="'dense_budget'"):
+            quantize_model(Block(), dense_budget=0.5, calibration=torch.ones(1, 48))
+        with pytest.raises(q4gsw.DTypeError, match="'keep_dense'"):
+            quantize_model(Block(), keep_dense=[3])
+        with pytest.raises(q4gsw.DTypeError, match="'dense_dtype'"):
+            quantize_model(Block(), keep_dense=["lm_head"], dense_dtype="bfloat16")
 
 
 class TestLinearQ4gswOp:

@@ -110,3 +110,16 @@ def fake_capabilities(adapter_name: str = "llvmpipe (LLVM 15.0.6, 256 bits)",
     )
     fields.update(changes)
     return Capabilities(**fields)
+
+
+def executorch_pack(q: np.ndarray, inner_dim_padding: int | None = 8) -> np.ndarray:
+    """ExecuTorch's exporter `pack_4bit_weight_tensor(q, inner_dim_padding=8)`, from its
+    documented behaviour: (N, K) int values in [-8, 7]; when K is not a multiple of
+    inner_dim_padding, each row is padded with zeros (q = 0) to the next multiple; then
+    byte = (odd + 8) << 4 | (even + 8). Returns (N, padded K / 2) uint8."""
+    q = np.asarray(q, np.int16)
+    if inner_dim_padding is not None and q.shape[1] % inner_dim_padding:
+        pad = inner_dim_padding - q.shape[1] % inner_dim_padding
+        q = np.concatenate([q, np.zeros((q.shape[0], pad), np.int16)], axis=1)
+    u = (q + 8).astype(np.uint8)
+    return ((u[:, 1::2] << 4) | u[:, 0::2]).astype(np.uint8)

@@ -16,7 +16,8 @@ from .errors import (
     UnsupportedShapeError,
     ValueRangeError,
 )
-from .format import PackedWeight, linear_reference, pack_int4, unpack_int4
+from .format import DenseWeight, PackedWeight, linear_reference, pack_int4, unpack_int4
+from .ops.dense import dense_linear
 from .ops.linear import linear, linear_dq8ca_q4gsw, linear_q4gsw
 from .profile import profile
 from .quantize import (QuantizationError, corrected_bias, quantization_error, quantize, quantize_gptq,
@@ -48,4 +49,5 @@ __all__ = [
     "QuantizationError", "quantization_error", "quantize", "quantize_gptq", "search_scales",
     "quantize_with_scales", "corrected_bias", "get_runtime",
     "AsymmetricError", "DependencyError", "FormatError", "save", "load", "load_model",
+    "DenseWeight", "dense_linear",
 ]

@@ -9,8 +9,10 @@ import numpy as np
 from .arith import ceil_div
 from .checks import as_array, describe, positive_int
 from .errors import DTypeError, ShapeError
-from .format import PackedWeight
+from .format import DenseWeight, PackedWeight
 from .kernels import Problem
+from .kernels.dense import DenseProblem
+from .ops.dense import choose_dense, plan_dense
 from .ops.plan import choose_kernel, gpu_placeholder, plan_linear
 from .runtime import get_runtime
 from .runtime.dispatch import Dispatch, bind
@@ -340,3 +342,44 @@ class Chain:
     def __len__(self) -> int:
         """The number of recorded dispatches."""
         return len(self.dispatches)
+
+    # --- mixed precision ---------------------------------------------------------------------
+
+    def dense_linear(self, x: GpuTensor, weight, bias=None, *, kernel=None) -> GpuTensor:
+        """out = x @ weight.T (+ bias) with a dense fp32 or fp16 weight, as q4gsw.dense_linear
+        computes it: for the layers a checkpoint keeps in high precision.
+
+        Args:
+            x: (..., K) GpuTensor.
+            weight: a DenseWeight (uploaded once per device, kept by the runtime while it lives).
+            bias: optional (N,) float32 ndarray / CPU torch.Tensor (uploaded now), or a GpuTensor.
+            kernel: force a kernel by name ("gemv", "gemm", "general") or DenseSpec.
+        Returns:
+            (..., N) GpuTensor.
+        """
+        fn = "Chain.dense_linear"
+        x = self._tensor(fn, "x", x)
+        if not isinstance(weight, DenseWeight):
+            raise DTypeError(fn, "weight", "a q4gsw.DenseWeight", describe(weight))
+        k, n = weight.in_features, weight.out_features
+        if x.shape[-1] != k:
+            raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
+        bias_t = bias_arr = None
+        if isinstance(bias, GpuTensor):
+            bias_t = self._tensor(fn, "bias", bias)
+            bias_shape = bias_t.shape
+        elif bias is not None:
+            bias_arr = as_array(fn, "bias", bias, np.float32)
+            bias_shape = bias_arr.shape
+        if bias is not None and bias_shape != (n,):
+            raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+        p = DenseProblem(math.prod(x.shape[:-1]), n, k, weight.dtype, bias is not None)
+        spec = choose_dense(self.runtime, fn, p, kernel)  # the checks, before any buffer
+        if bias_arr is not None:
+            bias_t = self.constant(bias_arr)
+        out = self._output((*x.shape[:-1], n))
+        bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
+        plan = plan_dense(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec)
+        self._owned += plan.owned
+        self.dispatches += plan.dispatches
+        return out

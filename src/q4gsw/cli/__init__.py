@@ -14,7 +14,7 @@ import os
 import sys
 
 from ..errors import ArgumentError, FormatError, Q4gswError
-from .args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _folder_problem, _kernel_names, _layer_shape,
+from .args import (EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, _budget, _folder_problem, _kernel_names, _layer_shape,
                    _non_negative_int, _npz_file, _output_dir, _output_file, _output_stem, _Parser, _png_file,
                    _positive_int, _readable_file, _Refused, _shapes)
 
@@ -69,7 +69,7 @@ def _demo(args) -> int:
         from ..models.minilm import run_demo as run_minilm_demo
 
         try:
-            run_minilm_demo(group_size=args.group_size, method=args.quantizer)
+            run_minilm_demo(group_size=args.group_size, method=args.quantizer, dense_budget=args.dense_budget)
         except ModuleNotFoundError as exc:
             print(f"q4gsw demo: {exc}", file=sys.stderr)
             return EXIT_USAGE
@@ -236,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quantizer", choices=("gptq", "rtn"), default="gptq",
                    help="--model minilm: gptq (calibrated: searched scales, GPTQ, bias correction) "
                         "or rtn (round to nearest, torchao's scales) (default: %(default)s)")
+    d.add_argument("--dense-budget", type=_budget, default=1.5,
+                   help="--model minilm: keep the linears with the largest measured sensitivity dense (fp16) while "
+                        "the linear weights take at most this many times their all-int4 bytes; 1 keeps none "
+                        "(default: %(default)s)")
     d.add_argument("--decode", action="store_true",
                    help="greedy decoding through random weights, one chained submit per token: tokens/s")
     d.add_argument("--generate", action="store_true",

@@ -56,6 +56,17 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _budget(text: str) -> float:
+    """A size budget: a finite number >= 1 (times the all-int4 bytes)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _expected("a number >= 1", repr(text)) from None
+    if not 1.0 <= value < float("inf"):
+        raise _expected("a number >= 1", repr(text))
+    return value
+
+
 def _shapes(text: str) -> list[tuple[int, int, int]]:
     """A preset name or 'MxKxN[,MxKxN...]' -> [(M, K, N), ...], every size positive."""
     from ..tools.workload import PRESETS, parse_shapes

@@ -15,6 +15,7 @@ from ..quantize import quantize
 from ._deps import require
 from .from_gguf import gguf_tensor_to_packed
 from .native import save
+from .report import ConvertedTensor
 
 log = logging.getLogger("q4gsw")
 
@@ -22,15 +23,6 @@ log = logging.getLogger("q4gsw")
 #: embedding weights in Hugging Face, ExecuTorch and GGUF naming). 1-D weights (norms),
 #: biases and every other tensor are skipped, with the reason recorded.
 FLOAT_TYPES_SAFETENSORS = ("F32", "F16", "BF16", "F64")
-
-
-@dataclasses.dataclass
-class ConvertedTensor:
-    """What quantize_file did with one tensor of the input."""
-
-    name: str
-    action: str  # "quantized", "imported" (lossless Q4_0 repack) or "skipped"
-    detail: str  # shape/dtype, or why it was skipped
 
 
 @dataclasses.dataclass

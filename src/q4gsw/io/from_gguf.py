@@ -10,6 +10,7 @@ from ..checks import as_array, describe, existing_file, positive_int
 from ..errors import FormatError, ShapeError
 from ..format import PackedWeight, pack_nibbles
 from ._deps import require
+from .report import ConvertedTensor, Imported, note_skipped
 
 #: Elements per Q4_0 block (ggml's QK4_0) and bytes per block: fp16 d, then 16 bytes of nibbles.
 Q4_0_BLOCK = 32
@@ -50,24 +51,29 @@ def from_gguf_q4_0(blocks: np.ndarray, *, in_features: int) -> PackedWeight:
     return PackedWeight(weights, scales, Q4_0_BLOCK, in_features=k)
 
 
-def read_gguf(path: str | os.PathLike, *, names=None) -> dict[str, PackedWeight]:
+def read_gguf(path: str | os.PathLike, *, names=None) -> Imported:
     """Read the Q4_0 tensors of a GGUF file as PackedWeights (gguf.GGUFReader, no copy of
     the file into memory beyond the tensors read).
 
     Args:
         path: the .gguf file.
         names: tensor names to read; each must be a 2-D Q4_0 tensor. None reads every Q4_0
-            tensor (other tensors are not weights this format can hold unchanged; see
-            q4gsw.io.quantize_file to quantize float tensors).
+            tensor and leaves out the rest (float norms and embeddings, other quant types:
+            not weights this format holds unchanged; see q4gsw.io.quantize_file to quantize
+            float tensors), listing each in the result's `.skipped` with the reason and
+            logging one warning that names them.
     Returns:
-        {name: PackedWeight}, in file order.
+        Imported: {name: PackedWeight} in file order, with `.skipped` (ConvertedTensor list).
     """
     fn = "read_gguf"
     gguf = require("gguf", fn)
     reader = _open(fn, path, gguf)
     by_name = {t.name: t for t in reader.tensors}
+    skipped = []
     if names is None:
         chosen = [t for t in reader.tensors if t.tensor_type == gguf.GGMLQuantizationType.Q4_0]
+        skipped = [ConvertedTensor(t.name, "skipped", _skip_reason(gguf, t)) for t in reader.tensors
+                   if t.tensor_type != gguf.GGMLQuantizationType.Q4_0]
         if not chosen:
             types = sorted({t.tensor_type.name for t in reader.tensors})
             raise FormatError(fn, "path", "a GGUF file with Q4_0 tensors", f"{os.fspath(path)!r} with types {types}")
@@ -78,7 +84,17 @@ def read_gguf(path: str | os.PathLike, *, names=None) -> dict[str, PackedWeight]
         if missing:
             raise FormatError(fn, "names", f"tensor names in {os.fspath(path)!r}", f"unknown {missing[:5]}")
         chosen = [by_name[name] for name in names]
-    return {t.name: gguf_tensor_to_packed(t, function=fn) for t in chosen}
+    result = Imported(((t.name, gguf_tensor_to_packed(t, function=fn)) for t in chosen), skipped)
+    return note_skipped(fn, repr(os.fspath(path)), result, len(reader.tensors))
+
+
+def _skip_reason(gguf, tensor) -> str:
+    """Why read_gguf leaves a tensor out: its type and shape (GGUF order reversed to N x K)."""
+    qtype = gguf.GGMLQuantizationType(tensor.tensor_type).name
+    shape = "x".join(str(int(s)) for s in reversed(list(tensor.shape)))
+    if qtype in ("F32", "F16", "BF16", "F64"):
+        return f"{qtype} {shape}: a float tensor (keep it dense, or quantize it: q4gsw.io.quantize_file)"
+    return f"{qtype} {shape}: not Q4_0, the one GGUF type that repacks losslessly"
 
 
 def gguf_tensor_to_packed(tensor, *, function: str = "gguf_tensor_to_packed") -> PackedWeight:

@@ -11,6 +11,7 @@ from ..checks import describe, existing_file, float_array, positive_int
 from ..errors import AsymmetricError, DTypeError, FormatError, ShapeError
 from ..format import PackedWeight, unpack_nibbles
 from ._deps import require
+from .report import ConvertedTensor, Imported, note_skipped
 
 # The operator, per ONNX Runtime's docs/ContribOperators.md, "com.microsoft.MatMulNBits":
 #   B: uint8 (N, k_blocks, blob_size), k_blocks = ceil(K / block_size),
@@ -65,14 +66,18 @@ def from_matmul_nbits(b, scales, zero_points=None, *, in_features: int, out_feat
     return PackedWeight(weights, np.ascontiguousarray(s.T.astype(np.float32)), bs, in_features=k)
 
 
-def read_onnx(model) -> dict[str, PackedWeight]:
+def read_onnx(model) -> Imported:
     """Convert every MatMulNBits node of an ONNX model whose B, scales and zero_points are
     initializers.
+
+    Initializers that no converted node uses (float MatMul/Gemm weights, biases, norms, other
+    quantized operators' data) are left out: each is listed in the result's `.skipped` with
+    the operators that use it, and one warning names them.
 
     Args:
         model: a path to a .onnx file or an onnx.ModelProto.
     Returns:
-        {B's initializer name: PackedWeight}, in graph order.
+        Imported: {B's initializer name: PackedWeight} in graph order, with `.skipped`.
     """
     fn = "read_onnx"
     onnx = require("onnx", fn)
@@ -88,7 +93,7 @@ def read_onnx(model) -> dict[str, PackedWeight]:
     elif not isinstance(model, onnx.ModelProto):
         raise FormatError(fn, "model", "a path or onnx.ModelProto", describe(model))
     inits = {t.name: t for t in model.graph.initializer}
-    out = {}
+    out, used = Imported(), set()
     for node in model.graph.node:
         if node.op_type != "MatMulNBits":
             continue
@@ -103,6 +108,7 @@ def read_onnx(model) -> dict[str, PackedWeight]:
             raise FormatError(fn, "model", f"node {node.name!r} with plain B", "weight_prepacked=1")
         if len(node.input) > 4 and node.input[4]:
             raise FormatError(fn, "model", f"node {node.name!r} without g_idx", "a g_idx input (deprecated)")
+        used.update((b_name, s_name, z_name))
         zp = numpy_helper.to_array(inits[z_name]) if z_name else None
         out[b_name] = from_matmul_nbits(
             numpy_helper.to_array(inits[b_name]), numpy_helper.to_array(inits[s_name]), zp,
@@ -111,7 +117,17 @@ def read_onnx(model) -> dict[str, PackedWeight]:
         )
     if not out:
         raise FormatError(fn, "model", "a graph with MatMulNBits nodes", "none")
-    return out
+    users: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node.op_type)
+    for t in model.graph.initializer:
+        if t.name not in used:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name
+            ops = ", ".join(sorted(set(users.get(t.name, [])))) or "no node"
+            out.skipped.append(ConvertedTensor(t.name, "skipped", f"{dtype} {list(t.dims)} used by {ops}: "
+                                               "not a MatMulNBits weight"))
+    return note_skipped(fn, "the model", out, len(model.graph.initializer))
 
 
 def _check_zero_points(fn: str, zp, n: int, k_blocks: int) -> None:

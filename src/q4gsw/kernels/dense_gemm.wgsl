@@ -1,8 +1,8 @@
-// dense_f32/gemm: out[m, n] = sum_k x[m, k] * w[n, k] with fp32 weights, for large M. A
-// yardstick only: the tile design of linear_q4gsw/tiled.wgsl with the weight tile loaded
-// as fp32 instead of dequantized from nibbles, so comparing the two isolates the int4
-// dequantization (and the 8x weight bytes). A workgroup of 256 invocations computes a
-// 128 (rows of x) x 128 (output features) tile. Per step of 32 k:
+// dense_linear/gemm: out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for large M, with fp32 or
+// fp16 weights (wload() comes from dense_weight_f32.wgsl / dense_weight_f16.wgsl): the tile
+// design of linear_q4gsw/tiled.wgsl with the weight tile loaded from the dense weight instead of
+// dequantized from nibbles. A workgroup of 256 invocations computes a 128 (rows of x) x 128
+// (output features) tile. Per step of 32 k:
 //   x tile:      128 x 32 floats, stored k-major (As[kk][m], m in vec4) in workgroup memory;
 //   weight tile: 128 rows x 32 k, stored k-major (Bs[kk][n], n in vec4), loaded exactly as
 //                the x tile (four rows at one k-vec4 per invocation, transposed).
@@ -13,34 +13,46 @@
 // Edges: rows of x past M and features past N are clamped on load and not written; with
 // K_TAIL (set when K % 32 != 0), k past K loads zeros (the test costs 2-4% on the H100, so
 // it is compiled out otherwise, as tiled.wgsl has none). Loop trips per invocation:
-// ceil(K/32) steps x 32. Needs K % 4 == 0.
+// ceil(K/32) steps x 32. Needs K % 4 == 0 (x is read as vec4).
 //
-// Bindings (group 0): 0 out (read_write f32, M x N), 1 x (vec4<f32>, M x K),
-//                     2 w (vec4<f32>, N x K), 3 params (uniform Params)
-// Overrides: K_TAIL (K % 32 != 0).
+// Bindings (group 0): 0 out (read_write f32, row stride params.out_stride), 1 x (vec4<f32>, M x K),
+//                     2 w (see the weight file), 3 bias (f32, N; a placeholder without HAS_BIAS),
+//                     4 params (uniform Params)
+// Overrides: HAS_BIAS, K_TAIL (K % 32 != 0).
 
+override HAS_BIAS: bool = false;
 override K_TAIL: bool = true;
 const BM: u32 = 128u;
 const BN: u32 = 128u;
 const BK: u32 = 32u;
 
-struct Params { m: u32, n: u32, k: u32, n_tiles: u32, tiles: u32, pad0: u32, pad1: u32, pad2: u32, }
+struct Params {
+  m: u32, n: u32, k: u32, row: u32,            // row: vec4 per weight row, ceil(K / 4) = K / 4 here
+  out_stride: u32, out_offset: u32, n_tiles: u32, tiles: u32,
+}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> As: array<vec4<f32>, 1024>;  // [BK][BM / 4]
 var<workgroup> Bs: array<vec4<f32>, 1024>;  // [BK][BN / 4]
 
+fn store1(o: u32, col: u32, v: f32) {
+  if (col >= params.n) { return; }
+  var r = v;
+  if (HAS_BIAS) { r += bias[params.out_offset + col]; }
+  out[o + col] = r;
+}
+
 fn store4(row: u32, col: u32, v: vec4<f32>) {
   if (row >= params.m) { return; }
-  let o = row * params.n;
-  if (col < params.n) { out[o + col] = v.x; }
-  if (col + 1u < params.n) { out[o + col + 1u] = v.y; }
-  if (col + 2u < params.n) { out[o + col + 2u] = v.z; }
-  if (col + 3u < params.n) { out[o + col + 3u] = v.w; }
+  let o = row * params.out_stride + params.out_offset;
+  store1(o, col, v.x);
+  store1(o, col + 1u, v.y);
+  store1(o, col + 2u, v.z);
+  store1(o, col + 3u, v.w);
 }
 
 @compute @workgroup_size(256)
@@ -56,17 +68,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   // loaders: x rows 4q..4q+3 and weight rows 4q..4q+3, both at k-vec4 kv of the step
   let q = lid % 32u;
   let kv = lid / 32u;
-  let row = params.k / 4u;  // vec4 per row of x and of w
+  let row = params.k / 4u;  // vec4 per row of x
+  let wrow = params.row;    // vec4 per row of w
   let last_m = params.m - 1u;
   let xa = min(m0 + 4u * q, last_m) * row + kv;
   let xb = min(m0 + 4u * q + 1u, last_m) * row + kv;
   let xc = min(m0 + 4u * q + 2u, last_m) * row + kv;
   let xd = min(m0 + 4u * q + 3u, last_m) * row + kv;
   let last_n = params.n - 1u;
-  let wa = min(n0 + 4u * q, last_n) * row + kv;
-  let wb = min(n0 + 4u * q + 1u, last_n) * row + kv;
-  let wc = min(n0 + 4u * q + 2u, last_n) * row + kv;
-  let wd = min(n0 + 4u * q + 3u, last_n) * row + kv;
+  let wa = min(n0 + 4u * q, last_n) * wrow + kv;
+  let wb = min(n0 + 4u * q + 1u, last_n) * wrow + kv;
+  let wc = min(n0 + 4u * q + 2u, last_n) * wrow + kv;
+  let wd = min(n0 + 4u * q + 3u, last_n) * wrow + kv;
 
   var acc00 = vec4<f32>(0.0); var acc01 = acc00; var acc10 = acc00; var acc11 = acc00;
   var acc20 = acc00; var acc21 = acc00; var acc30 = acc00; var acc31 = acc00;
@@ -78,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   var qa = ra; var qb = ra; var qc = ra; var qd = ra;
   if (!K_TAIL || kv < row) {
     ra = x[xa]; rb = x[xb]; rc = x[xc]; rd = x[xd];
-    qa = w[wa]; qb = w[wb]; qc = w[wc]; qd = w[wd];
+    qa = wload(wa); qb = wload(wb); qc = wload(wc); qd = wload(wd);
   }
   for (var k0 = 0u; k0 < params.k; k0 += BK) {
     // x tile: four rows at one k-vec4, transposed to k-major vec4 over m.
@@ -98,7 +111,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     qa = ra; qb = ra; qc = ra; qd = ra;
     if (k0 + BK < params.k && (!K_TAIL || k4 + kv < row)) {
       ra = x[xa + k4]; rb = x[xb + k4]; rc = x[xc + k4]; rd = x[xd + k4];
-      qa = w[wa + k4]; qb = w[wb + k4]; qc = w[wc + k4]; qd = w[wd + k4];
+      qa = wload(wa + k4); qb = wload(wb + k4); qc = wload(wc + k4); qd = wload(wd + k4);
     }
 
     for (var kk = 0u; kk < BK; kk++) {

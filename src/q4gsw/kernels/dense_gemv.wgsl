@@ -1,21 +1,27 @@
-// dense_f32/gemv: y[m, n] = sum_k x[m, k] * w[n, k] with fp32 weights. A yardstick only
-// (benchmarks compare the int4 kernels with it): it reads 8x the bytes of an int4 weight.
-// A workgroup computes 4 output rows for one row of x; its WG invocations stride K with
-// 16-byte loads of the 4 weight rows (4 loads in flight each) and add up through workgroup
-// memory. Loop trips per invocation: K / (4 WG) + log2(WG).
+// dense_linear/gemv: out[m, n] = sum_k x[m, k] * w[n, k] (+ bias[n]) for small M, with fp32 or
+// fp16 weights (wload() comes from dense_weight_f32.wgsl / dense_weight_f16.wgsl). A workgroup
+// computes 4 output features for one row of x; its WG invocations stride K with 16-byte x loads
+// and one wload per weight row (4 rows in flight each), then add up through workgroup memory.
+// Features past N are clamped on load and not written. Loop trips per invocation:
+// K / (4 WG) + log2(WG). Needs K % 4 == 0 (x is read as vec4).
 //
-// Bindings (group 0): 0 out (read_write f32, M x N), 1 x (vec4<f32>, M x K),
-//                     2 w (vec4<f32>, N x K), 3 params (uniform Params)
-// Overrides: WG (a power of two <= 256). Needs K % 4 == 0.
+// Bindings (group 0): 0 out (read_write f32, row stride params.out_stride), 1 x (vec4<f32>, M x K),
+//                     2 w (see the weight file), 3 bias (f32, N; a placeholder without HAS_BIAS),
+//                     4 params (uniform Params)
+// Overrides: HAS_BIAS, WG (a power of two <= 256).
 
+override HAS_BIAS: bool = false;
 override WG: u32 = 256u;
 
-struct Params { m: u32, n: u32, k: u32, tiles: u32, }
+struct Params {
+  m: u32, n: u32, k: u32, row: u32,            // row: vec4 per weight row, ceil(K / 4)
+  out_stride: u32, out_offset: u32, n_tiles: u32, tiles: u32,
+}
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> params: Params;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
 
 var<workgroup> partial: array<vec4<f32>, 256>;
 
@@ -29,14 +35,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let n0 = (tile / params.m) * 4u;
   let vk = params.k / 4u;
   let last = params.n - 1u;
-  let r0 = min(n0, last) * vk;
-  let r1 = min(n0 + 1u, last) * vk;
-  let r2 = min(n0 + 2u, last) * vk;
-  let r3 = min(n0 + 3u, last) * vk;
+  let r0 = min(n0, last) * params.row;
+  let r1 = min(n0 + 1u, last) * params.row;
+  let r2 = min(n0 + 2u, last) * params.row;
+  let r3 = min(n0 + 3u, last) * params.row;
   var acc = vec4<f32>(0.0);
   for (var i = lid; i < vk; i += WG) {
     let xv = x[m * vk + i];
-    acc += vec4<f32>(dot(w[r0 + i], xv), dot(w[r1 + i], xv), dot(w[r2 + i], xv), dot(w[r3 + i], xv));
+    acc += vec4<f32>(dot(wload(r0 + i), xv), dot(wload(r1 + i), xv), dot(wload(r2 + i), xv), dot(wload(r3 + i), xv));
   }
   partial[lid] = acc;
   workgroupBarrier();
@@ -44,12 +50,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     if (lid < s) { partial[lid] += partial[lid + s]; }
     workgroupBarrier();
   }
-  if (lid == 0u) {
-    let r = partial[0];
-    let o = m * params.n + n0;
-    out[o] = r.x;
-    if (n0 + 1u < params.n) { out[o + 1u] = r.y; }
-    if (n0 + 2u < params.n) { out[o + 2u] = r.z; }
-    if (n0 + 3u < params.n) { out[o + 3u] = r.w; }
+  if (lid < 4u && n0 + lid < params.n) {
+    let n = n0 + lid;
+    var r = partial[0][lid];
+    if (HAS_BIAS) { r += bias[params.out_offset + n]; }
+    out[m * params.out_stride + params.out_offset + n] = r;
   }
 }

@@ -61,7 +61,8 @@ def linear_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *, kerne
 
     Args:
         x: (..., K) float32.
-        weights: (N, ceil(K/2)) uint8, ExecuTorch's packed bytes, used as they are.
+        weights: (N, ceil(K/2)) uint8, ExecuTorch's packed bytes, used as they are (rows padded
+            past ceil(K/2) by ExecuTorch's exporter are accepted; the padding is ignored).
         weight_scales: (num_groups, padded_N) float32.
         group_size: elements of K per scale.
         bias: optional (N,) float32.

@@ -1,5 +1,5 @@
-"""The runtime's GPU copies of PackedWeights: uploaded once per device, split along N to fit
-the binding limit, freed with the weight (or by release())."""
+"""The runtime's GPU copies of PackedWeights and DenseWeights: uploaded once per device, split
+along N to fit the binding limit, freed with the weight (or by release())."""
 
 from __future__ import annotations
 
@@ -9,10 +9,14 @@ import weakref
 
 import numpy as np
 
+from ..arith import round_up
+from ..format import DenseWeight
+
 
 @dataclasses.dataclass
 class WeightChunk:
-    """Output features [n0, n0 + n) of a weight, as GPU buffers."""
+    """Output features [n0, n0 + n) of a weight, as GPU buffers (a DenseWeight's chunks have
+    no scales: None and stride 0)."""
 
     n0: int
     n: int
@@ -21,9 +25,14 @@ class WeightChunk:
     scale_stride: int
 
 
+def compact_row_bytes(weight) -> int:
+    """Bytes of one row on the GPU: ceil(K/2) (padded rows are uploaded without their padding)."""
+    return (weight.in_features + 1) // 2
+
+
 def fits_one_binding(weight, max_binding: int) -> bool:
     """Whether the bytes and the used scale rows (padded_N wide) each fit one binding."""
-    return (weight.weights.nbytes <= max_binding
+    return (weight.out_features * compact_row_bytes(weight) <= max_binding
             and 4 * weight.num_groups * weight.scales.shape[1] <= max_binding)
 
 
@@ -32,12 +41,22 @@ def features_per_chunk(weight, max_binding: int) -> int:
     keep a chunk's bytes and its own scale columns within the limit."""
     if fits_one_binding(weight, max_binding):
         return weight.out_features
-    per_feature = max(weight.weights.shape[1], 4 * weight.num_groups)
+    per_feature = max(compact_row_bytes(weight), 4 * weight.num_groups)
     return max(1, min(weight.out_features, max_binding // per_feature))
 
 
+def dense_rows(weight: DenseWeight) -> np.ndarray:
+    """A DenseWeight's rows as the dense kernels read them: (N, round_up(K, 4)), zero-padded past
+    K (a copy only when K % 4 != 0), in the weight's own dtype."""
+    w = weight.weights
+    k4 = round_up(weight.in_features, 4)
+    if k4 == weight.in_features:
+        return w
+    return np.concatenate([w, np.zeros((w.shape[0], k4 - w.shape[1]), w.dtype)], axis=1)
+
+
 class WeightCache:
-    """PackedWeight -> its chunks on one device. Entries are keyed by the weight object (or
+    """PackedWeight or DenseWeight -> its chunks on one device. Entries are keyed by the weight object (or
     by a key object given for it, see ops.linear.linear_q4gsw) and go when the key is
     garbage-collected (PackedWeight is immutable, so a copy is never stale)."""
 
@@ -52,7 +71,9 @@ class WeightCache:
 
         One chunk uploads ExecuTorch's bytes and scales as they are (scales keep their
         padded_N stride); larger weights are split along N, each chunk with its own rows and
-        scale columns.
+        scale columns. Rows padded past ceil(K/2) bytes (ExecuTorch's inner_dim_padding) are
+        uploaded without the padding: a host copy of the N * ceil(K/2) bytes, made once per
+        device, so that every kernel reads rows of ceil(K/2) bytes.
         """
         key = weight if key is None else key
         with self._lock:
@@ -72,11 +93,14 @@ class WeightCache:
         return len(self._chunks)
 
     def _upload(self, weight) -> list[WeightChunk]:
+        if isinstance(weight, DenseWeight):
+            return self._upload_dense(weight)
         runtime = self._runtime()
         usage = runtime.wgpu.BufferUsage.STORAGE
         limit = runtime.caps.max_binding_size
         as_is = fits_one_binding(weight, limit)
         step = features_per_chunk(weight, limit)
+        rows = weight.weights[:, : compact_row_bytes(weight)]  # a view; upload() copies it when padded
         chunks = []
         for n0 in range(0, weight.out_features, step):
             n = min(step, weight.out_features - n0)
@@ -86,8 +110,21 @@ class WeightCache:
                 scales, stride = np.ascontiguousarray(weight.scales[: weight.num_groups, n0 : n0 + n]), n
             chunks.append(WeightChunk(
                 n0, n,
-                runtime.buffers.upload(weight.weights[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
+                runtime.buffers.upload(rows[n0 : n0 + n], usage, f"q4gsw/weights[{n0}:{n0 + n}]"),
                 runtime.buffers.upload(scales, usage, f"q4gsw/scales[{n0}:{n0 + n}]", align=16),  # read as vec4
                 stride,
             ))
         return chunks
+
+    def _upload_dense(self, weight: DenseWeight) -> list[WeightChunk]:
+        """Rows zero-padded to a multiple of 4 elements (dense_rows), split along N so that a
+        chunk fits one binding."""
+        runtime = self._runtime()
+        rows = dense_rows(weight)
+        step = max(1, min(weight.out_features, runtime.caps.max_binding_size // rows[0].nbytes))
+        usage = runtime.wgpu.BufferUsage.STORAGE
+        return [WeightChunk(n0, min(step, weight.out_features - n0),
+                            runtime.buffers.upload(rows[n0 : n0 + step], usage, f"q4gsw/dense[{n0}:{n0 + step}]",
+                                                   align=16),
+                            None, 0)
+                for n0 in range(0, weight.out_features, step)]

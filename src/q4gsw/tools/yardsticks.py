@@ -1,7 +1,7 @@
-"""Yardsticks for the benchmarks: a dense fp32 WGSL GEMV and GEMM of our own, (where torch
-with CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with CUDA events, and
-(where onnxruntime has its WebGPU execution provider) ONNX Runtime's MatMulNBits, timed by its
-profiler."""
+"""Yardsticks for the benchmarks: the shipped dense fp32 kernels (q4gsw.dense_linear's gemv and
+gemm), (where torch with CUDA is installed) torch's int4 tinygemm and cuBLAS fp16, timed with
+CUDA events, and (where onnxruntime has its WebGPU execution provider) ONNX Runtime's
+MatMulNBits, timed by its profiler."""
 
 from __future__ import annotations
 
@@ -10,67 +10,44 @@ import statistics
 import numpy as np
 
 from ..arith import ceil_div
-from ..runtime.dispatch import bind
-from ..runtime.pipelines import KernelKey
+from ..format import DenseWeight
+from ..kernels.dense import DenseProblem
+from ..ops.dense import plan_dense
+from ..ops.plan import gpu_placeholder
 from ..runtime.submit import submit
 from ..runtime.timing import time_chain, time_dispatch
 
-DENSE_WG = 256
 #: dense_gemm.wgsl's output tile (rows of x and output features per workgroup).
 GEMM_TILE = 128
 #: Device memory the GEMM yardstick may hold (x, out and every weight copy together).
 GEMM_MEMORY_CAP = 2_000_000_000
 
 
-def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
-    """Median µs of dense_gemv.wgsl (fp32 weights) over rotating weight copies, and its error."""
-    usage = rt.wgpu.BufferUsage
-    w = rng.standard_normal((n, k)).astype(np.float32)
-    x = rng.standard_normal((m, k)).astype(np.float32)
-    copies = 1 if rt.caps.is_cpu else max(1, ceil_div(rotate_bytes, w.nbytes))
-    if w.nbytes > rt.caps.max_binding_size:
-        return {"skipped": f"{w.nbytes} bytes of fp32 weight exceed one binding"}
-    key = KernelKey("dense_gemv", (("WG", DENSE_WG),), family="dense_f32")
-    tiles = ceil_div(n, 4) * m
-    x_buf = rt.buffers.upload(x, usage.STORAGE, "dense/x")
-    out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC, "dense/out")
-    params = rt.buffers.upload(np.array([m, n, k, tiles], np.uint32), usage.UNIFORM, "dense/params")
-    w_bufs = [rt.buffers.upload(w, usage.STORAGE, "dense/w") for _ in range(copies)]
-    dispatches = [bind(rt, key, (out, x_buf, wb, params), tiles, nbytes=w.nbytes + x.nbytes + 4 * m * n,
-                       flops=2 * m * n * k) for wb in w_bufs]
-    try:
-        single = statistics.median(time_dispatch(rt, dispatches, repeats=30, warmup_s=0.3))
-        chained = statistics.median(time_chain(rt, dispatches))
-        y = rt.buffers.read(out, 4 * m * n).reshape(m, n)
-        ref = x.astype(np.float64) @ w.T.astype(np.float64)
-        rel = float(np.abs(y - ref).max() / np.abs(ref).max())
-    finally:
-        rt.buffers.destroy(x_buf, out, params, *w_bufs)
-    return {"kernel": "dense_gemv", "median_us": single / 1e3, "chained_us": chained / 1e3,
-            "bytes": dispatches[0].nbytes, "weight_copies": copies, "rel_error": rel}
+class DenseRun:
+    """The shipped dense_linear kernels (q4gsw.dense_linear, fp32 weights) on one x and `copies`
+    uploads of one weight (distinct DenseWeight objects over the same array, for L2 rotation):
+    dispatches (one per copy), run_once() and release()."""
 
-
-class DenseGemm:
-    """dense_gemm.wgsl's buffers for one x and `copies` uploads of one fp32 weight (for L2
-    rotation): dispatches (one per copy), run_once() and release()."""
-
-    def __init__(self, rt, x: np.ndarray, w: np.ndarray, copies: int = 1):
+    def __init__(self, rt, x: np.ndarray, w: np.ndarray, copies: int = 1, kernel: str | None = None):
         m, k = x.shape
         n, k_w = w.shape
         if k_w != k or k % 4:
             raise ValueError(f"dense_gemm: expected x (M, K) and w (N, K) with K % 4 == 0, got {x.shape} and {w.shape}")
         usage = rt.wgpu.BufferUsage
         self.rt, self.m, self.n, self.k = rt, m, n, k
-        self.key = KernelKey("dense_gemm", (("K_TAIL", k % 32 != 0),), family="dense_f32")
-        n_tiles = ceil_div(n, GEMM_TILE)
-        tiles = n_tiles * ceil_div(m, GEMM_TILE)
+        w32 = np.ascontiguousarray(w, np.float32)
+        self.weights = [DenseWeight(w32) for _ in range(copies)]
         self.x = rt.buffers.upload(x.astype(np.float32), usage.STORAGE, "dense/x", align=16)
         self.out = rt.buffers.create(4 * m * n, usage.STORAGE | usage.COPY_SRC | usage.COPY_DST, "dense/out")
-        self.params = rt.buffers.upload(np.array([m, n, k, n_tiles, tiles, 0, 0, 0], np.uint32), usage.UNIFORM, "dense/params")
-        w32 = np.ascontiguousarray(w, np.float32)
-        self.w = [rt.buffers.upload(w32, usage.STORAGE, "dense/w", align=16) for _ in range(copies)]
-        self.dispatches = [bind(rt, self.key, (self.out, self.x, wb, self.params), tiles,
-                                nbytes=w32.nbytes + 4 * m * k + 4 * m * n, flops=2 * m * n * k) for wb in self.w]
+        self.bias = gpu_placeholder(rt)
+        p = DenseProblem(m, n, k, "float32", False)
+        self.plans = [plan_dense(rt, "dense_gemm", wc, p, self.x, self.out, self.bias, kernel=kernel)
+                      for wc in self.weights]
+        if any(len(plan.dispatches) != 1 for plan in self.plans):
+            self.release()
+            raise ValueError(f"dense_gemm: the {4 * n * k}-byte weight does not fit one binding")
+        self.dispatches = [plan.dispatches[0] for plan in self.plans]
+        self.key = self.dispatches[0].key
 
     def run_once(self) -> np.ndarray:
         """(M, N) float32 out after one dispatch; out is filled with NaN first, so an element
@@ -80,18 +57,44 @@ class DenseGemm:
         return self.rt.buffers.read(self.out, 4 * self.m * self.n).reshape(self.m, self.n)
 
     def release(self) -> None:
-        self.rt.buffers.destroy(self.x, self.out, self.params, *self.w)
+        self.rt.buffers.destroy(self.x, self.out, self.bias)
+        for plan in self.plans:
+            plan.release(self.rt)
+        for wc in self.weights:
+            self.rt.weights.release(wc)
+
+
+def dense_gemv(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
+    """Median µs of the shipped dense gemv kernel (fp32 weights) over rotating weight copies, and its error."""
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    copies = 1 if rt.caps.is_cpu else max(1, ceil_div(rotate_bytes, w.nbytes))
+    if w.nbytes > rt.caps.max_binding_size:
+        return {"skipped": f"{w.nbytes} bytes of fp32 weight exceed one binding"}
+    if k % 4:
+        return {"kernel": "dense_gemv", "skipped": f"K={k} is not a multiple of 4 (gemv reads x as vec4)"}
+    run = DenseRun(rt, x, w, copies, kernel="gemv")
+    try:
+        y = run.run_once()
+        single = statistics.median(time_dispatch(rt, run.dispatches, repeats=30, warmup_s=0.3))
+        chained = statistics.median(time_chain(rt, run.dispatches))
+        ref = x.astype(np.float64) @ w.T.astype(np.float64)
+        rel = float(np.abs(y - ref).max() / np.abs(ref).max())
+    finally:
+        run.release()
+    return {"kernel": "dense_gemv", "median_us": single / 1e3, "chained_us": chained / 1e3,
+            "bytes": run.dispatches[0].nbytes, "weight_copies": copies, "rel_error": rel}
 
 
 def dense_matmul(rt, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """x @ w.T through dense_gemm.wgsl, once.
+    """x @ w.T through the shipped dense gemm kernel, once.
 
     Args:
         x: (M, K) float32; w: (N, K) float32, K % 4 == 0.
     Returns:
         (M, N) float32.
     """
-    gemm = DenseGemm(rt, x, w)
+    gemm = DenseRun(rt, x, w, kernel="gemm")
     try:
         return gemm.run_once()
     finally:
@@ -120,7 +123,7 @@ def dense_gemm(rt, m: int, k: int, n: int, rng, rotate_bytes: int) -> dict:
     else:
         room = (GEMM_MEMORY_CAP - 4 * m * (k + n)) // w_bytes
         copies = max(1, min(ceil_div(rotate_bytes, w_bytes), room))
-    gemm = DenseGemm(rt, x, w, copies)
+    gemm = DenseRun(rt, x, w, copies, kernel="gemm")
     try:
         y = gemm.run_once()
         ref = x.astype(np.float64) @ w.T.astype(np.float64)

@@ -1,8 +1,10 @@
-"""quantize_model: swap eligible nn.Linear modules for Q4Linear in place, and say what was done."""
+"""quantize_model: swap eligible nn.Linear modules for Q4Linear (or DenseLinear, the ones kept in
+high precision) in place, and say what was done."""
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import logging
 from typing import Callable
 
@@ -11,8 +13,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..checks import describe, positive_int
-from ..errors import DTypeError, GroupSizeError
-from .module import Q4Linear, check_activations
+from ..errors import ArgumentError, DTypeError, GroupSizeError
+from ..format import DENSE_DTYPES
+from ..mixed import choose_dense, dense_bytes, int4_bytes
+from .module import DenseLinear, Q4Linear, check_activations
+from .sensitivity import linear_sensitivities
 
 log = logging.getLogger("q4gsw")
 
@@ -25,8 +30,10 @@ class LayerRecord:
     in_features: int
     out_features: int
     bytes_before: int  # float weight + bias as they were
-    bytes_after: int = 0  # packed weights + scales + float32 bias (0 when skipped)
+    bytes_after: int = 0  # packed weights + scales (or the dense weight) + float32 bias (0 when skipped)
     reason: str = ""  # why it was skipped ("" when converted)
+    precision: str = "int4"  # "int4" (Q4Linear), or "float16" / "float32" (kept dense: DenseLinear)
+    sensitivity: float | None = None  # measured output error with it alone in int4 (dense_budget runs)
 
 
 @dataclasses.dataclass
@@ -44,13 +51,19 @@ class QuantizeSummary:
 
     @property
     def bytes_after(self) -> int:
-        """Bytes of the same layers as Q4Linear (packed weights, scales, biases)."""
+        """Bytes of the same layers as Q4Linear or DenseLinear (weights, scales, biases)."""
         return sum(r.bytes_after for r in self.converted)
+
+    @property
+    def dense(self) -> list[LayerRecord]:
+        """The converted layers kept dense (DenseLinear)."""
+        return [r for r in self.converted if r.precision != "int4"]
 
     def __str__(self) -> str:
         lines = [f"q4gsw.quantize_model (group size {self.group_size}): {len(self.converted)} linear layers "
-                 f"converted, {len(self.skipped)} skipped; {self.bytes_before / 2**20:.2f} MiB -> "
-                 f"{self.bytes_after / 2**20:.2f} MiB"]
+                 f"converted{f' ({len(self.dense)} kept dense)' if self.dense else ''}, {len(self.skipped)} skipped; "
+                 f"{self.bytes_before / 2**20:.2f} MiB -> {self.bytes_after / 2**20:.2f} MiB"]
+        lines += [f"  dense {r.fqn} ({r.precision})" for r in self.dense]
         lines += [f"  skipped {r.fqn or '(root)'}: {r.reason}" for r in self.skipped]
         return "\n".join(lines)
 
@@ -77,8 +90,11 @@ def _ineligible(mod: nn.Linear) -> str | None:
 
 def quantize_model(model: nn.Module, group_size: int = 128,
                    filter_fn: Callable[[nn.Module, str], bool] | None = None, *,
-                   progress: bool = True, activations: str = "f32") -> QuantizeSummary:
-    """Replace every eligible nn.Linear of `model` by Q4Linear.from_linear, in place (torchao's quantize_ walk).
+                   progress: bool = True, activations: str = "f32", keep_dense=None,
+                   dense_budget: float | None = None, calibration=None,
+                   dense_dtype: str = "float16") -> QuantizeSummary:
+    """Replace every eligible nn.Linear of `model` by Q4Linear.from_linear, in place (torchao's
+    quantize_ walk), or by DenseLinear.from_linear for the ones kept in high precision.
 
     Eligible: an nn.Linear (or subclass) with a finite floating-point weight on the CPU, for
     which filter_fn(module, fqn) is true (default: every one). The root module itself is
@@ -93,8 +109,19 @@ def quantize_model(model: nn.Module, group_size: int = 128,
             int8 on the GPU (q4gsw::linear_dq8ca_q4gsw; see Q4Linear). It needs group_size and
             each layer's in_features to be multiples of 32: other layers are skipped (with
             the reason in the summary), never run with f32 activations instead.
+        keep_dense: eligible linears kept dense (DenseLinear, on the GPU beside the int4 ones):
+            fqns or fnmatch patterns (e.g. ["lm_head", "layers.5.*"]), or a callable
+            (module, fqn) -> bool.
+        dense_budget: or let quantize_model choose them: the eligible linears' weights may take
+            up to dense_budget (>= 1) times their bytes in int4. Each eligible linear's
+            sensitivity is measured on `calibration`: the relative squared error of the model's
+            output (its first tensor) when that linear alone is rounded to int4; the set with
+            the largest total sensitivity within the budget is kept dense (q4gsw.mixed.choose_dense).
+        calibration: a tensor, or a tuple of positional arguments, for model(...) (dense_budget only).
+        dense_dtype: "float16" or "float32", the storage of the dense linears.
     Returns:
-        QuantizeSummary: converted layers, skipped layers with the reason, bytes before/after.
+        QuantizeSummary: converted layers (with their precision), skipped layers with the
+        reason, bytes before/after.
     """
     fn = "quantize_model"
     if not isinstance(model, nn.Module):
@@ -105,9 +132,11 @@ def quantize_model(model: nn.Module, group_size: int = 128,
         raise GroupSizeError(fn, "group_size", "a multiple of 32 with activations='int8'", str(group_size))
     if filter_fn is not None and not callable(filter_fn):
         raise DTypeError(fn, "filter_fn", "a callable (module, fqn) -> bool, or None", describe(filter_fn))
+    dense_of = _dense_rule(fn, keep_dense, dense_budget, calibration, dense_dtype)
     summary = QuantizeSummary(group_size)
     linears = [(fqn, m) for fqn, m in model.named_modules() if isinstance(m, nn.Linear)]
-    for fqn, mod in tqdm(linears, desc="q4gsw: quantizing", unit="layer", disable=not progress):
+    eligible, records = [], {}
+    for fqn, mod in linears:
         record = LayerRecord(fqn, mod.in_features, mod.out_features, _bytes(mod.weight) + _bytes(mod.bias))
         reason = None
         if not fqn:
@@ -122,9 +151,55 @@ def quantize_model(model: nn.Module, group_size: int = 128,
             log.info("q4gsw.quantize_model: skipped %s: %s", fqn, reason)
             summary.skipped.append(dataclasses.replace(record, reason=reason))
             continue
-        q = Q4Linear.from_linear(mod, group_size, activations=activations)
+        eligible.append((fqn, mod))
+        records[fqn] = record
+    dense, sensitivity = set(), {}
+    if dense_budget is not None:
+        dense, sensitivity = _choose_by_budget(model, eligible, dense_budget, calibration, group_size, dense_dtype)
+    elif keep_dense is not None:
+        dense = {fqn for fqn, mod in eligible if dense_of(mod, fqn)}
+    for fqn, mod in tqdm(eligible, desc="q4gsw: quantizing", unit="layer", disable=not progress):
+        if fqn in dense:
+            q = DenseLinear.from_linear(mod, dense_dtype)
+            after = _bytes(q.weight) + _bytes(q.bias)
+        else:
+            q = Q4Linear.from_linear(mod, group_size, activations=activations)
+            after = _bytes(q.weights) + _bytes(q.weight_scales) + _bytes(q.bias)
         parent_name, _, child = fqn.rpartition(".")
         setattr(model.get_submodule(parent_name), child, q)
-        after = _bytes(q.weights) + _bytes(q.weight_scales) + _bytes(q.bias)
-        summary.converted.append(dataclasses.replace(record, bytes_after=after))
+        summary.converted.append(dataclasses.replace(
+            records[fqn], bytes_after=after, precision=dense_dtype if fqn in dense else "int4",
+            sensitivity=sensitivity.get(fqn)))
     return summary
+
+
+def _dense_rule(fn: str, keep_dense, dense_budget, calibration, dense_dtype) -> Callable[[nn.Module, str], bool]:
+    """Check the mixed-precision arguments; (module, fqn) -> whether keep_dense names it."""
+    if dense_dtype not in DENSE_DTYPES:
+        raise DTypeError(fn, "dense_dtype", f"one of {DENSE_DTYPES}", repr(dense_dtype))
+    if keep_dense is not None and dense_budget is not None:
+        raise ArgumentError(fn, "keep_dense", "None when dense_budget is given (one way to choose)", describe(keep_dense))
+    if dense_budget is not None:
+        if isinstance(dense_budget, bool) or not isinstance(dense_budget, (int, float)) or not 1.0 <= dense_budget < float("inf"):
+            raise ArgumentError(fn, "dense_budget", "a number >= 1 (times the all-int4 bytes)", describe(dense_budget))
+        if calibration is None:
+            raise ArgumentError(fn, "calibration", "inputs for model(...) to measure sensitivities on", "None")
+    if keep_dense is None or callable(keep_dense):
+        return keep_dense or (lambda mod, fqn: False)
+    patterns = [keep_dense] if isinstance(keep_dense, str) else list(keep_dense)
+    if not all(isinstance(p, str) for p in patterns):
+        raise DTypeError(fn, "keep_dense", "fqns or fnmatch patterns (str), or a callable (module, fqn) -> bool",
+                         describe(keep_dense))
+    return lambda mod, fqn: any(fnmatch.fnmatchcase(fqn, p) for p in patterns)
+
+
+def _choose_by_budget(model, eligible, budget: float, calibration, group_size: int, dtype: str):
+    """(the fqns kept dense, fqn -> measured sensitivity) under budget x the all-int4 bytes."""
+    shapes = {fqn: (mod.out_features, mod.in_features) for fqn, mod in eligible}
+    all_int4 = sum(int4_bytes(n, k, group_size) for n, k in shapes.values())
+    extra = {fqn: dense_bytes(n, k, dtype) - int4_bytes(n, k, group_size) for fqn, (n, k) in shapes.items()}
+    allowed = int((budget - 1.0) * all_int4)
+    if not eligible or allowed < min(extra.values()):
+        return set(), {}
+    sensitivity = linear_sensitivities(model, eligible, calibration, group_size)
+    return set(choose_dense(sensitivity, extra, allowed)), sensitivity

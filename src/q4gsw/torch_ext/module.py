@@ -1,4 +1,5 @@
-"""Q4Linear: an nn.Module holding one PackedWeight (+ bias) whose forward runs q4gsw::linear_q4gsw."""
+"""Q4Linear: an nn.Module holding one PackedWeight (+ bias) whose forward runs q4gsw::linear_q4gsw;
+DenseLinear: one kept in fp16 or fp32 (mixed precision), run by q4gsw::dense_linear."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from torch import nn
 
 from ..checks import as_array, describe
 from ..errors import DTypeError, ShapeError, ValueRangeError
-from ..format import PackedWeight
+from ..format import DENSE_DTYPES, DenseWeight, PackedWeight
 from ..quantize import quantize
-from .ops import linear_dq8ca_q4gsw_op, linear_q4gsw_op
+from .ops import dense_linear_op, linear_dq8ca_q4gsw_op, linear_q4gsw_op
 
 #: Q4Linear's activations: "f32" runs q4gsw::linear_q4gsw, "int8" q4gsw::linear_dq8ca_q4gsw.
 ACTIVATIONS = {"f32": linear_q4gsw_op, "int8": linear_dq8ca_q4gsw_op}
@@ -97,7 +98,8 @@ class Q4Linear(nn.Module):
         """Wrap ExecuTorch's serialized linear_q4gsw tensors, used as they are.
 
         Args:
-            weights: (N, ceil(K/2)) uint8 ndarray or tensor.
+            weights: (N, ceil(K/2)) uint8 ndarray or tensor, or rows padded as ExecuTorch's exporter
+                pads them (pass in_features; the padding is ignored).
             weight_scales: (num_groups, padded_N) float32.
             group_size: elements of K per scale.
             bias: optional (N,) float32.
@@ -128,3 +130,80 @@ class Q4Linear(nn.Module):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"group_size={self.group_size}, bias={self.bias is not None}"
                 + (f", activations={self.activations}" if self.activations != "f32" else ""))
+
+
+class DenseLinear(nn.Module):
+    """A linear layer kept in high precision (fp16 or fp32) beside Q4Linear ones, run on q4gsw's
+    WebGPU device by q4gsw.dense_linear. Inference only.
+
+    `weight` (N, K) float16 or float32 and `bias` float32 (N,) or None are buffers (they travel
+    with state_dict()); module-wide casts (model.half()) leave both as they are. The GPU copy of
+    the weight is made on the first forward and kept while the `weight` tensor lives.
+
+    Args:
+        weight: a DenseWeight (its array is copied into the buffer).
+        bias: optional (N,) float32 ndarray or tensor.
+    """
+
+    def __init__(self, weight: DenseWeight, bias=None):
+        super().__init__()
+        fn = "DenseLinear"
+        if not isinstance(weight, DenseWeight):
+            raise DTypeError(fn, "weight", "a q4gsw.DenseWeight", describe(weight))
+        self.in_features, self.out_features = weight.in_features, weight.out_features
+        self.register_buffer("weight", torch.from_numpy(np.array(weight.weights)))
+        b = None
+        if bias is not None:
+            b = as_array(fn, "bias", bias, np.float32)
+            if b.shape != (self.out_features,):
+                raise ShapeError(fn, "bias", f"shape ({self.out_features},) (the weight's out_features)", describe(bias))
+            b = torch.from_numpy(np.array(b))
+        self.register_buffer("bias", b)
+
+    def _apply(self, fn, recurse=True):
+        """Casts leave the stored precision and the float32 bias alone; device moves apply."""
+        kept = {name: getattr(self, name) for name in ("weight", "bias")}
+        super()._apply(fn, recurse)
+        for name, before in kept.items():
+            after = getattr(self, name)
+            if before is not None and after is not None and after.dtype != before.dtype:
+                setattr(self, name, before.to(after.device))
+        return self
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, dtype: str = "float16") -> "DenseLinear":
+        """Keep a float nn.Linear in `dtype` ("float16" or "float32"; see DenseWeight.from_float).
+
+        Args:
+            linear: nn.Linear with a floating-point weight on the CPU; it is not modified.
+        """
+        fn = "DenseLinear.from_linear"
+        if not isinstance(linear, nn.Linear):
+            raise DTypeError(fn, "linear", "a torch.nn.Linear", describe(linear))
+        w = linear.weight
+        if not w.is_floating_point() or w.device.type != "cpu":
+            raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+        if dtype not in DENSE_DTYPES:
+            raise DTypeError(fn, "dtype", f"one of {DENSE_DTYPES}", repr(dtype))
+        weight = DenseWeight.from_float(w.detach().to(torch.float32).contiguous().numpy(), dtype)
+        bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
+        return cls(weight, bias)
+
+    @property
+    def dense(self) -> DenseWeight:
+        """The DenseWeight over the current buffer (no copy)."""
+        return DenseWeight(self.weight.numpy())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., K) float32 CPU tensor -> (..., N) float32 CPU tensor."""
+        fn = "DenseLinear.forward"
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu":
+            raise DTypeError(fn, "input", "a float32 CPU torch.Tensor", describe(x) + (
+                f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
+        if x.dim() < 1 or x.shape[-1] != self.in_features:
+            raise ShapeError(fn, "input", f"(..., K) with K = {self.in_features}", describe(x))
+        return dense_linear_op(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"dtype={str(self.weight.dtype).removeprefix('torch.')}, bias={self.bias is not None}")

@@ -1,11 +1,13 @@
-"""The torch.library custom ops q4gsw::linear_q4gsw and q4gsw::linear_dq8ca_q4gsw (the same with
-int8 activations): the WebGPU kernels on CPU tensors, and their fake kernels."""
+"""The torch.library custom ops q4gsw::linear_q4gsw, q4gsw::linear_dq8ca_q4gsw (the same with
+int8 activations) and q4gsw::dense_linear: the WebGPU kernels on CPU tensors, and their fake
+kernels."""
 
 from __future__ import annotations
 
 import torch
 
 from ..errors import Q4gswError
+from ..ops.dense import dense_linear
 from ..ops.linear import linear_dq8ca_q4gsw, linear_q4gsw
 
 #: ExecuTorch's et_vk::linear_q4gsw schema, under the q4gsw namespace.
@@ -34,8 +36,8 @@ def _fake(name: str):
         """Shape and dtype only: (..., K) -> (..., N), N = weights.shape[0], x's dtype."""
         torch._check(x.dim() >= 1, lambda: f"q4gsw::{name}: x must be (..., K)")
         torch._check(weights.dim() == 2, lambda: f"q4gsw::{name}: weights must be (N, ceil(K/2))")
-        torch._check(weights.shape[1] * 2 - x.shape[-1] in (0, 1),
-                     lambda: f"q4gsw::{name}: weights must have ceil(K/2) bytes per row")
+        torch._check(weights.shape[1] * 2 >= x.shape[-1],
+                     lambda: f"q4gsw::{name}: weights must have ceil(K/2) bytes per row (or rows padded past it)")
         return x.new_empty((*x.shape[:-1], weights.shape[0]))
 
     return fake
@@ -64,6 +66,30 @@ def _backward_dq8ca(ctx, grad):
 torch.library.register_autograd("q4gsw::linear_q4gsw", _backward, setup_context=_setup_context)
 torch.library.register_autograd("q4gsw::linear_dq8ca_q4gsw", _backward_dq8ca, setup_context=_setup_context)
 
+#: q4gsw::dense_linear: a linear kept in fp32 or fp16 beside the int4 ones (mixed precision).
+DENSE_SCHEMA = "(Tensor self, Tensor weight, Tensor? bias=None) -> Tensor"
+
+torch.library.define("q4gsw::dense_linear", DENSE_SCHEMA)
+
+
+@torch.library.impl("q4gsw::dense_linear", "cpu")
+def _dense_linear_cpu(x, weight, bias=None):
+    """CPU tensors in and out; the work runs on q4gsw's WebGPU device (q4gsw.dense_linear; the
+    weight's GPU copy is kept while the weight tensor lives)."""
+    return dense_linear(x, weight, bias)
+
+
+@torch.library.register_fake("q4gsw::dense_linear")
+def _dense_linear_fake(x, weight, bias=None):
+    """Shape and dtype only: (..., K) -> (..., N), N = weight.shape[0], x's dtype."""
+    torch._check(x.dim() >= 1, lambda: "q4gsw::dense_linear: x must be (..., K)")
+    torch._check(weight.dim() == 2 and weight.shape[1] == x.shape[-1],
+                 lambda: "q4gsw::dense_linear: weight must be (N, K)")
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+torch.library.register_autograd("q4gsw::dense_linear", _backward, setup_context=_setup_context)
+
 
 def linear_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
     """torch.ops.q4gsw.linear_q4gsw: traceable by torch.export and torch.compile.
@@ -85,3 +111,16 @@ def linear_dq8ca_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None)
     (symmetric, one scale per (row, group of group_size k)); same arguments and result.
     Needs K and group_size multiples of 32."""
     return torch.ops.q4gsw.linear_dq8ca_q4gsw(x, weights, weight_scales, group_size, bias)
+
+
+def dense_linear_op(x, weight, bias=None):
+    """torch.ops.q4gsw.dense_linear: traceable by torch.export and torch.compile.
+
+    Args:
+        x: (..., K) float32 CPU tensor.
+        weight: (N, K) float16 or float32 CPU tensor.
+        bias: optional (N,) float32 CPU tensor.
+    Returns:
+        (..., N) float32 CPU tensor (no autograd: inference only).
+    """
+    return torch.ops.q4gsw.dense_linear(x, weight, bias)

@@ -168,7 +168,9 @@ def weight_entry(writer: DataWriter, weight: PackedWeight, chunk_bytes: int) -> 
     """A weight's manifest entry, its chunks written: split along N exactly as the Python
     runtime splits it for a binding limit of chunk_bytes (runtime/weights.py): one chunk
     keeps ExecuTorch's scales as they are (the used rows, padded_N wide); several chunks
-    hold their own rows and compact scale columns."""
+    hold their own rows and compact scale columns. Rows padded past ceil(K/2) bytes (as
+    ExecuTorch's exporter writes them) are written without the padding."""
+    weight = weight.compact()
     as_is = fits_one_binding(weight, chunk_bytes)
     step = features_per_chunk(weight, chunk_bytes)
     chunks = []
