@@ -214,3 +214,24 @@ class TestInt8Prefill:
         """prefill_activations is 'f32' or 'int8'."""
         with pytest.raises(q4gsw.ArgumentError, match="'prefill_activations'"):
             CausalLM(tiny_weights(), prefill_activations="int4")
+
+
+class TestDenseLayers:
+    def test_mixed_precision_checkpoint(self, runtime, tmp_path, rng):
+        """Linears a checkpoint keeps dense (float32: the LM head, layer 1's o_proj, layer 0's
+        gate/up) run on dense_linear beside the int4 ones; logits and greedy tokens equal
+        transformers' on the same numbers."""
+        model = tiny_model(rng, "llama")
+        model.save_pretrained(tmp_path / "hf")
+        dense = {"lm_head.weight", "model.layers.1.self_attn.o_proj.weight", "model.layers.0.mlp.gate_proj.weight"}
+        lm = q4gsw.load_model(tmp_path / "hf", group_size=32, max_positions=128, keep_dense=dense.__contains__)
+        assert isinstance(lm.weights.lm_head, np.ndarray) and isinstance(lm.weights.layers[0].gate_up, np.ndarray)
+        load_oracle(model, lm.weights)
+        ids = rng.integers(0, TINY["vocab_size"], 30)
+        with q4gsw.profile() as prof:
+            ours = lm.logits(ids)
+        assert any(r["label"].startswith("dense_linear/") for r in prof.rows())
+        assert_logits_close(ours, hf_logits(model, ids))
+        prompt = rng.integers(0, TINY["vocab_size"], 9)
+        np.testing.assert_array_equal(lm.generate(prompt, 24, eos_token_ids=()), hf_generate(model, prompt, 24)[9:])
+        lm.release()

@@ -28,6 +28,7 @@ import pytest
 import q4gsw
 from q4gsw import cli
 from q4gsw.kernels import KERNELS, Problem, select
+from q4gsw.kernels.dense import DENSE_KERNELS, DenseProblem
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.dispatch import fold_grid
 from q4gsw.runtime.pipelines import KernelKey, PipelineCache
@@ -88,6 +89,7 @@ def browser_caps(caps: dict):
 
 def shipped_kernel_keys() -> list[KernelKey]:
     """The configurations the browser compiles: every linear kernel (decode with both unpacks,
+    the dense kernels with fp32 and fp16 weights,
     and its variants: K split with x staged, decode_narrow; decode_batch with blocks of 2, 4 and
     8 rows of x and with K split; tiled_split with its split and reduction) and every other
     .wgsl file with an entry point, at its defaults."""
@@ -108,12 +110,15 @@ def shipped_kernel_keys() -> list[KernelKey]:
             keys += [spec.key(split), spec.reduce_key(split)]
         else:
             keys.append(spec.key(wide))
+    for spec in DENSE_KERNELS.values():  # mixed precision: each dense kernel with both weight storages
+        keys += [spec.key(DenseProblem(m, 256, 512, dtype, True)) for dtype in ("float32", "float16")
+                 for m in ((1,) if spec.name == "gemv" else (64,))]
     entry_files = {key.sources[0] for key in keys}
     for path in sorted(files("q4gsw.kernels").iterdir(), key=lambda p: p.name):
         stem = path.name.removesuffix(".wgsl")
         if path.name.endswith(".wgsl") and stem not in entry_files and re.search(r"\bfn main\(", path.read_text()):
             keys.append(KernelKey(stem, family="q4gsw"))
-    return list({str(key): key for key in keys}.values())
+    return list(dict.fromkeys(keys))  # (str(key) leaves the files out: a dense kernel's f32 and f16 keys share it)
 
 
 def _invocations(code: str, constants: dict) -> int:

@@ -199,17 +199,7 @@ class Chain:
         if not isinstance(weight, PackedWeight):
             raise DTypeError(fn, "weight", "a q4gsw.PackedWeight", describe(weight))
         k, n = weight.in_features, weight.out_features
-        if x.shape[-1] != k:
-            raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
-        bias_t = bias_arr = None
-        if isinstance(bias, GpuTensor):
-            bias_t = self.tensor(fn, "bias", bias)
-            bias_shape = bias_t.shape
-        elif bias is not None:
-            bias_arr = as_array(fn, "bias", bias, np.float32)
-            bias_shape = bias_arr.shape
-        if bias is not None and bias_shape != (n,):
-            raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+        bias_t, bias_arr = self._linear_args(fn, x, k, n, bias)
         m = math.prod(x.shape[:-1])
         p = Problem(m, n, k, weight.group_size, bias is not None)
         spec = choose_kernel(self.runtime, fn, p, kernel, activations=activations)  # the checks, before any buffer
@@ -222,6 +212,23 @@ class Chain:
         self._owned += plan.owned
         self.dispatches += plan.dispatches
         return out
+
+    def _linear_args(self, fn: str, x: GpuTensor, k: int, n: int, bias):
+        """Check x (..., K) and bias (N,) of a linear op: (bias GpuTensor or None, bias array to
+        upload once the kernel is chosen, or None)."""
+        if x.shape[-1] != k:
+            raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
+        if isinstance(bias, GpuTensor):
+            bias_t = self.tensor(fn, "bias", bias)
+            if bias_t.shape != (n,):
+                raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+            return bias_t, None
+        if bias is None:
+            return None, None
+        bias_arr = as_array(fn, "bias", bias, np.float32)
+        if bias_arr.shape != (n,):
+            raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+        return None, bias_arr
 
     def _elementwise(self, fn: str, name: str, a, b) -> GpuTensor:
         a, b = self.tensor(fn, "a", a), self.tensor(fn, "b", b)
@@ -358,26 +365,16 @@ class Chain:
             (..., N) GpuTensor.
         """
         fn = "Chain.dense_linear"
-        x = self._tensor(fn, "x", x)
+        x = self.tensor(fn, "x", x)
         if not isinstance(weight, DenseWeight):
             raise DTypeError(fn, "weight", "a q4gsw.DenseWeight", describe(weight))
         k, n = weight.in_features, weight.out_features
-        if x.shape[-1] != k:
-            raise ShapeError(fn, "x", f"(..., K) with K = {k} (the weight's in_features)", f"shape {x.shape}")
-        bias_t = bias_arr = None
-        if isinstance(bias, GpuTensor):
-            bias_t = self._tensor(fn, "bias", bias)
-            bias_shape = bias_t.shape
-        elif bias is not None:
-            bias_arr = as_array(fn, "bias", bias, np.float32)
-            bias_shape = bias_arr.shape
-        if bias is not None and bias_shape != (n,):
-            raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+        bias_t, bias_arr = self._linear_args(fn, x, k, n, bias)
         p = DenseProblem(math.prod(x.shape[:-1]), n, k, weight.dtype, bias is not None)
         spec = choose_dense(self.runtime, fn, p, kernel)  # the checks, before any buffer
         if bias_arr is not None:
             bias_t = self.constant(bias_arr)
-        out = self._output((*x.shape[:-1], n))
+        out = self.output((*x.shape[:-1], n))
         bias_buf = bias_t.buffer if bias is not None else self._zero_buffer()
         plan = plan_dense(self.runtime, fn, weight, p, x.buffer, out.buffer, bias_buf, kernel=spec)
         self._owned += plan.owned

@@ -14,7 +14,7 @@ from ..arith import ceil_div
 from ..chain import Chain, GpuTensor, upload
 from ..checks import describe
 from ..errors import ArgumentError, DTypeError, ShapeError, UnsupportedShapeError
-from ..format import PackedWeight
+from ..format import DenseWeight, PackedWeight
 from ..runtime import get_runtime
 from . import ops
 from .sampling import Sampling, sampling
@@ -80,9 +80,11 @@ class CausalLM:
                                         f"{c.num_heads}/{c.num_kv_heads} heads: the kernels need hidden and head_dim "
                                         f"multiples of 4, head_dim <= {4 * ops.ATTENTION_WG} and at most 8 query "
                                         f"heads per kv head")
-        for name, w in _linears(weights):
-            if not isinstance(w, PackedWeight):
-                raise UnsupportedShapeError(f"{name} is kept dense; the GPU runtime runs int4 linears only")
+        if not isinstance(weights.embed, PackedWeight):
+            raise UnsupportedShapeError("the token embedding is kept dense; the GPU runtime gathers int4 embedding "
+                                        "rows only (keep_dense may name any linear but model.embed_tokens.weight)")
+        #: the linears a checkpoint keeps in high precision, run by Chain.dense_linear
+        self._dense = {id(w): DenseWeight(w) for _, w in _linears(weights) if isinstance(w, np.ndarray)}
         self._prefill: dict[tuple[int, bool, bool], tuple[Chain, GpuTensor]] = {}
         self.prefill_activations = prefill_activations
         self.weights = weights
@@ -139,6 +141,8 @@ class CausalLM:
         act = self.prefill_activations if rows >= INT8_PREFILL_ROWS else "f32"
 
         def linear(x, w, bias=None):
+            if isinstance(w, np.ndarray):  # kept dense by the checkpoint
+                return chain.dense_linear(x, self._dense[id(w)], bias)
             return chain.linear(x, w, bias, activations=act)
 
         x = ops.embed_rows(chain, self._ids, w.embed, rows)
@@ -156,7 +160,7 @@ class CausalLM:
             norm = self._final_norm if last else self._attn_norms[i + 1]
             h = ops.add_rms_norm(chain, x, d, norm, eps=c.rms_norm_eps,
                                  first_row=rows - 1 if last and not all_logits else 0)
-        logits = chain.linear(h, w.lm_head)
+        logits = linear(h, w.lm_head) if isinstance(w.lm_head, np.ndarray) else chain.linear(h, w.lm_head)
         if choose is not None:
             if choose.greedy:
                 ops.argmax(chain, logits, self._ids, self._generated, self._state)
@@ -310,7 +314,7 @@ class CausalLM:
         self._decode.clear()
         self._prefill.clear()
         for _, w in _linears(self.weights):
-            self.runtime.weights.release(w)
+            self.runtime.weights.release(self._dense.get(id(w), w))
 
 
 def _linears(weights: DecoderWeights):

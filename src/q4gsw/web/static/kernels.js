@@ -108,7 +108,8 @@ export class Decode extends Spec {
   }
   invocations(p) { return Math.max(32, ceilDiv(p.k, 1024) * 32); }
   features(p) {
-    const cap = Math.floor(this.partialCapacity / this.invocations(p));
+    const wg = this.invocations(p);
+    const cap = Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg);
     const wanted = this.cost.longGrid(p) && this.reduction === "subgroup" ? 32 : 16;
     return Math.max(4, Math.floor(Math.min(wanted, cap) / 4) * 4);
   }
@@ -122,13 +123,13 @@ export class Decode extends Spec {
     if (p.m > this.maxM) return `M=${p.m} > ${this.maxM}`;
     if (p.k % 32) return `K=${p.k} is not a multiple of 32`;
     if (p.groupSize % 32) return `group_size=${p.groupSize} is not a multiple of 32`;
-    if (p.k > 32 * 1024) return `K=${p.k} > 32768 (one vec4 of k per invocation, 1024 invocations)`;
+    if (p.k > 32 * 1024) return `K=${p.k} > 32768 (32 k per invocation, 1024 invocations)`;
     return null;
   }
   workgroupBytes(p) {
     const wg = this.invocations(p);
     const f = this.features(p);
-    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg);
+    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg) + 16;  // + decode.wgsl's x slot
   }
   supports(p, caps) {
     if (this.reduction === "subgroup" && !caps.hasSubgroups) return "the device has no `subgroup` feature";
