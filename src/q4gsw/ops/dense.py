@@ -4,8 +4,6 @@ plan (the same steps as ops/plan.py), submit, read back."""
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 
 import numpy as np
 
@@ -16,6 +14,7 @@ from ..kernels.dense import DENSE_KERNELS, DenseProblem, DenseSpec, select_dense
 from ..runtime import get_runtime
 from ..runtime.dispatch import bind
 from ..runtime.submit import submit
+from ..runtime.weights import ObjectKeys
 from .plan import LinearPlan, check_sizes, gpu_placeholder
 
 
@@ -129,44 +128,11 @@ def _as_dense(fn: str, weight) -> tuple[DenseWeight, object]:
         dense = DenseWeight(weight)
     except ArgumentError as exc:  # report it as the op's error
         raise type(exc)(fn, "weight", exc.expected, exc.got) from None
-    return dense, _array_keys.key(weight)
+    return dense, _array_keys.key((weight,))
 
 
-class _ArrayKeys:
-    """A key object per array object, alive while the array is (weakly referenced; keyed by
-    id, as ndarrays are not hashable): repeated dense_linear calls on one array upload it once."""
-
-    def __init__(self):
-        self._entries: dict[int, tuple] = {}
-        self._lock = threading.Lock()
-
-    def key(self, array) -> object | None:
-        ident = id(array)
-        with self._lock:
-            hit = self._entries.get(ident)
-            if hit is not None and hit[0]() is array:
-                return hit[1]
-            try:
-                ref = weakref.ref(array, lambda _, ident=ident: self._drop(ident))
-            except TypeError:
-                return None  # not weak-referenceable: the DenseWeight of this call is the key
-            token = _ArrayKey()
-            self._entries[ident] = (ref, token)
-            return token
-
-    def _drop(self, ident) -> None:
-        with self._lock:
-            self._entries.pop(ident, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class _ArrayKey:
-    """The runtime's key for one raw dense weight array (see _ArrayKeys)."""
-
-
-_array_keys = _ArrayKeys()
+#: The keys under which the runtime keeps the GPU copy of a raw dense weight array while it lives.
+_array_keys = ObjectKeys()
 
 
 def _wrap(out: np.ndarray, was_torch: bool):

@@ -4,8 +4,6 @@ plan (ops/plan.py), submit, read back."""
 from __future__ import annotations
 
 import math
-import threading
-import weakref
 
 import numpy as np
 
@@ -15,6 +13,7 @@ from ..format import PackedWeight
 from ..kernels import REGISTRIES, Problem, select
 from ..runtime import get_runtime
 from ..runtime.submit import submit
+from ..runtime.weights import ObjectKeys
 from .plan import choose_kernel, gpu_placeholder, plan_linear
 
 
@@ -82,47 +81,13 @@ def _linear_q4gsw(fn, x, weights, weight_scales, group_size, bias, kernel, activ
         weight = PackedWeight(weights, weight_scales, group_size, in_features=xa.shape[-1])
     except ArgumentError as exc:  # report it as the op's error
         raise type(exc)(fn, exc.argument, exc.expected, exc.got) from None
-    return _linear(fn, x, weight, bias, kernel, _tensor_pairs.key(weights, weight_scales, group_size, xa.shape[-1]),
+    return _linear(fn, x, weight, bias, kernel, _tensor_pairs.key((weights, weight_scales), (group_size, xa.shape[-1])),
                    activations=activations)
 
 
-class _TensorPairs:
-    """A key object per (weights, weight_scales) pair of objects, alive while both are: the
-    runtime keeps the pair's GPU copy under it, so repeated linear_q4gsw calls on the same
-    tensors upload them once, and the copy goes when `weights` is garbage-collected. Only
-    weak references to the tensors are held."""
-
-    def __init__(self):
-        self._entries: dict[tuple, tuple] = {}
-        self._lock = threading.Lock()
-
-    def key(self, weights, scales, group_size: int, k: int) -> object | None:
-        ident = (id(weights), id(scales), group_size, k)
-        with self._lock:
-            hit = self._entries.get(ident)
-            if hit is not None and hit[0]() is weights and hit[1]() is scales:
-                return hit[2]
-            try:
-                refs = (weakref.ref(weights, lambda _, ident=ident: self._drop(ident)), weakref.ref(scales))
-            except TypeError:
-                return None  # not weak-referenceable: the PackedWeight of this call is the key
-            token = _PairKey()
-            self._entries[ident] = (*refs, token)
-            return token
-
-    def _drop(self, ident) -> None:
-        with self._lock:
-            self._entries.pop(ident, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-class _PairKey:
-    """The runtime's key for one (weights, weight_scales) pair (see _TensorPairs)."""
-
-
-_tensor_pairs = _TensorPairs()
+#: The keys under which the runtime keeps the GPU copy of a (weights, weight_scales) pair of
+#: linear_q4gsw's tensors while they live.
+_tensor_pairs = ObjectKeys()
 
 
 def _validate(fn, x, weight, bias):

@@ -128,3 +128,43 @@ class WeightCache:
                                                    align=16),
                             None, 0)
                 for n0 in range(0, weight.out_features, step)]
+
+
+class ObjectKeys:
+    """A key object per tuple of the caller's objects (ExecuTorch's weight tensors, a raw dense
+    array) and settings, alive while the first object is: the runtime keeps a GPU copy under
+    the key, so repeated calls on the same objects upload them once, and the copy goes when the
+    first object is garbage-collected. Only weak references to the objects are held (keyed by
+    id: ndarrays are not hashable)."""
+
+    def __init__(self):
+        self._entries: dict[tuple, tuple] = {}
+        self._lock = threading.Lock()
+
+    def key(self, objects: tuple, settings: tuple = ()) -> object | None:
+        """The key of (objects, settings), made on first use; None when an object cannot be
+        weakly referenced (the caller's own weight object is the key then)."""
+        ident = (*map(id, objects), *settings)
+        with self._lock:
+            hit = self._entries.get(ident)
+            if hit is not None and all(ref() is obj for ref, obj in zip(hit[0], objects)):
+                return hit[1]
+            try:
+                refs = (weakref.ref(objects[0], lambda _, ident=ident: self._drop(ident)),
+                        *(weakref.ref(obj) for obj in objects[1:]))
+            except TypeError:
+                return None
+            token = _ObjectsKey()
+            self._entries[ident] = (refs, token)
+            return token
+
+    def _drop(self, ident) -> None:
+        with self._lock:
+            self._entries.pop(ident, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class _ObjectsKey:
+    """The runtime's key for one tuple of caller objects (see ObjectKeys)."""
