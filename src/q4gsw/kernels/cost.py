@@ -59,12 +59,6 @@ def split_seconds(p: Problem, split: int) -> float:
     return SPLIT_SECONDS_FIXED + SPLIT_SECONDS_PER_PARTIAL * split * p.m * p.n
 
 
-def decode_beats_tiled(p: Problem) -> bool:
-    """Whether the decode kernel is predicted faster than the (unsplit) tiled one for p:
-    the choice q4gsw.js makes between the kernels a browser bundle holds."""
-    return decode_seconds(p) <= tiled_seconds(p)
-
-
 # --- the int8-activation path (kernels/int8.py): predicted, not yet fitted -----------------------
 #: tiled_int8, 128-row tiles: seconds per k per wave. A 128 x 128 tile takes 128 * 128 / 4
 #: dot4I8Packed per k, 128 warp-instructions; the H200's dp4a pipe retires 2 a clock per SM (64

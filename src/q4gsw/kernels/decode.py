@@ -199,11 +199,10 @@ class DecodeBatch(KernelSpec):
     for the whole block; the block's sums are added across the subgroup by a
     transpose-reduction (see decode_batch.wgsl). A workgroup covers up to 4096 k (8 rows of
     x) or 8192 k (2 or 4 rows); K beyond that is split over workgroups and reduced by
-    reduce_splits. Needs the `subgroup` feature. Not in browser bundles.
+    reduce_splits. Needs the `subgroup` feature.
     """
 
     name = "decode_batch"
-    web = False
     max_k = 32768  # at most 8 workgroups of 512 invocations (8 rows of x), 8 k each
 
     def __init__(self, features_per_workgroup: int | None = None, min_lanes: int = 4, storage_limit: int = 16384,

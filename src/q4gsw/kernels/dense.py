@@ -49,7 +49,6 @@ class DenseSpec(KernelSpec):
     """A dense kernel: `file` is its .wgsl entry file; the weight file follows (KernelKey.files)."""
 
     file: str = ""
-    web = False
 
     def key(self, p: DenseProblem) -> KernelKey:
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), family=FAMILY,

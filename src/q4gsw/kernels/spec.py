@@ -21,7 +21,6 @@ class KernelSpec:
 
     name: str = ""
     baseline: bool = False  # kept only for benchmarks; never chosen by default
-    web: bool = True  # exported to q4gsw.js (see q4gsw.web)
     activations: str = "f32"  # what x is multiplied as: "f32", or "int8" (quantized on the GPU first)
 
     def tiles(self, p: Problem) -> tuple[int, int]:

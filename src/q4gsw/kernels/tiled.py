@@ -43,12 +43,10 @@ class TiledSplit(Tiled):
 
     Settings: x_rows_per_tile (64 or 128; default 64 up to M = 64) and split (default: the
     largest power of two that keeps the grid within one wave of 132 workgroups, with at least
-    4 steps of 32 k each: more waves only queue). Not in browser bundles (its kernel key
-    depends on M).
+    4 steps of 32 k each: more waves only queue).
     """
 
     name = "tiled_split"
-    web = False
     max_split = 16
 
     def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None):

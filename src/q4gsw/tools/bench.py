@@ -294,10 +294,11 @@ def _plain_read_table(result: dict) -> list[str]:
     return lines
 
 
-def write_results(result: dict, stem: str) -> tuple[str, str]:
-    """Write stem.json and stem.md; return both paths."""
+def write_results(result: dict, stem: str, render=markdown) -> tuple[str, str]:
+    """Write stem.json and stem.md (render(result): markdown() of a bench() result by
+    default); return both paths."""
     with open(f"{stem}.json", "w") as f:
         json.dump(result, f, indent=1)
     with open(f"{stem}.md", "w") as f:
-        f.write(markdown(result))
+        f.write(render(result))
     return f"{stem}.json", f"{stem}.md"

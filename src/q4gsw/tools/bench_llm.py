@@ -14,10 +14,12 @@ import time
 import numpy as np
 
 from ..llm import PRESETS, CausalLM, random_weights
+from ..llm.sampling import Sampling
 from ..profile import profile
 from ..runtime import get_runtime
 from ..runtime.bandwidth import measure_read_bandwidth
 from ..runtime.submit import record_pass, timed_passes
+from . import bench
 
 #: Seconds of decoding before a model's measurements: clocks ramp up over about that long.
 WARM_UP_S = 3.0
@@ -98,7 +100,7 @@ def _decode(lm: CausalLM, rng, context: int, new_tokens: int, floor_s: float, lo
     lm.generate(prompt, new_tokens, eos_token_ids=())
     s = lm.last_stats
     wall = s.decode_s / (s.new_tokens - 1)
-    chain, _ = lm._decode_chain(lm_sampling_greedy())
+    chain, _ = lm._decode_chain(Sampling())  # the greedy step generate() just ran
     lm._set_state(context, 1)
     gpu = statistics.median(timed_passes(lm.runtime, [chain.dispatches] * 5, label="llm/decode")) / 1e9
     with profile(lm.runtime) as prof:
@@ -123,12 +125,6 @@ def _decode(lm: CausalLM, rng, context: int, new_tokens: int, floor_s: float, lo
         f"host submit {row['host_ms']:.2f}, encode {row['encode_ms']:.2f}; {100 * row['of_floor']:.0f} % of the floor, GPU busy "
         f"{100 * row['gpu_busy']:.0f} %, {row['dispatches']} dispatches)")
     return row
-
-
-def lm_sampling_greedy():
-    from ..llm.sampling import Sampling
-
-    return Sampling()
 
 
 def _torch_yardstick(weights, contexts, new_tokens, prefill_tokens, group_size, log) -> dict:
@@ -187,8 +183,5 @@ def _fmt(value) -> str:
 
 
 def write_results(result: dict, stem: str) -> tuple[str, str]:
-    with open(f"{stem}.json", "w") as f:
-        json.dump(result, f, indent=1)
-    with open(f"{stem}.md", "w") as f:
-        f.write(markdown(result))
-    return f"{stem}.json", f"{stem}.md"
+    """Write stem.json and stem.md of a bench_llm() result; return both paths."""
+    return bench.write_results(result, stem, render=markdown)

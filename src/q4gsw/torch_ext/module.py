@@ -24,6 +24,47 @@ def check_activations(fn: str, activations) -> str:
     return activations
 
 
+def bias_tensor(fn: str, bias, n: int):
+    """bias as a float32 (n,) CPU tensor (a copy), or None; ShapeError naming it otherwise."""
+    if bias is None:
+        return None
+    b = as_array(fn, "bias", bias, np.float32)
+    if b.shape != (n,):
+        raise ShapeError(fn, "bias", f"shape ({n},) (the weight's out_features)", describe(bias))
+    return torch.from_numpy(np.array(b))
+
+
+def apply_keeping_dtypes(module: nn.Module, names, apply, fn, recurse):
+    """Run apply(fn, recurse) (nn.Module._apply) but keep the dtypes of the named buffers: module-wide casts
+    leave them as they are, device moves still apply."""
+    kept = {name: getattr(module, name) for name in names}
+    apply(fn, recurse)
+    for name, before in kept.items():
+        after = getattr(module, name)
+        if before is not None and after is not None and after.dtype != before.dtype:
+            setattr(module, name, before.to(after.device))  # the device move, without the cast
+    return module
+
+
+def checked_linear_weight(fn: str, linear) -> torch.Tensor:
+    """linear.weight if linear is an nn.Linear with a floating-point CPU weight, else DTypeError."""
+    if not isinstance(linear, nn.Linear):
+        raise DTypeError(fn, "linear", "a torch.nn.Linear", describe(linear))
+    w = linear.weight
+    if not w.is_floating_point() or w.device.type != "cpu":
+        raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+    return w
+
+
+def check_input(fn: str, x, k: int) -> None:
+    """DTypeError/ShapeError naming "input" unless x is a float32 CPU tensor (..., k)."""
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu":
+        raise DTypeError(fn, "input", "a float32 CPU torch.Tensor", describe(x) + (
+            f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
+    if x.dim() < 1 or x.shape[-1] != k:
+        raise ShapeError(fn, "input", f"(..., K) with K = {k}", describe(x))
+
+
 class Q4Linear(nn.Module):
     """A 4-bit groupwise-symmetric linear layer, run on q4gsw's WebGPU device. Inference only.
 
@@ -53,24 +94,12 @@ class Q4Linear(nn.Module):
         self.group_size = weight.group_size
         self.register_buffer("weights", torch.from_numpy(np.array(weight.weights)))
         self.register_buffer("weight_scales", torch.from_numpy(np.array(weight.scales)))
-        b = None
-        if bias is not None:
-            b = as_array(fn, "bias", bias, np.float32)
-            if b.shape != (self.out_features,):
-                raise ShapeError(fn, "bias", f"shape ({self.out_features},) (the weight's out_features)", describe(bias))
-            b = torch.from_numpy(np.array(b))
-        self.register_buffer("bias", b)
+        self.register_buffer("bias", bias_tensor(fn, bias, self.out_features))
 
     def _apply(self, fn, recurse=True):
         """Module-wide casts (model.half(), model.to(torch.bfloat16)) leave the packed format
         alone: the scales and bias stay float32, as linear_q4gsw requires; device moves apply."""
-        kept = {name: getattr(self, name) for name in ("weight_scales", "bias")}
-        super()._apply(fn, recurse)
-        for name, before in kept.items():
-            after = getattr(self, name)
-            if before is not None and after is not None and after.dtype != before.dtype:
-                setattr(self, name, before.to(after.device))  # the device move, without the cast
-        return self
+        return apply_keeping_dtypes(self, ("weight_scales", "bias"), super()._apply, fn, recurse)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, group_size: int = 128, *, activations: str = "f32") -> "Q4Linear":
@@ -82,11 +111,7 @@ class Q4Linear(nn.Module):
             activations: "f32" or "int8", as for Q4Linear.
         """
         fn = "Q4Linear.from_linear"
-        if not isinstance(linear, nn.Linear):
-            raise DTypeError(fn, "linear", "a torch.nn.Linear", describe(linear))
-        w = linear.weight
-        if not w.is_floating_point() or w.device.type != "cpu":
-            raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+        w = checked_linear_weight(fn, linear)
         check_activations(fn, activations)
         packed = quantize(w.detach().to(torch.float32).contiguous().numpy(), group_size)
         bias = None if linear.bias is None else linear.bias.detach().to(torch.float32).contiguous()
@@ -119,11 +144,7 @@ class Q4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., K) float32 CPU tensor -> (..., N) float32 CPU tensor."""
         fn = "Q4Linear.forward"
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu":
-            raise DTypeError(fn, "input", "a float32 CPU torch.Tensor", describe(x) + (
-                f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
-        if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ShapeError(fn, "input", f"(..., K) with K = {self.in_features}", describe(x))
+        check_input(fn, x, self.in_features)
         return ACTIVATIONS[self.activations](x, self.weights, self.weight_scales, self.group_size, self.bias)
 
     def extra_repr(self) -> str:
@@ -152,23 +173,11 @@ class DenseLinear(nn.Module):
             raise DTypeError(fn, "weight", "a q4gsw.DenseWeight", describe(weight))
         self.in_features, self.out_features = weight.in_features, weight.out_features
         self.register_buffer("weight", torch.from_numpy(np.array(weight.weights)))
-        b = None
-        if bias is not None:
-            b = as_array(fn, "bias", bias, np.float32)
-            if b.shape != (self.out_features,):
-                raise ShapeError(fn, "bias", f"shape ({self.out_features},) (the weight's out_features)", describe(bias))
-            b = torch.from_numpy(np.array(b))
-        self.register_buffer("bias", b)
+        self.register_buffer("bias", bias_tensor(fn, bias, self.out_features))
 
     def _apply(self, fn, recurse=True):
         """Casts leave the stored precision and the float32 bias alone; device moves apply."""
-        kept = {name: getattr(self, name) for name in ("weight", "bias")}
-        super()._apply(fn, recurse)
-        for name, before in kept.items():
-            after = getattr(self, name)
-            if before is not None and after is not None and after.dtype != before.dtype:
-                setattr(self, name, before.to(after.device))
-        return self
+        return apply_keeping_dtypes(self, ("weight", "bias"), super()._apply, fn, recurse)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, dtype: str = "float16") -> "DenseLinear":
@@ -178,11 +187,7 @@ class DenseLinear(nn.Module):
             linear: nn.Linear with a floating-point weight on the CPU; it is not modified.
         """
         fn = "DenseLinear.from_linear"
-        if not isinstance(linear, nn.Linear):
-            raise DTypeError(fn, "linear", "a torch.nn.Linear", describe(linear))
-        w = linear.weight
-        if not w.is_floating_point() or w.device.type != "cpu":
-            raise DTypeError(fn, "linear", "a floating-point weight on the CPU", describe(w))
+        w = checked_linear_weight(fn, linear)
         if dtype not in DENSE_DTYPES:
             raise DTypeError(fn, "dtype", f"one of {DENSE_DTYPES}", repr(dtype))
         weight = DenseWeight.from_float(w.detach().to(torch.float32).contiguous().numpy(), dtype)
@@ -197,11 +202,7 @@ class DenseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., K) float32 CPU tensor -> (..., N) float32 CPU tensor."""
         fn = "DenseLinear.forward"
-        if not isinstance(x, torch.Tensor) or x.dtype != torch.float32 or x.device.type != "cpu":
-            raise DTypeError(fn, "input", "a float32 CPU torch.Tensor", describe(x) + (
-                f" on {x.device}" if isinstance(x, torch.Tensor) else ""))
-        if x.dim() < 1 or x.shape[-1] != self.in_features:
-            raise ShapeError(fn, "input", f"(..., K) with K = {self.in_features}", describe(x))
+        check_input(fn, x, self.in_features)
         return dense_linear_op(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
