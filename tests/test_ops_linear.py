@@ -22,8 +22,7 @@ from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
-from .utils import (assert_matches_reference, executorch_pack, fake_capabilities, random_problem, random_scales,
-                    random_weights)
+from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales, random_weights
 
 #: (id, M, N, K, group_size, batch): batch, when given, replaces M as x's leading shape.
 CASES = [
@@ -482,52 +481,6 @@ class TestDecodeVariants:
             pytest.skip(reason)
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
-
-    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
-    @pytest.mark.parametrize(("kpw", "staged", "features"), [(None, False, None), (1024, False, 32), (None, True, 16),
-                                                             (2048, True, 8)])
-    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias", "x_scale"), [
-        (1, 37, 2048, 32, True, 1.0),       # odd N
-        (1, 70, 3104, 64, False, 1e-20),    # tiny x: the per-invocation exponent scaling
-        (3, 33, 4160, 128, True, 3e6),      # huge x, M = 3
-        (1, 130, 1056, 256, False, 1.0),    # gs 256
-        (2, 9, 32, 32, True, 1.0),          # one word per row
-    ])
-    def test_subnormal_unpack_matches_reference(self, runtime, make_problem, name, kpw, staged, features,
-                                                m, n, k, gs, with_bias, x_scale):
-        """unpack="subnormal" (a nibble masked in place, read as an f32 subnormal; x scaled by
-        2^(149 - 4j - C) per invocation) on adapters that keep subnormals; one slice of 32 k
-        of x is 1e12 times smaller than the rest and one is all zeros, so the per-invocation
-        exponents differ."""
-        if not runtime.caps.keeps_subnormals:
-            pytest.skip("this adapter flushes f32 subnormals")
-        case = make_problem(m, n, k, gs, bias=with_bias)
-        x = case.x * np.float32(x_scale)
-        x[..., 32:64] *= np.float32(1e-12)
-        x[..., 64:96] = 0.0
-        spec = KERNELS[name].bind(runtime.caps).with_settings(
-            {"k_per_workgroup": kpw, "x_staged": staged, "features_per_workgroup": features, "unpack": "subnormal"})
-        p = Problem(m, n, k, gs, with_bias)
-        reason = spec.supports(p, runtime.caps)
-        if reason:
-            pytest.skip(reason)
-        assert dict(spec.constants(p))["UNPACK_SUBNORMAL"] is True
-        y = q4gsw.linear(x, case.pw, case.bias, kernel=spec)
-        assert_matches_reference(y, x, case.pw, case.bias)
-
-    def test_subnormal_unpack_needs_the_capability(self):
-        """Without caps.keeps_subnormals (or on decode_narrow) unpack="subnormal" is refused with a reason."""
-        p = Problem(1, 64, 256, 32)
-        refused = KERNELS["decode_subgroup"].bind(fake_capabilities(keeps_subnormals=False)).with_settings(
-            {"unpack": "subnormal"})
-        assert "subnormals" in refused.supports(p, None)
-        allowed = KERNELS["decode_subgroup"].bind(fake_capabilities(keeps_subnormals=True)).with_settings(
-            {"unpack": "subnormal"})
-        assert allowed.supports(p, None) is None
-        narrow = DecodeNarrow("subgroup", 32768).bind(fake_capabilities(keeps_subnormals=True))
-        assert narrow.with_settings({"unpack": "subnormal"}).supports(p, None)
-        assert "subnormal" not in [v.settings()["unpack"] for v in refused.variants(p)]
-        assert "subnormal" in [v.settings()["unpack"] for v in allowed.variants(p)]
 
     def test_narrow_shape_reasons(self):
         """decode_narrow needs K and group sizes multiples of 16, and no x staging."""

@@ -10,25 +10,21 @@ from . import cost
 from .problem import Problem
 from .spec import KernelSpec
 
-#: The nibble unpacks of unpack.wgsl (UNPACK_IMAD false / true) that every decode kernel has.
+#: The nibble unpacks of unpack.wgsl (UNPACK_IMAD false / true).
 UNPACKS = ("shift", "imad")
-#: decode.wgsl's one more: one and a nibble, read as an f32 subnormal (UNPACK_SUBNORMAL; needs
-#: caps.keeps_subnormals).
-DECODE_UNPACKS = (*UNPACKS, "subnormal")
 #: The output-feature counts per workgroup that `q4gsw tune` tries.
 TUNED_FEATURES = (8, 16, 32)
 
 
-def decode_settings(settings: dict, features: int | None, unpack: str,
-                    unpacks: tuple = UNPACKS) -> tuple[int | None, str] | None:
+def decode_settings(settings: dict, features: int | None, unpack: str) -> tuple[int | None, str] | None:
     """(features_per_workgroup, unpack) with tuned `settings` applied over the current values,
     or None when a setting is out of range (features a multiple of 4 in 4..64, or None for
-    the default; unpack one of `unpacks` or "auto")."""
+    the default; unpack one of UNPACKS or "auto")."""
     features = settings.get("features_per_workgroup", features)
     unpack = settings.get("unpack", unpack)
     if features is not None and (int(features) % 4 or not 4 <= int(features) <= 64):
         return None
-    if unpack not in (*unpacks, "auto"):
+    if unpack not in (*UNPACKS, "auto"):
         return None
     return None if features is None else int(features), unpack
 
@@ -65,9 +61,7 @@ class Decode(KernelSpec):
     file = "decode"
 
     def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
-                 unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False,
-                 keeps_subnormals: bool = False):
-        self.keeps_subnormals = keeps_subnormals  # the device's (caps), set by bind()
+                 unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False):
         self.reduction = reduction
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # FEATURES * WG bound from workgroup memory
@@ -76,18 +70,8 @@ class Decode(KernelSpec):
         self.k_per_workgroup = k_per_workgroup  # None: one workgroup covers all of K
         self.x_staged = x_staged
 
-    def bind(self, caps):
-        if caps is None or caps.keeps_subnormals == self.keeps_subnormals:
-            return self
-        return type(self)(self.reduction, self.partial_capacity, self.features_per_workgroup, self.unpack,
-                          self.k_per_workgroup, self.x_staged, caps.keeps_subnormals)
-
-    def unpacks(self) -> tuple:
-        """The unpacks this kernel file has and the device allows."""
-        return DECODE_UNPACKS if self.file == "decode" and self.keeps_subnormals else UNPACKS
-
     def variants(self, p):
-        return [self.with_settings({"features_per_workgroup": f, "unpack": u}) for u in self.unpacks()
+        return [self.with_settings({"features_per_workgroup": f, "unpack": u}) for u in UNPACKS
                 for f in TUNED_FEATURES if f * self.workgroup_size(p) <= self.partial_capacity or f == 8]
 
     def settings(self):
@@ -97,21 +81,17 @@ class Decode(KernelSpec):
         return settings
 
     def with_settings(self, settings):
-        tuned = decode_settings(settings, self.features_per_workgroup, self.unpack, DECODE_UNPACKS)
+        tuned = decode_settings(settings, self.features_per_workgroup, self.unpack)
         split = split_settings(settings, self.k_per_workgroup, self.x_staged)
         if tuned is None or split is None:
             return self
-        return type(self)(self.reduction, self.partial_capacity, *tuned, *split, self.keeps_subnormals)
-
-    def unpack_mode(self, p: Problem) -> str:
-        """The unpack the kernel runs (one of DECODE_UNPACKS)."""
-        if self.unpack == "auto":
-            return "imad" if cost.long_grid(p) else "shift"
-        return self.unpack
+        return type(self)(self.reduction, self.partial_capacity, *tuned, *split)
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl)."""
-        return self.unpack_mode(p) == "imad"
+        if self.unpack == "auto":
+            return cost.long_grid(p)
+        return self.unpack == "imad"
 
     def split(self, p: Problem) -> int:
         """Workgroups per output tile along K: ceil(K / k_per_workgroup), 1 by default."""
@@ -148,8 +128,6 @@ class Decode(KernelSpec):
             constants += (("SPLIT", self.split(p)),)
         if self.x_staged:
             constants += (("X_STAGED", True),)
-        if self.unpack_mode(p) == "subnormal":
-            constants += (("UNPACK_SUBNORMAL", True),)
         return constants
 
     def key(self, p):
@@ -160,9 +138,6 @@ class Decode(KernelSpec):
         return cost.decode_seconds(p) + cost.split_seconds(p, self.split(p))
 
     def _shape_reason(self, p):
-        if self.unpack_mode(p) not in self.unpacks():
-            return (f"unpack={self.unpack_mode(p)!r} needs decode.wgsl on an adapter that keeps f32 subnormals"
-                    if self.unpack_mode(p) == "subnormal" else f"unpack={self.unpack_mode(p)!r} is not one of {UNPACKS}")
         if p.m > self.max_m:
             return f"M={p.m} > {self.max_m}"
         kpi = self.k_per_invocation

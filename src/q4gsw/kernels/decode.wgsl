@@ -30,13 +30,11 @@
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
 // Overrides: WG (>= K/32/SPLIT, multiple of 32), FEATURES (output features per workgroup), UNPACK_IMAD (which
-// integer ops unpack: see unpack.wgsl), UNPACK_SUBNORMAL (one and a nibble: see unpack.wgsl; x
-// scaled per lane and the sums scaled back: sum x (u - 8) = 2^C sum x' u - 8 sum x), SPLIT (workgroups per tile along K), X_STAGED, HAS_BIAS.
+// integer ops unpack: see unpack.wgsl), SPLIT (workgroups per tile along K), X_STAGED, HAS_BIAS.
 
 override WG: u32 = 128u;
 override FEATURES: u32 = 16u;
 override UNPACK_IMAD: bool = false;
-override UNPACK_SUBNORMAL: bool = false;
 override SPLIT: u32 = 1u;
 override X_STAGED: bool = false;
 override HAS_BIAS: bool = false;
@@ -68,9 +66,7 @@ fn stage_x(i: u32, first: u32, last: u32) { x_stage[i + i / 8u] = x[min(first + 
 
 // acc + (x_j * (1 + u_j / 16)) for the 8 nibbles j of word w (element j = nibble j):
 // lo holds x of nibbles 0..3, hi of nibbles 4..7.
-// With UNPACK_SUBNORMAL: x_j * u_j * 2^-C instead (lo4_subnormal, x scaled per lane).
 fn dot8(w: u32, lo: vec4<f32>, hi: vec4<f32>, acc: vec4<f32>) -> vec4<f32> {
-  if (UNPACK_SUBNORMAL) { return fma(hi4_subnormal(w), hi, fma(lo4_subnormal(w), lo, acc)); }
   return fma(hi4(w), hi, fma(lo4(w), lo, acc));
 }
 
@@ -132,17 +128,6 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   }
   let xs = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
   let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
-  // UNPACK_SUBNORMAL: lane j of every x vec4 (nibble j or 4 + j of a word) times
-  // 2^(149 - 4j - C), C = 22 + the exponent of max |x| of the invocation's 32 k, so that
-  // |x'| < 2^127 and x' * lo4_subnormal = x * u * 2^-C; the sums are scaled back by 2^C.
-  var c_exp = 0;
-  if (UNPACK_SUBNORMAL) {
-    let a = max(max(max(abs(x0), abs(x1)), max(abs(x2), abs(x3))), max(max(abs(x4), abs(x5)), max(abs(x6), abs(x7))));
-    c_exp = 22 + frexp(max(max(a.x, a.y), max(a.z, a.w))).exp;
-    let e = vec4<i32>(149, 145, 141, 137) - vec4<i32>(c_exp);
-    x0 = ldexp(x0, e); x1 = ldexp(x1, e); x2 = ldexp(x2, e); x3 = ldexp(x3, e);
-    x4 = ldexp(x4, e); x5 = ldexp(x5, e); x6 = ldexp(x6, e); x7 = ldexp(x7, e);
-  }
   let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
   clear_partials(inv);
 
@@ -170,10 +155,7 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                       dot32(w_b, x0, x1, x2, x3, x4, x5, x6, x7),
                       dot32(w_c, x0, x1, x2, x3, x4, x5, x6, x7),
                       dot32(w_d, x0, x1, x2, x3, x4, x5, x6, x7));
-    var p: vec4<f32>;
-    if (UNPACK_SUBNORMAL) { p = s * (ldexp(d, vec4<i32>(c_exp)) - 8.0 * x_sum); }
-    else { p = s * (16.0 * d - 24.0 * x_sum); }
-    store_partials(select(vec4<f32>(0.0), p, owns_k), r, inv);
+    store_partials(select(vec4<f32>(0.0), s * (16.0 * d - 24.0 * x_sum), owns_k), r, inv);
     w_a = next_a; w_b = next_b; w_c = next_c; w_d = next_d;
   }
   workgroupBarrier();

@@ -26,13 +26,3 @@ fn hi4(w: u32) -> vec4<f32> {
   }
   return bitcast<vec4<f32>>((vec4<u32>(w << 3u, w >> 1u, w >> 5u, w >> 9u) & vec4<u32>(MANTISSA_TOP4)) | vec4<u32>(ONE));
 }
-
-// lo4_subnormal(w), hi4_subnormal(w): nibble j of 0..3 (of w, or of w >> 16 for 4..7) masked in
-// place and read as an f32 bit pattern: the subnormal u * 2^(4j - 149), exactly, in one and
-// per nibble (and one shift for the four high ones). Its product with x * 2^(149 - 4j - C) is
-// u * x * 2^-C: decode.wgsl scales x once per invocation (UNPACK_SUBNORMAL) and the sums back
-// by 2^C. Needs an adapter that keeps f32 subnormals in multiplies (runtime.caps
-// .keeps_subnormals, probed at start: WGSL lets an implementation flush them).
-fn lo4_subnormal(w: u32) -> vec4<f32> { return bitcast<vec4<f32>>(vec4<u32>(w) & NIBBLES_IN_PLACE); }
-
-fn hi4_subnormal(w: u32) -> vec4<f32> { return bitcast<vec4<f32>>(vec4<u32>(w >> 16u) & NIBBLES_IN_PLACE); }

@@ -57,9 +57,6 @@ class Capabilities:
     #: the smallest subgroup the device may run: the subgroup size a probe kernel ran with
     #: (with the `subgroup` feature), else the adapter's reported minimum, else 4
     subgroup_min_size: int = 4
-    #: f32 subnormals survive a multiply and an fma (a probe kernel; WGSL lets an implementation
-    #: flush them): decode's one-op nibble unpack needs it (kernels/unpack.wgsl)
-    keeps_subnormals: bool = False
 
     @property
     def has_timestamps(self) -> bool:
@@ -154,46 +151,6 @@ def _probe_subgroup_size(wgpu, device) -> int:
     return lanes if lanes >= 1 else 4
 
 
-_SUBNORMAL_PROBE = """
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<u32>;
-@compute @workgroup_size(1)
-fn main() {
-  let scale = bitcast<f32>(inp[1]);
-  out[0] = bitcast<f32>(inp[0] & 0xF0u) * scale;
-  out[1] = fma(bitcast<f32>(inp[0] & 0xF000u), scale, bitcast<f32>(inp[2]));
-}
-"""
-
-
-def _probe_subnormals(wgpu, device) -> bool:
-    """Whether f32 subnormals (the masked nibbles 0x50 and 0x5000 read as f32) keep their value
-    through a multiply by 2^100 and an fma on this device, exactly."""
-    usage = wgpu.BufferUsage
-    pipeline = device.create_compute_pipeline(layout="auto", compute={
-        "module": device.create_shader_module(label="q4gsw/subnormal-probe", code=_SUBNORMAL_PROBE),
-        "entry_point": "main"})
-    # inputs from a buffer, so that no compiler folds the arithmetic
-    inp = device.create_buffer_with_data(data=np.array([0x5F5F, np.float32(2.0 ** 100).view(np.uint32),
-                                                        np.float32(0.5).view(np.uint32)], np.uint32),
-                                         usage=usage.STORAGE)
-    out = device.create_buffer(size=8, usage=usage.STORAGE | usage.COPY_SRC)
-    group = device.create_bind_group(layout=pipeline.get_bind_group_layout(0), entries=[
-        {"binding": 0, "resource": {"buffer": out}}, {"binding": 1, "resource": {"buffer": inp}}])
-    encoder = device.create_command_encoder()
-    cpass = encoder.begin_compute_pass()
-    cpass.set_pipeline(pipeline)
-    cpass.set_bind_group(0, group)
-    cpass.dispatch_workgroups(1)
-    cpass.end()
-    device.queue.submit([encoder.finish()])
-    got = np.frombuffer(bytes(device.queue.read_buffer(out)), np.float32)
-    out.destroy()
-    inp.destroy()
-    want = np.array([0x50 * 2.0 ** -49, 0x5000 * 2.0 ** -49 + 0.5], np.float32)
-    return bool(np.array_equal(got, want))
-
-
 class Runtime:
     """One device and what lives on it: capabilities, buffers, pipelines, the GPU copies of
     weights, the tuned kernel choices for this adapter, and the buffer read back to wait."""
@@ -224,7 +181,6 @@ class Runtime:
             # (wgpu-py 0.32 spells the key "stackgroup_min_size"; NVIDIA reports 4 there)
             subgroup_min_size=(_probe_subgroup_size(wgpu, self.device) if "subgroup" in features else
                                int(info.get("subgroup_min_size", info.get("stackgroup_min_size", 4)) or 4)),
-            keeps_subnormals=_probe_subnormals(wgpu, self.device),
         )
         self.lost = False
         self.buffers = BufferAllocator(self.device)
