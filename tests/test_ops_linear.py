@@ -22,7 +22,8 @@ from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
-from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales, random_weights
+from .utils import (assert_matches_reference, executorch_pack, fake_capabilities, random_problem, random_scales,
+                    random_weights)
 
 #: (id, M, N, K, group_size, batch): batch, when given, replaces M as x's leading shape.
 CASES = [
@@ -419,12 +420,13 @@ class TestDecodeUnpack:
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
     def test_long_grid_defaults(self, runtime, make_problem):
-        """N past 2048 blocks of 16 rows: 32 rows a workgroup and the imad unpack, by default."""
+        """N past 2048 blocks of 16 rows: 32 rows a workgroup, by default; decode takes the imad
+        unpack on every grid (H200, session 5)."""
         spec = KERNELS["decode_subgroup"].bind(runtime.caps)
         long, short = Problem(1, 16 * 2048, 64, 32), Problem(1, 16 * 2047, 64, 32)
         assert long_grid(long) and not long_grid(short)
         assert (spec.features(long), spec.unpack_imad(long)) == (32, True)
-        assert (spec.features(short), spec.unpack_imad(short)) == (16, False)
+        assert (spec.features(short), spec.unpack_imad(short)) == (16, True)
         workgroup = KERNELS["decode_workgroup"].bind(runtime.caps)  # 32 rows cost it residency
         assert (workgroup.features(long), workgroup.unpack_imad(long)) == (16, True)
         batch = KERNELS["decode_batch"].bind(runtime.caps)  # blocks of 2 take imad on a long grid only
@@ -482,6 +484,19 @@ class TestDecodeVariants:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
+    def test_narrow_routing(self):
+        """decode_narrow is chosen for M = 1 on a GPU up to 2^24 weights (one wave of 8-row
+        workgroups on the H200), decode above that, and never on a CPU adapter unless decode
+        cannot run the shape (K a multiple of 16, not 32)."""
+        gpu, cpu = fake_capabilities(adapter_type="DiscreteGPU"), fake_capabilities()
+        assert q4gsw.kernels.select(Problem(1, 4096, 4096, 128), gpu).name == "decode_narrow_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 2048, 8192, 128), gpu).name == "decode_narrow_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 4097, 4096, 128), gpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 14336, 4096, 128), gpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(2, 4096, 4096, 128), gpu).name == "decode_batch"
+        assert q4gsw.kernels.select(Problem(1, 4096, 4096, 128), cpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 70, 3088, 16), gpu).name == "decode_narrow_subgroup"
+
     def test_narrow_shape_reasons(self):
         """decode_narrow needs K and group sizes multiples of 16, and no x staging."""
         spec = DecodeNarrow("subgroup", 32768)
@@ -489,7 +504,7 @@ class TestDecodeVariants:
         assert "multiple of 16" in spec.supports(Problem(1, 8, 48, 24), None)
         assert "x_staged" in spec.with_settings({"x_staged": True}).supports(Problem(1, 8, 48, 16), None)
         p = Problem(1, 4096, 14336, 128)
-        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 32, 1)
+        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 8, 1)  # one step by default
         assert spec.key(p).sources == ("decode_narrow", "unpack", "reduce_subgroup")
 
     def test_settings(self):

@@ -29,9 +29,13 @@ STATIC = files("q4gsw.web").joinpath("static")
 #: Devices: (q4gsw.js caps, the same device as Python Capabilities). 1024 invocations: no
 #: browser-only skip, so the choice must be select()'s exactly.
 DEVICES = {
-    "swiftshader-like": dict(hasSubgroups=True, subgroupMinSize=4, maxBindingSize=1 << 30, maxWorkgroupStorage=32768),
-    "no-subgroups": dict(hasSubgroups=False, subgroupMinSize=4, maxBindingSize=1 << 27, maxWorkgroupStorage=16384),
-    "wide-subgroups": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 27, maxWorkgroupStorage=16384),
+    "swiftshader-like": dict(hasSubgroups=True, subgroupMinSize=4, maxBindingSize=1 << 30, maxWorkgroupStorage=32768,
+                             isCpu=True),
+    "no-subgroups": dict(hasSubgroups=False, subgroupMinSize=4, maxBindingSize=1 << 27, maxWorkgroupStorage=16384,
+                         isCpu=False),
+    "wide-subgroups": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 27, maxWorkgroupStorage=16384,
+                           isCpu=False),
+    "gpu": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 31, maxWorkgroupStorage=49152, isCpu=False),
 }
 PROBLEMS = [list(p) for p in itertools.product(
     (1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 65, 100, 128, 130, 257, 512, 1000, 1024, 1025),
@@ -44,7 +48,7 @@ def python_caps(caps: dict):
         adapter_name="a browser", driver="a browser", features=frozenset({"subgroup"} if caps["hasSubgroups"] else set()),
         limits={"max-storage-buffer-binding-size": caps["maxBindingSize"], "max-compute-workgroups-per-dimension": 65535,
                 "max-compute-workgroup-storage-size": caps["maxWorkgroupStorage"]},
-        subgroup_min_size=caps["subgroupMinSize"])
+        subgroup_min_size=caps["subgroupMinSize"], adapter_type="CPU" if caps["isCpu"] else "DiscreteGPU")
 
 
 def run_node(job: dict) -> dict:
@@ -118,6 +122,7 @@ class TestKernelsJs:
         assert wide["fallbacks"] == [
             {"kernel": "decode_subgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
             {"kernel": "decode_workgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
+            {"kernel": "decode_narrow_subgroup", "reason": "needs 896 invocations per workgroup, the device has 256"},
             {"kernel": "decode_batch", "reason": "needs 896 invocations per workgroup, the device has 256"}]
         assert fits == {"kernel": "decode_subgroup", "fallbacks": []}
         assert batch["kernel"] == "general"

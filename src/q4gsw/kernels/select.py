@@ -4,7 +4,7 @@ select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
 from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
-from .decode import Decode, DecodeBatch
+from .decode import Decode, DecodeBatch, DecodeNarrow
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
@@ -14,7 +14,8 @@ from .tiled import Tiled, TiledSplit
 #: Every kernel, by name, in the order ties are broken.
 KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeBatch(), Tiled(), TiledSplit(),
+    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeNarrow("subgroup", 32768), DecodeBatch(),
+                 Tiled(), TiledSplit(),
                  General(), Rowwise())
 }
 #: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses

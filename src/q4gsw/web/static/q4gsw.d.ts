@@ -142,6 +142,8 @@ export interface RouterCaps {
   maxBindingSize: number;
   maxWorkgroupStorage: number;
   maxInvocations: number;
+  /** A software adapter (SwiftShader, llvmpipe): decode_narrow is not preferred there. */
+  isCpu?: boolean;
 }
 
 export interface Fallback {

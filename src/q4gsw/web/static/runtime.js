@@ -72,6 +72,9 @@ export class Runtime {
       maxBindingSize: limits.maxStorageBufferBindingSize,
       maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
       maxInvocations: Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX),
+      // a software adapter (SwiftShader, llvmpipe): routing prefers what is fast on a CPU
+      isCpu: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter)
+        || /swiftshader|llvmpipe|lavapipe/i.test([info.vendor, info.architecture, info.device, info.description].join(" ")),
     };
     /** Workgroups per grid dimension that dispatches fold over (createRuntime's option). */
     this.maxWorkgroupsPerDimension = Math.min(limits.maxComputeWorkgroupsPerDimension, maxWorkgroupsPerDimension ?? Infinity);
