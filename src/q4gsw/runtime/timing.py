@@ -63,7 +63,7 @@ def _time_busy(runtime, next_passes, repeats: int, warmup_s: float, filler: list
     """time_dispatch with a filler: batches of ~BUSY_BATCH_NS of passes, each followed by the
     filler, the GPU never idle; warmup_s of untimed batches first."""
     estimate = sorted(timed_passes(runtime, next_passes(4), label="q4gsw/warm-up"))[1]
-    count = int(min(BUSY_MAX_PASSES, max(BUSY_MIN_PASSES, BUSY_BATCH_NS / max(estimate, 1.0))))
+    count = min(repeats, int(min(BUSY_MAX_PASSES, max(BUSY_MIN_PASSES, BUSY_BATCH_NS / max(estimate, 1.0)))))
     t_end = time.perf_counter() + warmup_s
 
     def warm_batches():
