@@ -11,11 +11,17 @@ from .problem import Problem, tuning_bucket
 from .spec import KernelSpec
 from .tiled import Tiled, TiledSplit
 
-#: Every kernel, by name, in the order ties are broken.
+#: Every kernel, by name, in the order ties are broken. The tiled_split presets after General
+#: are fixed settings kept for benchmarks (never chosen by default; docs/kernels-prefill.md,
+#: session 5): tiled_split_2wg splits K to fill two workgroups per SM, tiled_lowreg_2wg does
+#: the same without the register prefetch (light enough in registers for two to share an SM?).
 KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
     for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeBatch(), Tiled(), TiledSplit(),
-                 General(), Rowwise())
+                 General(), Rowwise(),
+                 TiledSplit(128, name="tiled_split_2wg", resident=2, baseline=True),
+                 TiledSplit(128, name="tiled_lowreg_2wg", prefetch=False, resident=2, baseline=True),
+                 TiledSplit(128, 1, name="tiled_lowreg", prefetch=False, baseline=True))
 }
 #: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses
 #: its settings per problem and device; the others are fixed settings kept for benchmarks
@@ -27,7 +33,9 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_1buf", double_buffer=False, baseline=True),
                  TiledInt8("tiled_int8_m64", x_rows_per_tile=64, baseline=True),
                  TiledInt8("tiled_int8_nosplit", split=1, baseline=True),
-                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True))
+                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True),
+                 TiledInt8("tiled_int8_n64", x_rows_per_tile=128, features_per_tile=64, baseline=True),
+                 TiledInt8("tiled_int8_64x64", x_rows_per_tile=64, features_per_tile=64, baseline=True))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}

@@ -41,19 +41,30 @@ class TiledSplit(Tiled):
     or 128 rows of x (TILE_M), and K split over `split` workgroups per tile whose partial
     tiles a second dispatch (reduce_splits.wgsl) adds in the same compute pass.
 
-    Settings: x_rows_per_tile (64 or 128; default 64 up to M = 64) and split (default: the
-    largest power of two that keeps the grid within one wave of 132 workgroups, with at least
-    4 steps of 32 k each: more waves only queue).
+    Settings: x_rows_per_tile (64 or 128; default 64 up to M = 64); split (default: the
+    largest power of two that keeps the grid within `resident` waves of 132 workgroups, with at
+    least 4 steps of 32 k each: more waves only queue); resident (workgroups per SM the default
+    split aims at: 1, or 2 for configurations light enough in registers to share an SM);
+    prefetch (True: the next step's global loads held in registers during the FMAs; False:
+    loaded at the start of their step, 24 fewer registers live).
     """
 
     name = "tiled_split"
     max_split = 16
 
-    def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None):
+    def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None, *, name: str = "tiled_split",
+                 prefetch: bool = True, resident: int = 1, baseline: bool = False):
         self.x_rows_per_tile, self.fixed_split = x_rows_per_tile, split
+        self.name, self.prefetch, self.resident, self.baseline = name, prefetch, resident, baseline
+
+    def _copy(self, rows, split) -> "TiledSplit":
+        return TiledSplit(rows, split, name=self.name, prefetch=self.prefetch, resident=self.resident,
+                          baseline=self.baseline)
 
     def settings(self):
-        return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("split", self.fixed_split))
+        return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("split", self.fixed_split),
+                                  ("prefetch", None if self.prefetch else False),
+                                  ("resident", None if self.resident == 1 else self.resident))
                 if v is not None}
 
     def with_settings(self, settings):
@@ -61,10 +72,10 @@ class TiledSplit(Tiled):
         split = settings.get("split", self.fixed_split)
         if rows not in (None, 64, 128) or (split is not None and not 1 <= int(split) <= self.max_split):
             return self
-        return TiledSplit(rows, None if split is None else int(split))
+        return self._copy(rows, None if split is None else int(split))
 
     def variants(self, p):
-        return [TiledSplit(r, s) for r in (64, 128) for s in (1, 2, 4, 8, 16)
+        return [self._copy(r, s) for r in (64, 128) for s in (1, 2, 4, 8, 16)
                 if s <= max(1, p.k // 32 // 4) and (r, s) != (128, 1)]
 
     def tile_rows(self, p: Problem) -> int:
@@ -76,7 +87,7 @@ class TiledSplit(Tiled):
             return min(self.fixed_split, max(1, p.k // 32))
         tiles = ceil_div(p.m, self.tile_rows(p)) * ceil_div(p.n, self.tile_n)
         split = 1
-        while (split * 2 <= self.max_split and tiles * split * 2 <= cost.TILED_TILES_PER_WAVE
+        while (split * 2 <= self.max_split and tiles * split * 2 <= cost.TILED_TILES_PER_WAVE * self.resident
                and p.k // 32 // (split * 2) >= 4):
             split *= 2
         return split
@@ -91,7 +102,8 @@ class TiledSplit(Tiled):
         return ceil_div(p.k // 32, self.split(p)) * (32 + 2)
 
     def constants(self, p):
-        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)))
+        prefetch = () if self.prefetch else (("PREFETCH", False),)  # the default's key unchanged
+        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)), *prefetch)
 
     def key(self, p):
         # tiled.wgsl with other constants (with a split, the reduction adds the bias)

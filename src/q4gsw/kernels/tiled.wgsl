@@ -8,7 +8,8 @@
 // rows dropped at compile time): rows {4ty..4ty+3, 64+4ty..64+4ty+3},
 // features {4tx..4tx+3, 64+4tx..64+4tx+3}, in 16 named vec4 (no arrays: local memory is
 // slow on this stack), reading 4 vec4 from workgroup memory per 64 FMAs (3 per 32 at TILE_M 64).
-// The next step's global loads are issued before this step's FMAs (held in registers).
+// The next step's global loads are issued before this step's FMAs (held in registers), or
+// with PREFETCH = false at the start of their own step (24 fewer registers live across the FMAs).
 // The group's scale is read once per step (needs group_size % 32 == 0; the group index
 // advances without division). Edges: rows of x past M and features past N are clamped
 // on load and not written. Loop trips per invocation: K/32 steps x 32 = K.
@@ -16,11 +17,15 @@
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: HAS_BIAS, TILE_M (64 or 128), SPLIT (workgroups per tile along K).
+// Overrides: HAS_BIAS, TILE_M (64 or 128), SPLIT (workgroups per tile along K), PREFETCH,
+// DIAG (diagnostics for timing only, results wrong: 0 the kernel; 1 no staging after the first
+// step: no global loads, no workgroup-memory stores, barriers kept; 2 the FMA loop cut to 1 k of 32).
 
 override HAS_BIAS: bool = false;
 override SPLIT: u32 = 1u;
 override TILE_M: u32 = 128u;
+override PREFETCH: bool = true;
+override DIAG: u32 = 0u;
 const BN: u32 = 128u;
 const BK: u32 = 32u;
 
@@ -109,7 +114,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   var ra = vec4<f32>(0.0); var rb = ra; var rc = ra; var rd = ra;
   var wa = 0u; var wb = 0u; var wc = 0u; var wd4 = 0u;
   var s = vec4<f32>(0.0);
-  if (k_begin < k_end) {
+  if (PREFETCH && k_begin < k_end) {
     if (loads_x) {
       let k4 = k_begin / 4u;
       ra = x[xa + k4]; rb = x[xb + k4]; rc = x[xc + k4]; rd = x[xd + k4];
@@ -121,27 +126,42 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                   scales[g * params.scale_stride + nc], scales[g * params.scale_stride + nd]);
   }
   for (var k0 = k_begin; k0 < k_end; k0 += BK) {
+    let stage = DIAG != 1u || k0 == k_begin;  // DIAG 1: the first step's tiles reused (timing only)
+    if (!PREFETCH && stage) {  // this step's loads, now
+      if (k0 >= group_end) { g += 1u; group_end += params.group_size; }
+      if (loads_x) {
+        let k4 = k0 / 4u;
+        ra = x[xa + k4]; rb = x[xb + k4]; rc = x[xc + k4]; rd = x[xd + k4];
+      }
+      let w = k0 / 8u + wd;
+      wa = weights[na * words + w]; wb = weights[nb * words + w];
+      wc = weights[nc * words + w]; wd4 = weights[nd * words + w];
+      s = vec4<f32>(scales[g * params.scale_stride + na], scales[g * params.scale_stride + nb],
+                    scales[g * params.scale_stride + nc], scales[g * params.scale_stride + nd]);
+    }
     // x tile: four rows at one k-vec4, transposed to k-major vec4 over m.
-    if (loads_x) {
+    if (loads_x && stage) {
       As[(4u * kv) * 32u + q] = vec4<f32>(ra.x, rb.x, rc.x, rd.x);
       As[(4u * kv + 1u) * 32u + q] = vec4<f32>(ra.y, rb.y, rc.y, rd.y);
       As[(4u * kv + 2u) * 32u + q] = vec4<f32>(ra.z, rb.z, rc.z, rd.z);
       As[(4u * kv + 3u) * 32u + q] = vec4<f32>(ra.w, rb.w, rc.w, rd.w);
     }
     // weight tile: four rows x four nibbles, dequantized with the group's scales.
-    let qa = nibbles(wa, h) * s.x;
-    let qb = nibbles(wb, h) * s.y;
-    let qc = nibbles(wc, h) * s.z;
-    let qd = nibbles(wd4, h) * s.w;
-    Bs[kk * 32u + q] = vec4<f32>(qa.x, qb.x, qc.x, qd.x);
-    Bs[(kk + 1u) * 32u + q] = vec4<f32>(qa.y, qb.y, qc.y, qd.y);
-    Bs[(kk + 2u) * 32u + q] = vec4<f32>(qa.z, qb.z, qc.z, qd.z);
-    Bs[(kk + 3u) * 32u + q] = vec4<f32>(qa.w, qb.w, qc.w, qd.w);
+    if (stage) {
+      let qa = nibbles(wa, h) * s.x;
+      let qb = nibbles(wb, h) * s.y;
+      let qc = nibbles(wc, h) * s.z;
+      let qd = nibbles(wd4, h) * s.w;
+      Bs[kk * 32u + q] = vec4<f32>(qa.x, qb.x, qc.x, qd.x);
+      Bs[(kk + 1u) * 32u + q] = vec4<f32>(qa.y, qb.y, qc.y, qd.y);
+      Bs[(kk + 2u) * 32u + q] = vec4<f32>(qa.z, qb.z, qc.z, qd.z);
+      Bs[(kk + 3u) * 32u + q] = vec4<f32>(qa.w, qb.w, qc.w, qd.w);
+    }
     workgroupBarrier();
 
     // the next step's loads, in flight during this step's FMAs
     let k1 = k0 + BK;
-    if (k1 < k_end) {
+    if (PREFETCH && DIAG != 1u && k1 < k_end) {
       if (k1 >= group_end) { g += 1u; group_end += params.group_size; }
       if (loads_x) {
         let k4 = k1 / 4u;
@@ -154,7 +174,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
                     scales[g * params.scale_stride + nc], scales[g * params.scale_stride + nd]);
     }
 
-    for (var kk2 = 0u; kk2 < BK; kk2++) {
+    for (var kk2 = 0u; kk2 < select(BK, 1u, DIAG == 2u); kk2++) {
       let a0 = As[kk2 * 32u + ty];
       let b0 = Bs[kk2 * 32u + tx];
       let b1 = Bs[kk2 * 32u + 16u + tx];
