@@ -187,10 +187,11 @@ class TestTiledInt8:
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name, activations="int8")
             assert_matches_int8_reference(y, case.x, case.pw, case.bias, spec.x_group)
 
-    @pytest.mark.parametrize("diag", [1, 2])
+    @pytest.mark.parametrize("diag", [1, 2, 3])
     def test_timing_diagnostics_cut_work(self, runtime, make_problem, diag):
-        """DIAG 1 (tiles of the first step reused) and 2 (one k-quad of 8) compile and run, and
-        change the result (the work they claim to cut is cut); DIAG 0 is the kernel itself."""
+        """DIAG 1 (tiles of the first step reused), 2 (one k-quad of 8) and 3 (scales applied
+        once at the end) compile and run, and change the result (the work they claim to cut is
+        cut); DIAG 0 is the kernel itself."""
 
         class Diag(TiledInt8):
             def constants(self, p):

@@ -379,7 +379,7 @@ class TestTiledSplit:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
-    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg"])
+    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64"])
     def test_benchmark_presets(self, runtime, make_problem, name):
         """The registered tiled presets run correctly by name and are never chosen by default."""
         case = make_problem(130, 136, 1024, 128, bias=True)

@@ -30,7 +30,8 @@
 // (x has a scale per 32 k, xs[k / 32][m], rather than per weight group: the scales are applied at
 // every chunk), DIAG (diagnostics for timing only, results wrong: 0 the kernel; 1 no staging after
 // the first step: no global loads, no workgroup-memory stores, barriers kept; 2 the products cut to
-// one k-quad of 8 per chunk).
+// one k-quad of 8 per chunk; 3 the i32 sums applied only at the end of the workgroup's k, so the
+// 64 f32 accumulators are not live in the loop).
 
 override HAS_BIAS: bool = false;
 override SPLIT: u32 = 1u;
@@ -236,7 +237,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
       }
       // the chunk ends a group (of x or the weight), or this workgroup's k: apply the scales once
       let kc_end = k0 + 32u * (c + 1u);
-      if (XG32 || kc_end % params.group_size == 0u || kc_end >= k_end) {
+      let group_ends = (XG32 || kc_end % params.group_size == 0u) && DIAG != 3u;
+      if (group_ends || kc_end >= k_end) {
         let sb = (b * CHUNKS + c) * SS;
         let sa0 = Ss[sb + ty];
         let sw0 = Ss[sb + XS + tx];
