@@ -152,6 +152,9 @@ class TestTiledInt8:
         dict(x_rows_per_tile=64, features_per_tile=64),
         dict(x_rows_per_tile=128, features_per_tile=64, k_step=32, double_buffer=False, split=3),
         dict(x_rows_per_tile=64, features_per_tile=64, k_step=64, split=2, x_group=32),
+        dict(x_rows_per_tile=128, invocations_per_workgroup=512),
+        dict(x_rows_per_tile=128, invocations_per_workgroup=512, features_per_tile=64, k_step=32, double_buffer=False,
+             split=2),
     ]
 
     @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
@@ -319,6 +322,15 @@ class TestSelectInt8:
         assert "TILE_N" not in dict(INT8_KERNELS["tiled_int8"].bind(H200).constants(p))
         assert spec.with_settings({"features_per_tile": 128}).features_per_tile == 128
         assert spec.with_settings({"features_per_tile": 96}) is spec
+
+    def test_512_invocations(self):
+        """512 invocations a workgroup: 128-row tiles only, within the adapter's limit; WG joins the key."""
+        p = Problem(512, 4096, 4096, 128)
+        spec = INT8_KERNELS["tiled_int8_wg512"].bind(H200)
+        assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, None) is None
+        assert "128-row" in spec.with_settings({"x_rows_per_tile": 64}).supports(p, None)
+        small = fake_capabilities(limits={**H200.limits, "max-compute-invocations-per-workgroup": 256})
+        assert "past the adapter's 256" in INT8_KERNELS["tiled_int8_wg512"].bind(small).supports(p, None)
 
     def test_tuning_bucket_apart(self):
         """int8 kernels are tuned in their own bucket; an f32 entry is never taken for int8."""

@@ -37,7 +37,8 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_nosplit", split=1, baseline=True),
                  TiledInt8("tiled_int8_xg32", x_group=32, baseline=True),
                  TiledInt8("tiled_int8_n64", x_rows_per_tile=128, features_per_tile=64, baseline=True),
-                 TiledInt8("tiled_int8_64x64", x_rows_per_tile=64, features_per_tile=64, baseline=True))
+                 TiledInt8("tiled_int8_64x64", x_rows_per_tile=64, features_per_tile=64, baseline=True),
+                 TiledInt8("tiled_int8_wg512", x_rows_per_tile=128, invocations_per_workgroup=512, baseline=True))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}

@@ -2,7 +2,7 @@
 // the second dispatch after quantize_int8.wgsl. int4 weights x int8 activations summed in i32
 // with dot4I8Packed (4 products a call), the group's two scales applied once per group:
 //   out[m, n] = sum over groups g of xs[g][m] * ws[g][n] * f32(sum over k in g of xq[m, k] * (u[n, k] - 8))
-// A workgroup of 256 invocations computes a TILE_M (rows of x: 128 or 64) x TILE_N (output
+// A workgroup of WG invocations (256, or 512) computes a TILE_M (rows of x: 128 or 64) x TILE_N (output
 // features: 128 or 64) tile, BK (32 or 64) k a step. Per step, in workgroup memory:
 //   Xs: the int8 x tile, per k-quad (4 k: one u32 of xq, in quantize_int8's octet order) a vec4
 //       over 4 rows: Xs[quad][m / 4];
@@ -10,8 +10,9 @@
 //       (lo = w & 0x0F0F0F0F: even k, hi = (w >> 4) & 0x0F0F0F0F: odd k, the same order as
 //       xq; u - 8 per byte = (u + 0x78) ^ 0x80), Ws[quad][n / 4];
 //   Ss: per 32-k chunk, the TILE_M x-scales then the TILE_N weight scales of the chunk's group.
-// Each invocation owns an 8 x 8 output tile (the second four rows dropped at TILE_M = 64, the
-// second four features at TILE_N = 64, at compile time): rows {4ty..4ty+3, 64+4ty..64+4ty+3},
+// Each invocation owns an 8 x 8 output tile (the second four rows dropped where TILE_M = WG / 4,
+// i.e. 64 rows of 256 invocations or 128 of 512; the second four features at TILE_N = 64, at
+// compile time): rows {4ty..4ty+3, 64+4ty..64+4ty+3},
 // features {4tx..4tx+3, 64+4tx..64+4tx+3}, as 16 vec4<i32> sums and 16 vec4<f32> accumulators
 // (named, never arrays: local memory is slow on NVIDIA). Per k-quad: 4 vec4 reads of workgroup
 // memory, 64 dot4I8Packed (3 and 32 at TILE_M or TILE_N = 64, 2 and 16 at 64 x 64). When a chunk ends a group (or the
@@ -26,7 +27,8 @@
 //
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
-// Overrides: HAS_BIAS, TILE_M (64 or 128), TILE_N (64 or 128), BK (32 or 64), DOUBLE, SPLIT, XG32
+// Overrides: HAS_BIAS, TILE_M (64 or 128), TILE_N (64 or 128), WG (256, or 512 with TILE_M 128),
+// BK (32 or 64), DOUBLE, SPLIT, XG32
 // (x has a scale per 32 k, xs[k / 32][m], rather than per weight group: the scales are applied at
 // every chunk), DIAG (diagnostics for timing only, results wrong: 0 the kernel; 1 no staging after
 // the first step: no global loads, no workgroup-memory stores, barriers kept; 2 the products cut to
@@ -40,9 +42,11 @@ override BK: u32 = 32u;  // the spec passes 64 where its 36 KiB of workgroup mem
 override DOUBLE: bool = true;
 override XG32: bool = false;
 override TILE_N: u32 = 128u;
+override WG: u32 = 256u;
 override DIAG: u32 = 0u;
 
 override NBUF: u32 = select(1u, 2u, DOUBLE);
+override ROWS4: bool = TILE_M * 16u == 4u * WG;  // 4 rows of x an invocation (else 8: two sets of 4)
 override QUADS: u32 = BK / 4u;       // k-quads (u32 of int8) a step
 override CHUNKS: u32 = BK / 32u;     // 32-k chunks a step (scales are staged per chunk)
 override XS: u32 = TILE_M / 4u;      // vec4 of Xs per quad
@@ -126,8 +130,8 @@ fn load_w(i: u32, k0: u32, k_end: u32, n0: u32) -> vec4<u32> {
 }
 
 fn load(lid: u32, k0: u32, k_end: u32, m0: u32, n0: u32) -> Loads {
-  return Loads(load_x(lid, k0, k_end, m0), load_x(lid + 256u, k0, k_end, m0), load_w(lid, k0, k_end, n0),
-               load_scale(lid, k0, k_end, m0, n0), load_scale(lid + 256u, k0, k_end, m0, n0));
+  return Loads(load_x(lid, k0, k_end, m0), load_x(lid + WG, k0, k_end, m0), load_w(lid, k0, k_end, n0),
+               load_scale(lid, k0, k_end, m0, n0), load_scale(lid + WG, k0, k_end, m0, n0));
 }
 
 fn store_x(i: u32, b: u32, v: vec4<u32>) {
@@ -168,13 +172,13 @@ fn store_scale(i: u32, b: u32, s: f32) {
 
 fn store(lid: u32, b: u32, l: Loads) {
   store_x(lid, b, l.x0);
-  store_x(lid + 256u, b, l.x1);
+  store_x(lid + WG, b, l.x1);
   store_w(lid, b, l.w);
   store_scale(lid, b, l.s0);
-  store_scale(lid + 256u, b, l.s1);
+  store_scale(lid + WG, b, l.s1);
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>,
         @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -228,7 +232,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
           b1 = Ws[q * WS + 16u + tx];
           i01 += dots(a0.x, b1); i11 += dots(a0.y, b1); i21 += dots(a0.z, b1); i31 += dots(a0.w, b1);
         }
-        if (TILE_M == 64u) { continue; }
+        if (ROWS4) { continue; }
         let a1 = Xs[q * XS + 16u + ty];
         i40 += dots(a1.x, b0); i50 += dots(a1.y, b0); i60 += dots(a1.z, b0); i70 += dots(a1.w, b0);
         if (TILE_N == 128u) {
@@ -252,7 +256,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
           f21 = fma(vec4<f32>(i21), sw1 * sa0.z, f21); f31 = fma(vec4<f32>(i31), sw1 * sa0.w, f31);
           i01 = i00; i11 = i00; i21 = i00; i31 = i00;
         }
-        if (TILE_M == 128u) {
+        if (!ROWS4) {
           let sa1 = Ss[sb + 16u + ty];
           f40 = fma(vec4<f32>(i40), sw0 * sa1.x, f40); f50 = fma(vec4<f32>(i50), sw0 * sa1.y, f50);
           f60 = fma(vec4<f32>(i60), sw0 * sa1.z, f60); f70 = fma(vec4<f32>(i70), sw0 * sa1.w, f70);
@@ -279,7 +283,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
     store4(split, r0, c1, f01); store4(split, r0 + 1u, c1, f11);
     store4(split, r0 + 2u, c1, f21); store4(split, r0 + 3u, c1, f31);
   }
-  if (TILE_M == 64u) { return; }
+  if (ROWS4) { return; }
   store4(split, r1, c0, f40); store4(split, r1 + 1u, c0, f50);
   store4(split, r1 + 2u, c0, f60); store4(split, r1 + 3u, c0, f70);
   if (TILE_N == 128u) {
