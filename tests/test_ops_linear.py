@@ -379,7 +379,8 @@ class TestTiledSplit:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
-    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64"])
+    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64",
+                                      "tiled_wg512"])
     def test_benchmark_presets(self, runtime, make_problem, name):
         """The registered tiled presets run correctly by name and are never chosen by default."""
         case = make_problem(130, 136, 1024, 128, bias=True)
@@ -388,6 +389,18 @@ class TestTiledSplit:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
         assert_matches_reference(y, case.x, case.pw, case.bias)
         assert select(Problem(512, 4096, 4096, 128), None).name != name
+
+    @pytest.mark.parametrize(("split", "prefetch"), [(1, True), (3, False)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (130, 129, 512, 64), (33, 40, 512, 256)])
+    def test_512_invocations(self, runtime, make_problem, split, prefetch, m, n, k, gs):
+        """512 invocations of 4 x 8 on 128-row tiles (the upper half computes, does not stage)
+        match the reference; 64-row tiles or a 256-invocation adapter are refused."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledSplit(128, split, prefetch=prefetch, invocations_per_workgroup=512)
+        p = Problem(m, n, k, gs)
+        assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, runtime.caps) is None
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+        assert "128-row" in TiledSplit(64, 1, invocations_per_workgroup=512).supports(p, None)
 
     def test_2wg_split_fills_two_waves(self):
         """resident=2 splits K until the grid fills two workgroups per SM (264)."""

@@ -46,25 +46,30 @@ class TiledSplit(Tiled):
     least 4 steps of 32 k each: more waves only queue); resident (workgroups per SM the default
     split aims at: 1, or 2 for configurations light enough in registers to share an SM);
     prefetch (True: the next step's global loads held in registers during the FMAs; False:
-    loaded at the start of their step, 24 fewer registers live).
+    loaded at the start of their step, 24 fewer registers live); invocations_per_workgroup (256,
+    or 512 with 128-row tiles: 4 x 8 outputs an invocation, twice the warps, the same tile).
     """
 
     name = "tiled_split"
     max_split = 16
 
     def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None, *, name: str = "tiled_split",
-                 prefetch: bool = True, resident: int = 1, baseline: bool = False):
+                 prefetch: bool = True, resident: int = 1, invocations_per_workgroup: int = 256,
+                 baseline: bool = False):
         self.x_rows_per_tile, self.fixed_split = x_rows_per_tile, split
         self.name, self.prefetch, self.resident, self.baseline = name, prefetch, resident, baseline
+        self.invocations_per_workgroup = invocations_per_workgroup
 
     def _copy(self, rows, split) -> "TiledSplit":
         return TiledSplit(rows, split, name=self.name, prefetch=self.prefetch, resident=self.resident,
-                          baseline=self.baseline)
+                          invocations_per_workgroup=self.invocations_per_workgroup, baseline=self.baseline)
 
     def settings(self):
         return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("split", self.fixed_split),
                                   ("prefetch", None if self.prefetch else False),
-                                  ("resident", None if self.resident == 1 else self.resident))
+                                  ("resident", None if self.resident == 1 else self.resident),
+                                  ("invocations_per_workgroup",
+                                   None if self.invocations_per_workgroup == 256 else self.invocations_per_workgroup))
                 if v is not None}
 
     def with_settings(self, settings):
@@ -102,8 +107,21 @@ class TiledSplit(Tiled):
         return ceil_div(p.k // 32, self.split(p)) * (32 + 2)
 
     def constants(self, p):
-        prefetch = () if self.prefetch else (("PREFETCH", False),)  # the default's key unchanged
-        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)), *prefetch)
+        # PREFETCH and WG only where they differ from the WGSL defaults (the default key unchanged)
+        extra = (() if self.prefetch else (("PREFETCH", False),)) + (
+            () if self.invocations_per_workgroup == 256 else (("WG", self.invocations_per_workgroup),))
+        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)), *extra)
+
+    def _shape_reason(self, p):
+        if self.invocations_per_workgroup == 512 and self.tile_rows(p) != 128:
+            return f"512 invocations a workgroup need 128-row tiles, not {self.tile_rows(p)}"
+        return super()._shape_reason(p)
+
+    def supports(self, p, caps):
+        limit = None if caps is None else caps.limits.get("max-compute-invocations-per-workgroup", 256)
+        if limit is not None and self.invocations_per_workgroup > limit:
+            return f"{self.invocations_per_workgroup} invocations a workgroup, past the adapter's {limit}"
+        return super().supports(p, caps)
 
     def key(self, p):
         # tiled.wgsl with other constants (with a split, the reduction adds the bias)
