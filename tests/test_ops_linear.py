@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit, select
+from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, TILED_PRESETS, DecodeBatch, Problem, TiledSplit, select
 from q4gsw.kernels.cost import long_grid
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
@@ -385,7 +385,7 @@ class TestTiledSplit:
         """The registered tiled presets run correctly by name and are never chosen by default."""
         case = make_problem(130, 136, 1024, 128, bias=True)
         spec = KERNELS[name]
-        assert spec.baseline and spec.name == name
+        assert spec.baseline and spec.name == name and TILED_PRESETS[name] is spec
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
         assert_matches_reference(y, case.x, case.pw, case.bias)
         assert select(Problem(512, 4096, 4096, 128), None).name != name
