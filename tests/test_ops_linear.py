@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
+from q4gsw.kernels import (KERNELS, LLVMPIPE_LOOP_BUDGET, TILED_PRESETS, DecodeBatch, Problem, TiledSplit, TiledWide,
+                           select)
 from q4gsw.kernels.cost import long_grid
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
@@ -367,6 +368,77 @@ class TestTiledSplit:
         assert spec.supports(Problem(m, n, k, gs, with_bias), runtime.caps) is None
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize(("rows", "split"), [(64, 1), (128, 1), (128, 3)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (17, 67, 96, 32), (65, 130, 320, 96),
+                                                     (130, 129, 512, 64), (33, 40, 512, 256)])
+    def test_without_prefetch(self, runtime, make_problem, rows, split, m, n, k, gs):
+        """prefetch=False (each step's loads at its start: group changes mid-split, edges, bias)
+        matches the reference."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledSplit(rows, split, prefetch=False)
+        assert dict(spec.constants(Problem(m, n, k, gs)))["PREFETCH"] is False
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64",
+                                      "tiled_wg512", "tiled_wide"])
+    def test_benchmark_presets(self, runtime, make_problem, name):
+        """The registered tiled presets run correctly by name and are never chosen by default."""
+        case = make_problem(130, 136, 1024, 128, bias=True)
+        spec = KERNELS[name]
+        assert spec.baseline and spec.name == name and TILED_PRESETS[name] is spec
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        assert select(Problem(512, 4096, 4096, 128), None).name != name
+
+    @pytest.mark.parametrize(("split", "prefetch"), [(1, True), (3, False)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (130, 129, 512, 64), (33, 40, 512, 256)])
+    def test_512_invocations(self, runtime, make_problem, split, prefetch, m, n, k, gs):
+        """512 invocations of 4 x 8 on 128-row tiles (the upper half computes, does not stage)
+        match the reference; 64-row tiles or a 256-invocation adapter are refused."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledSplit(128, split, prefetch=prefetch, invocations_per_workgroup=512)
+        p = Problem(m, n, k, gs)
+        assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, runtime.caps) is None
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+        assert "128-row" in TiledSplit(64, 1, invocations_per_workgroup=512).supports(p, None)
+
+    @pytest.mark.parametrize("split", [1, 2, 3])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (17, 67, 96, 32), (65, 300, 320, 96),
+                                                     (130, 257, 512, 64), (33, 40, 512, 256)])
+    def test_wide(self, runtime, make_problem, split, m, n, k, gs):
+        """tiled_wide (128 x 256 tiles, 8 x 16 an invocation, 16 k a step): edges in M and N (N past
+        one and two 256-feature tiles), K not a multiple of a split's steps, groups of 32-256."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledWide(split)
+        p = Problem(m, n, k, gs)
+        assert spec.supports(p, runtime.caps) is None and spec.key(p).sources == ("tiled_wide",)
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+    def test_2wg_split_fills_two_waves(self):
+        """resident=2 splits K until the grid fills two workgroups per SM (264)."""
+        assert KERNELS["tiled_split_2wg"].split(Problem(512, 4096, 4096, 128)) == 2
+        assert KERNELS["tiled_lowreg_2wg"].split(Problem(512, 14336, 4096, 128)) == 1  # 448 tiles
+        assert KERNELS["tiled_split"].split(Problem(512, 4096, 4096, 128)) == 1
+
+    @pytest.mark.parametrize("diag", [1, 2])
+    def test_timing_diagnostics_cut_work(self, runtime, make_problem, diag):
+        """DIAG 1 (tiles of the first step reused) and 2 (one k of 32) compile and run, and change
+        the result; the same spec with DIAG 0 matches the reference."""
+
+        class Diag(TiledSplit):
+            def constants(self, p):
+                return (*super().constants(p), ("DIAG", self.diag))
+
+        case = make_problem(70, 136, 256, 64)
+        results = []
+        for value in (0, diag):
+            spec = Diag(128, 1)
+            spec.diag = value
+            results.append(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec))
+        assert_matches_reference(results[0], case.x, case.pw, case.bias)
+        assert np.abs(results[1] - results[0]).max() > 1e-3 * np.abs(results[0]).max()
 
     def test_split_along_n(self, runtime, fake_limits, make_problem):
         """With the weight split along N, each chunk's reduction writes its own columns (and bias)."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import Q4gswError
 from ..format import PackedWeight, linear_reference
-from ..kernels import INT8_KERNELS, KERNELS, Problem
+from ..kernels import INT8_KERNELS, KERNELS, TILED_PRESETS, Problem
 from ..ops.plan import check_sizes, choose_kernel
 from ..runtime import get_runtime
 from ..runtime.bandwidth import measure_read_bandwidth
@@ -86,12 +86,13 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
     With yardsticks, ONNX Runtime's WebGPU MatMulNBits too where onnxruntime has its WebGPU
     execution provider.
 
-    kernels: names from KERNELS and INT8_KERNELS (default: every f32 kernel); an int8 kernel's
+    kernels: names from KERNELS and INT8_KERNELS (default: every f32 kernel but the fixed
+        TILED_PRESETS); an int8 kernel's
     rel_error is against the same exact float64 reference (float x, dequantized weight), so
     it includes the activation quantization.
     """
     rt = get_runtime()
-    kernels = list(kernels or KERNELS)
+    kernels = list(kernels or [name for name in KERNELS if name not in TILED_PRESETS])
     specs = {name: (KERNELS.get(name) or INT8_KERNELS[name]).bind(rt.caps) for name in kernels}  # for this device
     rng = np.random.default_rng(seed)
     ceiling = measure_read_bandwidth(rt)
