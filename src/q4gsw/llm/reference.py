@@ -25,7 +25,7 @@ CHUNK_ROWS = 8192
 F16_MAX = 65504.0
 
 
-def reference_logits(weights: DecoderWeights, ids, *, kv_cache: str = "f32") -> np.ndarray:
+def reference_logits(weights: DecoderWeights, ids, *, kv_cache: str = "f32", kv_override=None) -> np.ndarray:
     """Logits of every position of one sequence.
 
     Args:
@@ -33,6 +33,9 @@ def reference_logits(weights: DecoderWeights, ids, *, kv_cache: str = "f32") -> 
         ids: (T,) token ids in [0, vocab_size), T >= 1, at positions 0..T-1.
         kv_cache: "f32" (K and V exact), or "f16": K (after RoPE) and V rounded to float16
             (clamped to +-65504) before attention, as CausalLM(kv_cache="f16") stores them.
+        kv_override: None, or {layer: (k, v)} each (kv_heads, T, head_dim): the K (after RoPE)
+            and V that layer's attention reads instead of its own (a test feeds it the values a
+            GPU cache holds).
     Returns:
         (T, vocab_size) float64.
     """
@@ -52,6 +55,8 @@ def reference_logits(weights: DecoderWeights, ids, *, kv_cache: str = "f32") -> 
         v = v.reshape(t, c.num_kv_heads, c.head_dim)
         if kv_cache == "f16":
             k, v = (np.clip(a, -F16_MAX, F16_MAX).astype(np.float16).astype(np.float64) for a in (k, v))
+        if kv_override is not None and i in kv_override:
+            k, v = (np.asarray(a, np.float64).transpose(1, 0, 2) for a in kv_override[i])
         x = x + linear(attention(q, k, v, window=c.window(i)), layer.o, layer.o_bias)
         h = rms_norm(x, layer.mlp_norm, c.rms_norm_eps)
         gate, up = np.split(linear(h, layer.gate_up), 2, axis=1)
