@@ -36,14 +36,14 @@ def _record(chain: Chain, name: str, constants: tuple, buffers, workgroups: int,
     chain.record(name, constants, buffers, workgroups, nbytes, family=FAMILY, files=files)
 
 
-def kv_cache_dtype(fn: str, kv_cache, caps, argument: str = "kv_cache") -> str:
+def kv_cache_dtype(fn: str, kv_cache, caps) -> str:
     """The cache's GpuTensor dtype for the option kv_cache ("f32" or "f16"), checked against the
     device: "f16" needs `shader-f16` (FeatureError otherwise; call before any GPU buffer exists)."""
     if not isinstance(kv_cache, str) or kv_cache not in KV_CACHES:
-        raise ArgumentError(fn, argument, "'f32' or 'f16'", describe(kv_cache))
+        raise ArgumentError(fn, "kv_cache", "'f32' or 'f16'", describe(kv_cache))
     if kv_cache == "f16" and not caps.has_f16:
-        raise FeatureError(fn, argument, f"'f32' on this device ('f16' stores the cache as WGSL f16, which needs "
-                           f"the WebGPU feature shader-f16; {caps.adapter_name} offers it not, or "
+        raise FeatureError(fn, "kv_cache", f"'f32' on this device ('f16' stores the cache as WGSL f16, which needs "
+                           f"the WebGPU feature shader-f16: {caps.adapter_name} does not offer it, or "
                            f"Q4GSW_DISABLE_FEATURES turned it off)", "'f16'", "shader-f16")
     return KV_CACHES[kv_cache][0]
 
@@ -56,8 +56,9 @@ def _kv_file(chain: Chain, fn: str, k_cache: GpuTensor, v_cache: GpuTensor) -> s
         chain.tensor(fn, name, t, dtype=dtype)  # a GpuTensor of this device, float32 or float16
     if v_cache.dtype != k_cache.dtype:
         raise DTypeError(fn, "v_cache", f"a {k_cache.dtype} GpuTensor (as k_cache)", repr(v_cache))
-    if k_cache.dtype == "float16":
-        kv_cache_dtype(fn, "f16", chain.runtime.caps, argument="k_cache")
+    if k_cache.dtype == "float16" and not chain.runtime.caps.has_f16:
+        raise FeatureError(fn, "k_cache", "a float32 cache on this device (float16 needs the WebGPU feature "
+                           "shader-f16)", "a float16 one", "shader-f16")
     return files[k_cache.dtype]
 
 
