@@ -209,3 +209,19 @@ class TestFeatureError:
                              timeout=600)
         assert run.returncode == 2, run.stderr
         assert run.stderr.count("\n") == 1 and "argument 'kv_cache'" in run.stderr and "shader-f16" in run.stderr
+
+
+@pytest.mark.usefixtures("needs_f16")
+class TestCommandLine:
+    def test_generate_with_f16_cache(self, tmp_path, capsys):
+        """`q4gsw generate PATH --kv-cache f16` streams the tokens load_model(kv_cache="f16")
+        generates, then the tokens/s line."""
+        from q4gsw import cli
+
+        path = tiny_checkpoint(tmp_path / "ckpt")
+        assert cli.main(["generate", str(path), "--ids", "5,6,7", "--max-new-tokens", "6", "--kv-cache", "f16"]) == 0
+        out = capsys.readouterr().out
+        model = q4gsw.load_model(path, kv_cache="f16")
+        text = model.decode(model.generate([5, 6, 7], 6))
+        assert text and text in out and "6 new tokens" in out
+        model.release()
