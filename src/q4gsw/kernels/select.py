@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
 from .decode import Decode, DecodeBatch, DecodeNarrow
+from .bcast_int8 import BcastInt8
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
@@ -36,7 +37,10 @@ KERNELS: dict[str, KernelSpec] = {
 }
 #: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses
 #: its settings per problem and device; the others are fixed settings kept for benchmarks
-#: (never chosen by default), so that one run can compare them.
+#: (never chosen by default), so that one run can compare them. bcast_int8* (bcast_int8.wgsl) are
+#: ONNX Runtime's DP4A shape (64-row tiles, 1 row x 16 features an invocation, broadcast weight
+#: reads, scales every 32 k): _ort in its order (one buffer, loads at the step's start), the
+#: default with loads one step ahead and two buffers, _k64 with 64-k steps, _n128 with 32 features.
 INT8_KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
     for spec in (TiledInt8(),
@@ -47,7 +51,11 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_xg32", x_group=32, baseline=True),
                  TiledInt8("tiled_int8_n64", x_rows_per_tile=128, features_per_tile=64, baseline=True),
                  TiledInt8("tiled_int8_64x64", x_rows_per_tile=64, features_per_tile=64, baseline=True),
-                 TiledInt8("tiled_int8_wg512", x_rows_per_tile=128, invocations_per_workgroup=512, baseline=True))
+                 TiledInt8("tiled_int8_wg512", x_rows_per_tile=128, invocations_per_workgroup=512, baseline=True),
+                 BcastInt8(),
+                 BcastInt8("bcast_int8_ort", double_buffer=False),
+                 BcastInt8("bcast_int8_k64", k_step=64),
+                 BcastInt8("bcast_int8_n128", features_per_tile=128))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}
