@@ -1,6 +1,7 @@
 """Tests of bcast_int8 (q4gsw.kernels.bcast_int8: the int8-activation GEMM in ONNX Runtime's DP4A
 shape), as tests/test_int8.py tests tiled_int8: fresh random data, poisoned outputs, edge shapes,
-every setting, against the float64 product of the quantized x."""
+every setting (scales once a step where the step lies in one group: group sizes 64-256 with 64-
+and 128-k steps; else every 32 k), against the float64 product of the quantized x."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ SETTINGS = [
     dict(k_step=64, split=2, features_per_tile=128),
     dict(x_group=32),
     dict(x_group=32, k_step=64, double_buffer=False, split=2),
+    dict(k_step=128, double_buffer=False),
+    dict(k_step=128, double_buffer=False, features_per_tile=128, split=2),
+    dict(k_step=128, x_group=32, double_buffer=False),
 ]
 
 
@@ -73,6 +77,10 @@ def test_never_routed_and_fits():
         assert select(p, H200, activations="int8").name == "tiled_int8"
         assert select(p, H200).name != "bcast_int8"
     assert workgroup_bytes(64, 32, True) == 9216
-    assert workgroup_bytes(128, 64, True) <= 32768
+    assert workgroup_bytes(128, 64, True) <= 32768 and workgroup_bytes(64, 128, False) == 18432
+    p = Problem(512, 4096, 4096, 128)
+    assert dict(INT8_KERNELS["bcast_int8_k128"].constants(p))["STEP_SCALES"]
+    assert not dict(INT8_KERNELS["bcast_int8_k128"].constants(Problem(512, 4096, 4096, 32)))["STEP_SCALES"]
+    assert not dict(INT8_KERNELS["bcast_int8"].constants(p))["STEP_SCALES"]
     for name in [n for n in INT8_KERNELS if n.startswith("bcast_int8")]:
         assert INT8_KERNELS[name].bind(LAVAPIPE).supports(Problem(512, 4096, 4096, 128), LAVAPIPE) is None

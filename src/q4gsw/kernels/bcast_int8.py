@@ -14,7 +14,9 @@ from .int8 import TiledInt8
 class BcastInt8(TiledInt8):
     """Settings (None: chosen per problem and device):
         features_per_tile: 64 (default: 16 features an invocation) or 128 (32);
-        k_step: 32 (default, as ONNX Runtime) or 64 k a step;
+        k_step: 32 (default, as ONNX Runtime), 64 or 128 k a step; where a step lies in one group
+            (group_size % k_step == 0, x scales per group) its sums add up in i32 and the scales
+            are applied once a step, else at every 32-k chunk;
         double_buffer: the next step's loads issued before the products and two buffers (default
             True), or ONNX Runtime's load, barrier, products, barrier;
         split: workgroups per tile along K, 1..16 (default: the least predicted time);
@@ -48,7 +50,7 @@ class BcastInt8(TiledInt8):
         split = settings.get("split", self.fixed_split)
         x_group = settings.get("x_group", self.x_group)
         cols = settings.get("features_per_tile", self.features_per_tile)
-        if (k_step not in (None, 32, 64) or x_group not in (None, 32) or cols not in (64, 128)
+        if (k_step not in (None, 32, 64, 128) or x_group not in (None, 32) or cols not in (64, 128)
                 or (split is not None and not 1 <= int(split) <= self.max_split)):
             return self
         return self._copy(k_step=k_step, double_buffer=bool(settings.get("double_buffer", self.double_buffer)),
@@ -71,7 +73,11 @@ class BcastInt8(TiledInt8):
 
     def constants(self, p):
         return (("TILE_N", self.features_per_tile), ("BK", self.step(p)), ("DOUBLE", self.double_buffer),
-                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32))
+                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32), ("STEP_SCALES", self.step_scales(p)))
+
+    def step_scales(self, p) -> bool:
+        """Scales once a step: the step lies in one group of x and of the weight."""
+        return self.step(p) > 32 and self.x_group is None and min(p.group_size, p.k) % self.step(p) == 0
 
     def _shape_reason(self, p):
         if p.k % 32:

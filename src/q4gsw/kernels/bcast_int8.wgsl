@@ -4,7 +4,7 @@
 // workgroups per SM, one row of x per invocation held in registers, the weights read from workgroup
 // memory as broadcasts, the scales applied at every 32-k chunk so that no i32 sum outlives a chunk.
 //   out[m, n] = sum over 32-k chunks c of xs[g(c)][m] * ws[g(c)][n] * f32(sum over k in c of xq[m, k] * (u[n, k] - 8))
-// A workgroup of 256 invocations computes a 64-row x TILE_N (64 or 128) tile, BK (32 or 64) k a step.
+// A workgroup of 256 invocations computes a 64-row x TILE_N (64 or 128) tile, BK (32, 64 or 128) k a step.
 // Invocation i owns row i % 64 and FPT = TILE_N / 4 consecutive features from (i / 64) * FPT: the
 // 32 (or 16) invocations of one subgroup share their features, so every weight read is one address
 // for the whole subgroup (a broadcast), and the x reads of a chunk are two vec4 per invocation.
@@ -15,7 +15,9 @@
 //       the same order (lo = w & 0x0F0F0F0F: even k; hi = (w >> 4) & 0x0F0F0F0F: odd k);
 //   Ss: per chunk the 64 x-scales then the TILE_N weight scales of the chunk's group, as vec4.
 // Per chunk and 4 features: 8 broadcast vec4 reads, 32 dot4I8Packed in 4 chains of 8, one vec4
-// read of weight scales, then acc = fma(vec4<f32>(sums), sx * sw, acc).
+// read of weight scales, then acc = fma(vec4<f32>(sums), sx * sw, acc). STEP_SCALES (the spec sets it
+// only where a step lies in one group: group_size % BK == 0, x scales per group): the chunks' sums
+// add up in i32 over the step and the scales are applied once a step (16 dp4a chains of BK / 4).
 // DOUBLE: the next step's global loads issued before this step's products, stored into the other
 // buffer after them, one barrier a step; else (ONNX Runtime's order) load, store, barrier, products,
 // barrier. SPLIT > 1: K split over SPLIT workgroups per tile, partial tiles for reduce_splits.wgsl.
@@ -25,7 +27,8 @@
 //
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
-// Overrides: HAS_BIAS, TILE_N (64 or 128), BK (32 or 64), DOUBLE, SPLIT, XG32 (x scale per 32 k).
+// Overrides: HAS_BIAS, TILE_N (64 or 128), BK (32, 64 or 128), DOUBLE, SPLIT, XG32 (x scale per 32 k),
+// STEP_SCALES.
 
 override HAS_BIAS: bool = false;
 override SPLIT: u32 = 1u;
@@ -33,6 +36,7 @@ override TILE_N: u32 = 64u;
 override BK: u32 = 32u;
 override DOUBLE: bool = true;
 override XG32: bool = false;
+override STEP_SCALES: bool = false;
 
 const WG: u32 = 256u;
 const TILE_M: u32 = 64u;
@@ -62,9 +66,9 @@ var<workgroup> Xs: array<vec4<u32>, NBUF * CHUNKS * 2u * TILE_M>;
 var<workgroup> Ws: array<vec4<u32>, NBUF * CHUNKS * 2u * TILE_N>;
 var<workgroup> Ss: array<vec4<f32>, NBUF * CHUNKS * SC>;
 
-// A step's global loads for one invocation: vector slots lid and lid + WG (x vec4s, then weight
-// vec4s), scale slots lid and lid + WG.
-struct Loads { v0: vec4<u32>, v1: vec4<u32>, s0: f32, s1: f32, }
+// A step's global loads for one invocation: vector slots lid + j WG, j < 4 (x vec4s, then weight
+// vec4s: 4 slots at 64 x 128 x 128 k), scale slots lid + j WG, j < 3.
+struct Loads { v0: vec4<u32>, v1: vec4<u32>, v2: vec4<u32>, v3: vec4<u32>, s0: f32, s1: f32, s2: f32, }
 
 // u - 8 per nibble, as signed bytes: the bytes of u are 0..15.
 fn signed_bytes(u: u32) -> u32 {
@@ -137,9 +141,13 @@ fn store_scale(i: u32, b: u32, s: f32) {
 }
 
 fn load(lid: u32, k0: u32, k_end: u32, m0: u32, n0: u32) -> Loads {
-  var l = Loads(load_vec(lid, k0, k_end, m0, n0), vec4<u32>(0u), load_scale(lid, k0, k_end, m0, n0), 0.0);
+  let z = vec4<u32>(0u);
+  var l = Loads(load_vec(lid, k0, k_end, m0, n0), z, z, z, load_scale(lid, k0, k_end, m0, n0), 0.0, 0.0);
   if (XV + WV > WG) { l.v1 = load_vec(lid + WG, k0, k_end, m0, n0); }
+  if (XV + WV > 2u * WG) { l.v2 = load_vec(lid + 2u * WG, k0, k_end, m0, n0); }
+  if (XV + WV > 3u * WG) { l.v3 = load_vec(lid + 3u * WG, k0, k_end, m0, n0); }
   if (SV > WG) { l.s1 = load_scale(lid + WG, k0, k_end, m0, n0); }
+  if (SV > 2u * WG) { l.s2 = load_scale(lid + 2u * WG, k0, k_end, m0, n0); }
   return l;
 }
 
@@ -147,7 +155,10 @@ fn store(lid: u32, b: u32, l: Loads) {
   store_vec(lid, b, l.v0);
   store_scale(lid, b, l.s0);
   if (XV + WV > WG) { store_vec(lid + WG, b, l.v1); }
+  if (XV + WV > 2u * WG) { store_vec(lid + 2u * WG, b, l.v2); }
+  if (XV + WV > 3u * WG) { store_vec(lid + 3u * WG, b, l.v3); }
   if (SV > WG) { store_scale(lid + WG, b, l.s1); }
+  if (SV > 2u * WG) { store_scale(lid + 2u * WG, b, l.s2); }
 }
 
 fn store4(split: u32, row: u32, col: u32, v: vec4<f32>) {
@@ -187,7 +198,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let k_end = min(k_begin + steps_per_split * BK, params.k);
   let steps = (k_end - k_begin + BK - 1u) / BK;
 
-  var l = Loads(vec4<u32>(0u), vec4<u32>(0u), 0.0, 0.0);
+  var l = Loads(vec4<u32>(0u), vec4<u32>(0u), vec4<u32>(0u), vec4<u32>(0u), 0.0, 0.0, 0.0);
   if (DOUBLE && steps > 0u) {
     l = load(lid, k_begin, k_end, m0, n0);
     store(lid, 0u, l);
@@ -203,14 +214,25 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
       store(lid, 0u, load(lid, k0, k_end, m0, n0));
       workgroupBarrier();
     }
+    var t0 = vec4<i32>(0); var t1 = t0; var t2 = t0; var t3 = t0;  // STEP_SCALES: the step's sums
+    var t4 = t0; var t5 = t0; var t6 = t0; var t7 = t0;
     for (var c = 0u; c < CHUNKS; c++) {
       if (k0 + 32u * c >= k_end) { break; }
       let bc = b * CHUNKS + c;
       let a0 = Xs[2u * bc * TILE_M + row];
       let a1 = Xs[(2u * bc + 1u) * TILE_M + row];
+      let w = (bc * TILE_N + f0) * 2u;
+      if (STEP_SCALES) {
+        t0 += quad(a0, a1, w); t1 += quad(a0, a1, w + 8u);
+        t2 += quad(a0, a1, w + 16u); t3 += quad(a0, a1, w + 24u);
+        if (FPT == 32u) {
+          t4 += quad(a0, a1, w + 32u); t5 += quad(a0, a1, w + 40u);
+          t6 += quad(a0, a1, w + 48u); t7 += quad(a0, a1, w + 56u);
+        }
+        continue;
+      }
       let sc = bc * SC;
       let sx = Ss[sc + row / 4u][row % 4u];
-      let w = (bc * TILE_N + f0) * 2u;
       let sw = sc + (TILE_M + f0) / 4u;
       acc0 = fma(vec4<f32>(quad(a0, a1, w)), sx * Ss[sw], acc0);
       acc1 = fma(vec4<f32>(quad(a0, a1, w + 8u)), sx * Ss[sw + 1u], acc1);
@@ -221,6 +243,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
         acc5 = fma(vec4<f32>(quad(a0, a1, w + 40u)), sx * Ss[sw + 5u], acc5);
         acc6 = fma(vec4<f32>(quad(a0, a1, w + 48u)), sx * Ss[sw + 6u], acc6);
         acc7 = fma(vec4<f32>(quad(a0, a1, w + 56u)), sx * Ss[sw + 7u], acc7);
+      }
+    }
+    if (STEP_SCALES) {  // the step lies in one group: its first chunk's scales are the step's
+      let sc = b * CHUNKS * SC;
+      let sx = Ss[sc + row / 4u][row % 4u];
+      let sw = sc + (TILE_M + f0) / 4u;
+      acc0 = fma(vec4<f32>(t0), sx * Ss[sw], acc0); acc1 = fma(vec4<f32>(t1), sx * Ss[sw + 1u], acc1);
+      acc2 = fma(vec4<f32>(t2), sx * Ss[sw + 2u], acc2); acc3 = fma(vec4<f32>(t3), sx * Ss[sw + 3u], acc3);
+      if (FPT == 32u) {
+        acc4 = fma(vec4<f32>(t4), sx * Ss[sw + 4u], acc4); acc5 = fma(vec4<f32>(t5), sx * Ss[sw + 5u], acc5);
+        acc6 = fma(vec4<f32>(t6), sx * Ss[sw + 6u], acc6); acc7 = fma(vec4<f32>(t7), sx * Ss[sw + 7u], acc7);
       }
     }
     if (DOUBLE && s + 1u < steps) { store(lid, 1u - b, l); }
