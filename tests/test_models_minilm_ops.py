@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from q4gsw.chain import Chain, upload
+from q4gsw.chain import Chain
 from q4gsw.errors import ShapeError
 from q4gsw.models.minilm import ops
 
