@@ -31,9 +31,11 @@ export class EncodeStats {
 
 /** all-MiniLM-L6-v2 on the GPU. Made by loadSentenceEncoder(). */
 export class SentenceEncoder {
-  constructor(runtime, bundle, { weights, tensors }) {
+  constructor(runtime, bundle, { weights, tensors }, { linearKernel = null } = {}) {
     const c = bundle.manifest.model;
     this.runtime = runtime;
+    /** The int4 linears' kernel by name (e.g. "tiled"), or null: chosen by the bundle's cost model. */
+    this.linearKernel = linearKernel;
     this.bundle = bundle;
     this.config = c;
     this.lastStats = new EncodeStats();
@@ -72,7 +74,7 @@ export class SentenceEncoder {
 
   async _linear(chain, name, x) {
     const { weight, dense, bias } = this.linears.get(name);
-    return dense ? denseLinear(chain, x, weight, { bias }) : chain.linear(x, weight, { bias });
+    return dense ? denseLinear(chain, x, weight, { bias }) : chain.linear(x, weight, { bias, kernel: this.linearKernel });
   }
 
   /**
@@ -213,17 +215,19 @@ export function cosineSimilarity(a, b) {
 /**
  * Load an encoder bundle (`q4gsw export-web OUT --model minilm`) onto the GPU.
  * @param {string|URL} base the bundle folder's URL.
- * @param {{runtime?: Runtime, cache?: boolean|string,
+ * @param {{runtime?: Runtime, cache?: boolean|string, linearKernel?: string|null,
  *     onProgress?: (p: {phase: "fetch"|"compile", loaded?: number, total?: number, file?: string}) => void}} options
- *     cache: the Cache API cache files are kept in (see openBundle).
+ *     cache: the Cache API cache files are kept in (see openBundle); linearKernel: run the int4
+ *     linears on this kernel (e.g. "tiled": on SwiftShader 4-17x faster than the cost model's
+ *     H100-fitted choice at these M) instead of the routed one.
  * @returns {Promise<SentenceEncoder>} ready to encode (a one-sentence chain recorded, its kernels compiled).
  */
-export async function loadSentenceEncoder(base, { runtime = null, cache = true, onProgress = () => {} } = {}) {
+export async function loadSentenceEncoder(base, { runtime = null, cache = true, linearKernel = null, onProgress = () => {} } = {}) {
   const bundle = await openBundle(base, { cache });
   if (bundle.kind !== "encoder") throw new BundleError(`loadSentenceEncoder reads an "encoder" bundle; this one holds ${bundle.kind}`);
   runtime = runtime || await createRuntime();
   const data = await bundle.loadData({ runtime, onProgress: (p) => onProgress({ phase: "fetch", ...p }) });
-  const encoder = new SentenceEncoder(runtime, bundle, data);
+  const encoder = new SentenceEncoder(runtime, bundle, data, { linearKernel });
   onProgress({ phase: "compile" });
   await encoder.chainFor(1, 8);
   return encoder;

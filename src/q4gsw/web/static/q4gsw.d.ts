@@ -495,6 +495,8 @@ export class SentenceEncoder {
   readonly bundle: Bundle;
   readonly config: EncoderConfig;
   readonly lastStats: EncodeStats;
+  /** The int4 linears' kernel by name, or null: chosen by the bundle's cost model. */
+  readonly linearKernel: string | null;
   readonly linearNames: string[];
   /** The longest sequence (tokens, [CLS] and [SEP] included) a batch may have. */
   readonly maxTokens: number;
@@ -510,6 +512,8 @@ export class SentenceEncoder {
 export function loadSentenceEncoder(base: string | URL, options?: {
   runtime?: Runtime | null;
   cache?: boolean | string;
+  /** Run the int4 linears on this kernel (e.g. "tiled") instead of the routed one. */
+  linearKernel?: string | null;
   onProgress?: (p: ModelProgress) => void;
 }): Promise<SentenceEncoder>;
 
