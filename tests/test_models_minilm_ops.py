@@ -114,7 +114,7 @@ class TestGelu:
 
 class TestEncoderAttention:
     @pytest.mark.parametrize(("batch", "seq", "heads", "d"), [(1, 1, 12, 32), (3, 9, 12, 32), (2, 70, 2, 16),
-                                                               (4, 5, 3, 4), (1, 130, 1, 64)])
+                                                               (4, 5, 3, 4), (1, 130, 1, 64), (2, 3, 2, 12)])
     def test_matches_reference(self, runtime, rng, batch, seq, heads, d):
         """Each row attends to its own sequence's unmasked keys only (padding rows too, as
         transformers computes them); sequences longer than a tile of keys, one token long, heads of 4."""
@@ -218,3 +218,10 @@ class TestTokenEmbeddings:
         assert ops.rows_per_chunk(30522, 384, 128 << 20) == 30522
         assert ops.rows_per_chunk(30522, 384, 1 << 20) == 682
         assert ops.rows_per_chunk(10, 384, 16) == 1
+
+
+class TestAttentionWg:
+    def test_covers_keys_and_columns(self):
+        """A power of two covering the keys, at least the head's vec4 columns, at most ATTENTION_WG."""
+        assert [ops.attention_wg(s, 32) for s in (1, 8, 9, 11, 64, 65, 512)] == [8, 8, 16, 16, 64, 64, 64]
+        assert ops.attention_wg(2, 12) == 4 and ops.attention_wg(3, 4) == 4 and ops.attention_wg(1, 256) == 64

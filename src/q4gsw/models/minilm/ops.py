@@ -15,8 +15,9 @@ from ...chain import Chain, GpuTensor
 from ...errors import ShapeError
 
 FAMILY = "encoder"
-NORM_WG = 128
+NORM_WG = 32
 GELU_WG = 256
+#: The most invocations an encoder_attention workgroup has (attention_wg picks fewer for short sequences).
 ATTENTION_WG = 64
 #: Keys a row of encoder_attention.wgsl can attend to (its scores sit in workgroup memory):
 #: BERT's max_position_embeddings.
@@ -36,6 +37,14 @@ def _f32_words(*values) -> list[int]:
 def rows_per_chunk(rows: int, dim: int, max_binding: int) -> int:
     """Rows of a float32 (rows, dim) table per chunk that fits a binding of max_binding bytes."""
     return max(1, min(rows, max_binding // (4 * dim)))
+
+
+def attention_wg(seq: int, head_dim: int) -> int:
+    """Invocations of an encoder_attention workgroup: the power of two that covers the keys (a
+    sentence of 11 tokens: 16), at least the power of two covering head_dim / 4 (a vec4 column
+    each) and at most ATTENTION_WG: fewer idle invocations at every barrier."""
+    pow2 = lambda v: 1 << max(0, (v - 1).bit_length())  # noqa: E731
+    return max(pow2(head_dim // 4), min(ATTENTION_WG, pow2(seq)))
 
 
 def token_embeddings(chain: Chain, ids: GpuTensor, type_ids: GpuTensor, word_chunks, position: GpuTensor,
@@ -125,7 +134,7 @@ def encoder_attention(chain: Chain, q: GpuTensor, k: GpuTensor, v: GpuTensor, ma
         raise ShapeError(fn, "mask", f"{rows} values (B x T)", repr(mask))
     out = chain.output(q.shape)
     params = chain.params([rows, seq, *_f32_words(1.0 / math.sqrt(d)), 0])
-    _record(chain, "encoder_attention", (("WG", ATTENTION_WG), ("HEADS", heads), ("D", d), ("MAX_KEYS", MAX_KEYS)),
+    _record(chain, "encoder_attention", (("WG", attention_wg(seq, d)), ("HEADS", heads), ("D", d), ("MAX_KEYS", MAX_KEYS)),
             (out.buffer, q.buffer, k.buffer, v.buffer, mask.buffer, params), rows * heads,
             4 * q.size + 8 * q.size * seq + 4 * out.size)
     return out

@@ -8,13 +8,20 @@ import { ceilDiv } from "./kernels.js";
 import { f32bits } from "./ops.js";
 
 export const FAMILY = "encoder";
-export const NORM_WG = 128;
+export const NORM_WG = 32;
 export const GELU_WG = 256;
+/** The most invocations an encoder_attention workgroup has (attentionWg picks fewer for short sequences). */
 export const ATTENTION_WG = 64;
 /** Keys a row of encoder_attention.wgsl can attend to (BERT's max_position_embeddings). */
 export const MAX_KEYS = 512;
 export const POOL_WG = 128;
 export const EMBED_WG = 128;
+
+/** Invocations of an encoder_attention workgroup (ops.py attention_wg): a power of two covering the keys, in [headDim / 4, ATTENTION_WG]. */
+export function attentionWg(seq, headDim) {
+  const pow2 = (v) => 2 ** Math.ceil(Math.log2(Math.max(1, v)));
+  return Math.max(pow2(headDim / 4), Math.min(ATTENTION_WG, pow2(seq)));
+}
 
 const record = (chain, name, constants, buffers, workgroups) => chain.record(name, constants, buffers, workgroups, { family: FAMILY });
 const last = (t) => t.shape[t.shape.length - 1];
@@ -91,7 +98,7 @@ export async function encoderAttention(chain, q, k, v, mask, { heads, seq }) {
   if (chain.tensor(fn, "mask", mask).size !== rows) throw new ShapeError(fn, "mask", `${rows} values (B x T)`, `[${mask.shape}]`);
   const out = chain.output(q.shape);
   const params = chain.params([rows, seq, f32bits(1 / Math.sqrt(d)), 0]);
-  await record(chain, "encoder_attention", [["WG", ATTENTION_WG], ["HEADS", heads], ["D", d], ["MAX_KEYS", MAX_KEYS]],
+  await record(chain, "encoder_attention", [["WG", attentionWg(seq, d)], ["HEADS", heads], ["D", d], ["MAX_KEYS", MAX_KEYS]],
     [out.buffer, q.buffer, k.buffer, v.buffer, mask.buffer, params], rows * heads);
   return out;
 }
