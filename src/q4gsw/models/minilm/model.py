@@ -147,6 +147,8 @@ class MiniLM:
         Returns:
             (B, hidden) float32, unit L2 norm per row.
         """
+        if mode not in ENCODE_MODES:
+            raise ValueError(f"mode: expected one of {ENCODE_MODES}, got {mode!r}")
         tokens = self.tokenize(sentences)
         if mode == "gpu":
             return self.gpu().encode(tokens)
