@@ -148,6 +148,13 @@ class TestTiledInt8:
         dict(x_rows_per_tile=64, k_step=64, split=2),
         dict(x_group=32),
         dict(x_group=32, k_step=64, double_buffer=False, split=2),
+        dict(features_per_tile=64),
+        dict(x_rows_per_tile=64, features_per_tile=64),
+        dict(x_rows_per_tile=128, features_per_tile=64, k_step=32, double_buffer=False, split=3),
+        dict(x_rows_per_tile=64, features_per_tile=64, k_step=64, split=2, x_group=32),
+        dict(x_rows_per_tile=128, invocations_per_workgroup=512),
+        dict(x_rows_per_tile=128, invocations_per_workgroup=512, features_per_tile=64, k_step=32, double_buffer=False,
+             split=2),
     ]
 
     @pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "default")
@@ -182,6 +189,26 @@ class TestTiledInt8:
                 continue
             y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name, activations="int8")
             assert_matches_int8_reference(y, case.x, case.pw, case.bias, spec.x_group)
+
+    @pytest.mark.parametrize("diag", [1, 2, 3])
+    def test_timing_diagnostics_cut_work(self, runtime, make_problem, diag):
+        """DIAG 1 (tiles of the first step reused), 2 (one k-quad of 8) and 3 (scales applied
+        once at the end) compile and run, and change the result (the work they claim to cut is
+        cut); DIAG 0 is the kernel itself."""
+
+        class Diag(TiledInt8):
+            def constants(self, p):
+                return (*super().constants(p), ("DIAG", self.diag))
+
+        case = make_problem(70, 136, 256, 64)
+        exact = Diag(k_step=32)  # not bound: bind() would copy it as a plain TiledInt8
+        exact.diag = 0
+        y0 = q4gsw.linear(case.x, case.pw, case.bias, kernel=exact, activations="int8")
+        assert_matches_int8_reference(y0, case.x, case.pw, case.bias)
+        cut = Diag(k_step=32)
+        cut.diag = diag
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=cut, activations="int8")
+        assert y.shape == y0.shape and np.abs(y - y0).max() > 1e-3 * np.abs(y0).max()
 
     def test_nan_and_zero_rows(self, runtime, make_problem):
         """A NaN in x makes its row NaN (and nothing else); a zero row gives the bias."""
@@ -284,6 +311,26 @@ class TestSelectInt8:
         assert gpu.tile_rows(Problem(64, 4096, 4096, 128)) == 64
         assert gpu.split(p128) == 4
         assert gpu.predicted_seconds(p512) < KERNELS["tiled_split"].predicted_seconds(p512)
+
+    def test_64_feature_tiles(self):
+        """features_per_tile=64 halves the grid's feature tiles and Ws; TILE_N joins the key only
+        then (the default key is unchanged)."""
+        assert workgroup_bytes(64, 64, True, 64) == 16 * 2 * (16 * 16 + 16 * 16 + 2 * 128 // 4)
+        p = Problem(512, 4096, 4096, 128)
+        spec = INT8_KERNELS["tiled_int8_64x64"].bind(H200)
+        assert dict(spec.constants(p))["TILE_N"] == 64 and spec.tiles(p) == (64, 8)
+        assert "TILE_N" not in dict(INT8_KERNELS["tiled_int8"].bind(H200).constants(p))
+        assert spec.with_settings({"features_per_tile": 128}).features_per_tile == 128
+        assert spec.with_settings({"features_per_tile": 96}) is spec
+
+    def test_512_invocations(self):
+        """512 invocations a workgroup: 128-row tiles only, within the adapter's limit; WG joins the key."""
+        p = Problem(512, 4096, 4096, 128)
+        spec = INT8_KERNELS["tiled_int8_wg512"].bind(H200)
+        assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, None) is None
+        assert "128-row" in spec.with_settings({"x_rows_per_tile": 64}).supports(p, None)
+        small = fake_capabilities(limits={**H200.limits, "max-compute-invocations-per-workgroup": 256})
+        assert "past the adapter's 256" in INT8_KERNELS["tiled_int8_wg512"].bind(small).supports(p, None)
 
     def test_tuning_bucket_apart(self):
         """int8 kernels are tuned in their own bucket; an f32 entry is never taken for int8."""

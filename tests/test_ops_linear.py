@@ -16,13 +16,15 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels import KERNELS, LLVMPIPE_LOOP_BUDGET, DecodeBatch, Problem, TiledSplit
+from q4gsw.kernels import (KERNELS, LLVMPIPE_LOOP_BUDGET, TILED_PRESETS, DecodeBatch, Problem, TiledSplit, TiledWide,
+                           select)
 from q4gsw.kernels.cost import long_grid
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.weights import features_per_chunk
 
 from .strategies import POW2_GROUP_SIZES, aligned_shapes, seeds, shapes
-from .utils import assert_matches_reference, executorch_pack, random_problem, random_scales, random_weights
+from .utils import (assert_matches_reference, executorch_pack, fake_capabilities, random_problem, random_scales,
+                    random_weights)
 
 #: (id, M, N, K, group_size, batch): batch, when given, replaces M as x's leading shape.
 CASES = [
@@ -367,6 +369,77 @@ class TestTiledSplit:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
+    @pytest.mark.parametrize(("rows", "split"), [(64, 1), (128, 1), (128, 3)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (17, 67, 96, 32), (65, 130, 320, 96),
+                                                     (130, 129, 512, 64), (33, 40, 512, 256)])
+    def test_without_prefetch(self, runtime, make_problem, rows, split, m, n, k, gs):
+        """prefetch=False (each step's loads at its start: group changes mid-split, edges, bias)
+        matches the reference."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledSplit(rows, split, prefetch=False)
+        assert dict(spec.constants(Problem(m, n, k, gs)))["PREFETCH"] is False
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64",
+                                      "tiled_wg512", "tiled_wide"])
+    def test_benchmark_presets(self, runtime, make_problem, name):
+        """The registered tiled presets run correctly by name and are never chosen by default."""
+        case = make_problem(130, 136, 1024, 128, bias=True)
+        spec = KERNELS[name]
+        assert spec.baseline and spec.name == name and TILED_PRESETS[name] is spec
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+        assert select(Problem(512, 4096, 4096, 128), None).name != name
+
+    @pytest.mark.parametrize(("split", "prefetch"), [(1, True), (3, False)])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (130, 129, 512, 64), (33, 40, 512, 256)])
+    def test_512_invocations(self, runtime, make_problem, split, prefetch, m, n, k, gs):
+        """512 invocations of 4 x 8 on 128-row tiles (the upper half computes, does not stage)
+        match the reference; 64-row tiles or a 256-invocation adapter are refused."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledSplit(128, split, prefetch=prefetch, invocations_per_workgroup=512)
+        p = Problem(m, n, k, gs)
+        assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, runtime.caps) is None
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+        assert "128-row" in TiledSplit(64, 1, invocations_per_workgroup=512).supports(p, None)
+
+    @pytest.mark.parametrize("split", [1, 2, 3])
+    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (17, 67, 96, 32), (65, 300, 320, 96),
+                                                     (130, 257, 512, 64), (33, 40, 512, 256)])
+    def test_wide(self, runtime, make_problem, split, m, n, k, gs):
+        """tiled_wide (128 x 256 tiles, 8 x 16 an invocation, 16 k a step): edges in M and N (N past
+        one and two 256-feature tiles), K not a multiple of a split's steps, groups of 32-256."""
+        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
+        spec = TiledWide(split)
+        p = Problem(m, n, k, gs)
+        assert spec.supports(p, runtime.caps) is None and spec.key(p).sources == ("tiled_wide",)
+        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
+
+    def test_2wg_split_fills_two_waves(self):
+        """resident=2 splits K until the grid fills two workgroups per SM (264)."""
+        assert KERNELS["tiled_split_2wg"].split(Problem(512, 4096, 4096, 128)) == 2
+        assert KERNELS["tiled_lowreg_2wg"].split(Problem(512, 14336, 4096, 128)) == 1  # 448 tiles
+        assert KERNELS["tiled_split"].split(Problem(512, 4096, 4096, 128)) == 1
+
+    @pytest.mark.parametrize("diag", [1, 2])
+    def test_timing_diagnostics_cut_work(self, runtime, make_problem, diag):
+        """DIAG 1 (tiles of the first step reused) and 2 (one k of 32) compile and run, and change
+        the result; the same spec with DIAG 0 matches the reference."""
+
+        class Diag(TiledSplit):
+            def constants(self, p):
+                return (*super().constants(p), ("DIAG", self.diag))
+
+        case = make_problem(70, 136, 256, 64)
+        results = []
+        for value in (0, diag):
+            spec = Diag(128, 1)
+            spec.diag = value
+            results.append(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec))
+        assert_matches_reference(results[0], case.x, case.pw, case.bias)
+        assert np.abs(results[1] - results[0]).max() > 1e-3 * np.abs(results[0]).max()
+
     def test_split_along_n(self, runtime, fake_limits, make_problem):
         """With the weight split along N, each chunk's reduction writes its own columns (and bias)."""
         case = make_problem(1, 50, 64, 32, extra_cols=5)  # 1600 weight bytes; 400 of partial sums
@@ -419,12 +492,13 @@ class TestDecodeUnpack:
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
     def test_long_grid_defaults(self, runtime, make_problem):
-        """N past 2048 blocks of 16 rows: 32 rows a workgroup and the imad unpack, by default."""
+        """N past 2048 blocks of 16 rows: 32 rows a workgroup, by default; decode takes the imad
+        unpack on every grid (H200, session 5)."""
         spec = KERNELS["decode_subgroup"].bind(runtime.caps)
         long, short = Problem(1, 16 * 2048, 64, 32), Problem(1, 16 * 2047, 64, 32)
         assert long_grid(long) and not long_grid(short)
         assert (spec.features(long), spec.unpack_imad(long)) == (32, True)
-        assert (spec.features(short), spec.unpack_imad(short)) == (16, False)
+        assert (spec.features(short), spec.unpack_imad(short)) == (16, True)
         workgroup = KERNELS["decode_workgroup"].bind(runtime.caps)  # 32 rows cost it residency
         assert (workgroup.features(long), workgroup.unpack_imad(long)) == (16, True)
         batch = KERNELS["decode_batch"].bind(runtime.caps)  # blocks of 2 take imad on a long grid only
@@ -482,6 +556,19 @@ class TestDecodeVariants:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
+    def test_narrow_routing(self):
+        """decode_narrow is chosen for M = 1 on a GPU up to 2^24 weights (one wave of 8-row
+        workgroups on the H200), decode above that, and never on a CPU adapter unless decode
+        cannot run the shape (K a multiple of 16, not 32)."""
+        gpu, cpu = fake_capabilities(adapter_type="DiscreteGPU"), fake_capabilities()
+        assert q4gsw.kernels.select(Problem(1, 4096, 4096, 128), gpu).name == "decode_narrow_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 2048, 8192, 128), gpu).name == "decode_narrow_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 4097, 4096, 128), gpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 14336, 4096, 128), gpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(2, 4096, 4096, 128), gpu).name == "decode_batch"
+        assert q4gsw.kernels.select(Problem(1, 4096, 4096, 128), cpu).name == "decode_subgroup"
+        assert q4gsw.kernels.select(Problem(1, 70, 3088, 16), gpu).name == "decode_narrow_subgroup"
+
     def test_narrow_shape_reasons(self):
         """decode_narrow needs K and group sizes multiples of 16, and no x staging."""
         spec = DecodeNarrow("subgroup", 32768)
@@ -489,7 +576,7 @@ class TestDecodeVariants:
         assert "multiple of 16" in spec.supports(Problem(1, 8, 48, 24), None)
         assert "x_staged" in spec.with_settings({"x_staged": True}).supports(Problem(1, 8, 48, 16), None)
         p = Problem(1, 4096, 14336, 128)
-        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 32, 1)
+        assert (spec.workgroup_size(p), spec.features(p), spec.split(p)) == (896, 8, 1)  # one step by default
         assert spec.key(p).sources == ("decode_narrow", "unpack", "reduce_subgroup")
 
     def test_settings(self):

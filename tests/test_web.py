@@ -89,7 +89,7 @@ def browser_caps(caps: dict):
 
 def shipped_kernel_keys() -> list[KernelKey]:
     """The configurations the browser compiles: every linear kernel (decode with both unpacks,
-    the dense kernels with fp32 and fp16 weights,
+    the dense kernels with fp32 and fp16 weights, rope_kv and attention with f32 and f16 caches,
     and its variants: K split with x staged, decode_narrow; decode_batch with blocks of 2, 4 and
     8 rows of x and with K split; tiled_split with its split and reduction) and every other
     .wgsl file with an entry point, at its defaults."""
@@ -113,7 +113,9 @@ def shipped_kernel_keys() -> list[KernelKey]:
     for spec in DENSE_KERNELS.values():  # mixed precision: each dense kernel with both weight storages
         keys += [spec.key(DenseProblem(m, 256, 512, dtype, True)) for dtype in ("float32", "float16")
                  for m in ((1,) if spec.name == "gemv" else (64,))]
-    entry_files = {key.sources[0] for key in keys}
+    for stem in ("rope_kv", "attention"):  # the KV cache's kernels, after either element-type file
+        keys += [KernelKey(stem, family="q4gsw", files=(kv, stem)) for kv in ("kv_f32", "kv_f16")]
+    entry_files = {f for key in keys for f in key.sources}
     for path in sorted(files("q4gsw.kernels").iterdir(), key=lambda p: p.name):
         stem = path.name.removesuffix(".wgsl")
         if path.name.endswith(".wgsl") and stem not in entry_files and re.search(r"\bfn main\(", path.read_text()):
@@ -417,14 +419,19 @@ class TestKernelsCompileInChromium:
 
     def test_compiles(self, browser_run):
         """Tint accepts every shipped kernel (parsing, validation, uniformity analysis), and
-        builds its pipeline wherever the workgroup fits the device."""
+        builds its pipeline wherever the workgroup fits the device; the f16 KV cache's kernels
+        (kv_f16.wgsl first) are skipped exactly where the device lacks shader-f16 (SwiftShader
+        in Chromium 156 does)."""
         compiled = browser_run.report["compiled"]
         assert [c["label"] for c in compiled] == [k["label"] for k in browser_run.kernels]
         errors = {c["label"]: c["error"] for c in compiled if c["error"]}
         assert not errors, "\n\n".join(f"{k}: {e}" for k, e in errors.items())
         limit = browser_run.report["maxInvocations"]
+        has_f16 = "shader-f16" in browser_run.report["features"]
         for c, kernel in zip(compiled, browser_run.kernels):
-            assert c["pipeline"] == (kernel["invocations"] <= limit), c["label"]
+            f16 = "kv_f16.wgsl" in kernel["files"]
+            assert c["skipped"] == (None if has_f16 or not f16 else "the device lacks shader-f16"), c["label"]
+            assert c["pipeline"] == (kernel["invocations"] <= limit and c["skipped"] is None), c["label"]
 
 
 class TestWaitForReport:

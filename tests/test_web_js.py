@@ -29,9 +29,13 @@ STATIC = files("q4gsw.web").joinpath("static")
 #: Devices: (q4gsw.js caps, the same device as Python Capabilities). 1024 invocations: no
 #: browser-only skip, so the choice must be select()'s exactly.
 DEVICES = {
-    "swiftshader-like": dict(hasSubgroups=True, subgroupMinSize=4, maxBindingSize=1 << 30, maxWorkgroupStorage=32768),
-    "no-subgroups": dict(hasSubgroups=False, subgroupMinSize=4, maxBindingSize=1 << 27, maxWorkgroupStorage=16384),
-    "wide-subgroups": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 27, maxWorkgroupStorage=16384),
+    "swiftshader-like": dict(hasSubgroups=True, subgroupMinSize=4, maxBindingSize=1 << 30, maxWorkgroupStorage=32768,
+                             isCpu=True),
+    "no-subgroups": dict(hasSubgroups=False, subgroupMinSize=4, maxBindingSize=1 << 27, maxWorkgroupStorage=16384,
+                         isCpu=False),
+    "wide-subgroups": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 27, maxWorkgroupStorage=16384,
+                           isCpu=False),
+    "gpu": dict(hasSubgroups=True, subgroupMinSize=32, maxBindingSize=1 << 31, maxWorkgroupStorage=49152, isCpu=False),
 }
 PROBLEMS = [list(p) for p in itertools.product(
     (1, 2, 3, 4, 5, 8, 16, 17, 33, 64, 65, 100, 128, 130, 257, 512, 1000, 1024, 1025),
@@ -44,7 +48,7 @@ def python_caps(caps: dict):
         adapter_name="a browser", driver="a browser", features=frozenset({"subgroup"} if caps["hasSubgroups"] else set()),
         limits={"max-storage-buffer-binding-size": caps["maxBindingSize"], "max-compute-workgroups-per-dimension": 65535,
                 "max-compute-workgroup-storage-size": caps["maxWorkgroupStorage"]},
-        subgroup_min_size=caps["subgroupMinSize"])
+        subgroup_min_size=caps["subgroupMinSize"], adapter_type="CPU" if caps["isCpu"] else "DiscreteGPU")
 
 
 def run_node(job: dict) -> dict:
@@ -118,6 +122,7 @@ class TestKernelsJs:
         assert wide["fallbacks"] == [
             {"kernel": "decode_subgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
             {"kernel": "decode_workgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
+            {"kernel": "decode_narrow_subgroup", "reason": "needs 896 invocations per workgroup, the device has 256"},
             {"kernel": "decode_batch", "reason": "needs 896 invocations per workgroup, the device has 256"}]
         assert fits == {"kernel": "decode_subgroup", "fallbacks": []}
         assert batch["kernel"] == "general"
@@ -171,3 +176,44 @@ class TestTokenizerJs:
             assert js["encoded"] == [tok.encode(t).ids for t in TEXTS], name
             assert js["decoded"] == [tok.decode(ids) for ids in decode], name
             assert any(len(ids) > 3 for ids in js["encoded"])
+
+
+KV_CHECK = Path(__file__).parent / "web" / "kv_check.mjs"
+
+
+class TestKvCacheOpsJs:
+    def test_files_and_errors_match_python(self, runtime):
+        """ops.js records rope_kv and attention with the same keys and files (kv_f32.wgsl or
+        kv_f16.wgsl first) as q4gsw.llm.ops for either cache dtype; float16 caches without
+        shader-f16 are a FeatureError naming kCache, mixed dtypes a DTypeError naming vCache."""
+        import numpy as np
+
+        from q4gsw.chain import Chain, empty, upload
+        from q4gsw.llm import ops
+
+        node = shutil.which("node")
+        if node is None:
+            _no_browser("no node on PATH (Debian: apt-get install nodejs)")
+        cases = [{"dtypes": ["float32", "float32"], "features": []},
+                 {"dtypes": ["float16", "float16"], "features": ["shader-f16"]},
+                 {"dtypes": ["float16", "float16"], "features": []},
+                 {"dtypes": ["float16", "float32"], "features": ["shader-f16"]}]
+        done = subprocess.run([node, str(KV_CHECK)], input=json.dumps({"static": str(STATIC), "cases": cases}),
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        js = json.loads(done.stdout)
+        if not runtime.caps.has_f16:
+            pytest.skip("the Python side of the float16 case needs shader-f16")
+        for case, got in zip(cases[:2], js[:2]):
+            state = runtime.buffers.upload(np.zeros(4, np.uint32), runtime.wgpu.BufferUsage.UNIFORM, "test/state")
+            k, v = (empty((2, 128, 16), dtype=d) for d in case["dtypes"])
+            with Chain() as chain:
+                q = ops.rope_kv(chain, upload(np.zeros((1, 128), np.float32)), upload(np.zeros((128, 8, 2), np.float32)),
+                                state, k, v, q_heads=4, kv_heads=2, head_dim=16)
+                ops.attention(chain, q, k, v, state, kv_heads=2, head_dim=16, splits=2, split_keys=64)
+                python = [{"key": str(d.key), "sources": list(d.key.sources)} for d in chain.dispatches]
+            assert got == {"keys": python, "error": None}
+        for got, kv in zip(js[:2], ("kv_f32", "kv_f16")):
+            assert [key["sources"] for key in got["keys"]] == [[kv, "rope_kv"], [kv, "attention"], ["attention_combine"]]
+        assert js[2]["error"] == {"name": "FeatureError", "argument": "kCache", "feature": "shader-f16"}
+        assert js[3]["error"] == {"name": "DTypeError", "argument": "vCache", "feature": None}

@@ -360,3 +360,31 @@ def test_every_python_kernel_in_bundle(tiny):
     m = manifest_of(tiny["llama"])
     stems = {p.name.removesuffix(".wgsl") for p in files("q4gsw.kernels").iterdir() if p.name.endswith(".wgsl")}
     assert set(m["kernels"]) == stems
+
+
+class TestKvCacheF16:
+    def test_generate_page(self, tiny):
+        """generate.html?kv_cache=f16: where the browser's adapter offers shader-f16, the greedy
+        ids are Python's with kv_cache="f16"; where it does not (Chromium 156's SwiftShader), the
+        page reports a FeatureError naming kvCache and shader-f16, raised before any data file
+        of the bundle was requested."""
+        t = tiny["llama"]
+        query = urlencode({"ids": ",".join(map(str, t.prompt)), "max_new_tokens": NEW_TOKENS, "report": "/result",
+                           "progress": "/progress", "kv_cache": "f16"})
+        try:
+            page = run_page(t.bundle, f"generate.html?{query}")
+        except BrowserUnavailable as exc:
+            _no_browser(exc)
+        report = json.loads(page.report)
+        if report.get("error", {}).get("name") == "DeviceError":
+            _no_browser(report["error"]["message"])
+        if "shader-f16" in report["features"]:
+            assert "error" not in report, report["error"]
+            model = q4gsw.load_model(t.checkpoint, group_size=GROUP_SIZE, max_positions=MAX_POSITIONS, kv_cache="f16")
+            assert report["kv_cache"] == "f16" and report["ids"] == model.generate(t.prompt, NEW_TOKENS)
+            model.release()
+        else:
+            error = report["error"]
+            assert (error["name"], error["argument"], error["feature"]) == ("FeatureError", "kvCache", "shader-f16")
+            assert "shader-f16" in error["message"] and "got \"f16\"" in error["message"]
+            assert not [what for what, _ in page.events if what.startswith("GET /data/")]

@@ -7,6 +7,7 @@ from .errors import (
     FormatError,
     DeviceError,
     DTypeError,
+    FeatureError,
     GroupSizeError,
     ProfilerError,
     Q4gswError,
@@ -42,7 +43,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "ArgumentError", "DeviceError", "DTypeError", "GroupSizeError", "ProfilerError", "Q4gswError",
+    "ArgumentError", "DeviceError", "DTypeError", "FeatureError", "GroupSizeError", "ProfilerError", "Q4gswError",
     "ShaderError", "ShapeError", "SizeLimitError", "UnsupportedShapeError", "ValueRangeError",
     "PackedWeight", "linear_reference", "pack_int4", "unpack_int4",
     "linear", "linear_dq8ca_q4gsw", "linear_q4gsw", "profile",

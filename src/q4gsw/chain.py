@@ -24,8 +24,8 @@ ELEMENTWISE_WG = 256
 RMS_NORM_WG = 128
 
 
-#: The element types a GpuTensor can hold (4 bytes each).
-DTYPES = ("float32", "uint32")
+#: The element types a GpuTensor can hold ("float16": a half-precision KV cache).
+DTYPES = ("float32", "uint32", "float16")
 
 
 class GpuTensor:
@@ -33,9 +33,10 @@ class GpuTensor:
 
     Attributes:
         shape: the tensor's shape (row-major, contiguous).
-        buffer: the wgpu buffer (at least 4 * size bytes).
+        buffer: the wgpu buffer (at least nbytes, rounded up to a multiple of 4).
         runtime: the Runtime whose device holds the buffer.
-        dtype: "float32" (every op's data) or "uint32" (token ids, positions).
+        dtype: "float32" (every op's data), "uint32" (token ids, positions) or "float16"
+            (a KV cache stored in half precision, CausalLM(kv_cache="f16")).
     """
 
     __slots__ = ("shape", "buffer", "runtime", "dtype", "__weakref__")
@@ -52,7 +53,7 @@ class GpuTensor:
 
     @property
     def nbytes(self) -> int:
-        return 4 * self.size
+        return np.dtype(self.dtype).itemsize * self.size
 
     def numpy(self) -> np.ndarray:
         """Read back: a new ndarray of `shape` and `dtype` (waits for the GPU work submitted so far)."""
@@ -103,8 +104,8 @@ def empty(shape, *, dtype: str = "float32", runtime=None) -> GpuTensor:
     if dtype not in DTYPES:
         raise DTypeError("empty", "dtype", f"one of {DTYPES}", repr(dtype))
     runtime = runtime or get_runtime()
-    return GpuTensor(runtime.buffers.create(4 * math.prod(shape), _usage(runtime), "q4gsw/tensor"), shape, runtime,
-                     dtype)
+    nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+    return GpuTensor(runtime.buffers.create(nbytes, _usage(runtime), "q4gsw/tensor"), shape, runtime, dtype)
 
 
 class Chain:
@@ -173,9 +174,10 @@ class Chain:
         return t
 
     def record(self, name: str, constants: tuple, buffers, workgroups: int, nbytes: int, *,
-               family: str = "chain") -> None:
-        """Record <family>/<name>.wgsl over `buffers` (bindings 0, 1, ...) on `workgroups` workgroups."""
-        key = KernelKey(name, constants, family=family)
+               family: str = "chain", files: tuple = ()) -> None:
+        """Record <family>/<name>.wgsl (or `files` joined, see KernelKey) over `buffers`
+        (bindings 0, 1, ...) on `workgroups` workgroups."""
+        key = KernelKey(name, constants, family=family, files=files)
         self.dispatches.append(bind(self.runtime, key, buffers, workgroups, nbytes=nbytes))
 
     # --- ops ---------------------------------------------------------------------------------
@@ -315,7 +317,7 @@ class Chain:
         for tensor, value in (feeds or {}).items():
             self.tensor("Chain.run", "feeds", tensor, dtype=getattr(tensor, "dtype", "float32")).write(value)
         for t in self._outputs:
-            self.runtime.poison(t.buffer, t.size)
+            self.runtime.poison(t.buffer, t.nbytes // 4)
         submit(self.runtime, self.dispatches, label=self.label, one_pass=True, copies=copies)
 
     def command_buffer(self, *, copies: tuple = ()):
@@ -323,7 +325,7 @@ class Chain:
         one compute pass, outputs poisoned first when the runtime poisons; the caller submits
         it (e.g. runtime.submit.submit_for_index). Not for use inside q4gsw.profile()."""
         for t in self._outputs:
-            self.runtime.poison(t.buffer, t.size)
+            self.runtime.poison(t.buffer, t.nbytes // 4)
         encoder = self.runtime.device.create_command_encoder(label=self.label)
         cpass = encoder.begin_compute_pass(label=self.label)
         record_pass(cpass, self.dispatches)

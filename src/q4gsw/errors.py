@@ -39,6 +39,15 @@ class SizeLimitError(ArgumentError):
     """A size exceeds what the adapter or 32-bit indexing can address."""
 
 
+class FeatureError(ArgumentError):
+    """An option needs a WebGPU feature the device was not created with (kv_cache="f16"
+    without `shader-f16`): names the option, the feature and what the adapter offers instead."""
+
+    def __init__(self, function: str, argument: str, expected: str, got: str, feature: str):
+        self.feature = feature
+        super().__init__(function, argument, expected, got)
+
+
 class UnsupportedShapeError(Q4gswError):
     """A kernel was asked for a problem it does not support (the reason is in the message)."""
 

@@ -1,16 +1,19 @@
 // Compiled (never run) by tests/test_web_package.py with `tsc --noEmit --strict`: a web
 // developer's use of q4gsw.js, typed through q4gsw.d.ts.
 import {
-  BundleError, CausalLM, Chain, DeviceLostError, GpuTensor, IntegrityError, Q4gswError, SentenceEncoder,
-  WordPieceTokenizer, cosineSimilarity, createRuntime, encoderOps, loadBundle, loadModel, loadSentenceEncoder, ops,
+  BundleError, CausalLM, Chain, DeviceLostError, FeatureError, GpuTensor, IntegrityError, KvCache, Q4gswError,
+  SentenceEncoder, WordPieceTokenizer, cosineSimilarity, createRuntime, encoderOps, loadBundle, loadModel,
+  loadSentenceEncoder, ops,
 } from "q4gsw";
 
 export async function generate(prompt: string): Promise<string> {
   const runtime = await createRuntime({ onDeviceLost: (err: DeviceLostError) => console.warn(err.reason) });
   let model: CausalLM;
+  const kvCache: KvCache = runtime.caps.features.has("shader-f16") ? "f16" : "f32";
   try {
-    model = await loadModel("./", { runtime, maxPositions: 256, onProgress: (p) => console.log(p.phase, p.loaded, p.total) });
+    model = await loadModel("./", { runtime, maxPositions: 256, kvCache, onProgress: (p) => console.log(p.phase, p.loaded, p.total) });
   } catch (err) {
+    if (err instanceof FeatureError) return `needs ${err.feature} for ${err.argument}`;
     if (err instanceof IntegrityError) return `corrupt: ${err.file}`;
     if (err instanceof BundleError) return "not a bundle";
     throw err;
@@ -19,6 +22,8 @@ export async function generate(prompt: string): Promise<string> {
   const ids = tokenizer ? tokenizer.encode(prompt) : [1, 2, 3];
   const out: number[] = await model.generate(ids, 16, { temperature: 0.7, topK: 40, seed: 1, onToken: (id, i) => console.log(i, id) });
   const rate: number = model.lastStats.decodeTokensPerSecond;
+  const cacheBytes: number = model.kvCacheBytesPerToken * model.maxPositions;
+  console.log(model.kvCache, cacheBytes);
   const logits: Float32Array = await model.logits(ids);
   console.log(rate, logits.length);
   return tokenizer ? tokenizer.decode(out) : out.join(" ");

@@ -60,7 +60,14 @@ def add_parser(sub) -> None:
                    help="group size of weights quantized at load (default: %(default)s)")
     g.add_argument("--max-positions", type=_positive_int, default=None,
                    help="KV-cache positions (default: min(4096, the model's context))")
+    _add_kv_cache(g)
     g.set_defaults(func=run)
+
+
+def _add_kv_cache(parser) -> None:
+    parser.add_argument("--kv-cache", choices=("f32", "f16"), default="f32",
+                        help="KV-cache storage: f16 halves its memory and the attention's reads; needs the "
+                             "adapter's shader-f16 (default: %(default)s)")
 
 
 def run(args) -> int:
@@ -77,7 +84,8 @@ def run(args) -> int:
         raise _Refused("--prompt", "--ids with --random (random weights have no tokenizer)", repr(args.prompt))
     if args.temperature == 0 and (args.top_k or args.top_p or args.seed is not None):
         raise _Refused("--temperature", "> 0 with --top-k, --top-p or --seed (0 is greedy)", "0")
-    model = open_model(args.path, args.random, group_size=args.group_size, max_positions=args.max_positions)
+    model = open_model(args.path, args.random, group_size=args.group_size, max_positions=args.max_positions,
+                       kv_cache=args.kv_cache)
     if args.ids is not None:
         ids = args.ids
     elif args.prompt is not None:
@@ -129,6 +137,7 @@ def add_bench_parser(sub) -> None:
     b.add_argument("--prefill-tokens", type=_positive_int, default=512, help="prefill prompt (default: %(default)s)")
     b.add_argument("--no-yardstick", action="store_true", help="skip the torch int4 yardstick")
     b.add_argument("--out", default=None, help="write OUT.json and OUT.md (default: not written)")
+    _add_kv_cache(b)
     b.set_defaults(func=run_bench)
 
 
@@ -136,7 +145,7 @@ def run_bench(args) -> int:
     from ..tools.bench_llm import bench_llm, write_results
 
     result = bench_llm(args.presets, contexts=args.contexts, new_tokens=args.new_tokens,
-                       prefill_tokens=args.prefill_tokens, yardstick=not args.no_yardstick)
+                       prefill_tokens=args.prefill_tokens, yardstick=not args.no_yardstick, kv_cache=args.kv_cache)
     if args.out:
         print("wrote " + ", ".join(write_results(result, args.out)))
     return 0

@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 
 from ..llm import PRESETS, CausalLM, DecoderConfig, load_model, random_weights, write_random_checkpoint
+from ..llm.ops import kv_cache_dtype
+from ..runtime import get_runtime
 
 #: The demo's checkpoint: a small Llama with grouped-query attention, its tokenizer trained in-process.
 DEMO_CONFIG = DecoderConfig(architecture="LlamaForCausalLM", vocab_size=512, hidden_size=256, intermediate_size=704,
@@ -17,11 +19,14 @@ DEMO_CONFIG = DecoderConfig(architecture="LlamaForCausalLM", vocab_size=512, hid
 
 
 def open_model(path: str | None, random: str | None, *, group_size: int, max_positions: int | None,
-               seed: int = 0) -> CausalLM:
-    """load_model(path) or a model of random weights of a preset's shape (no download)."""
+               seed: int = 0, kv_cache: str = "f32") -> CausalLM:
+    """load_model(path) or a model of random weights of a preset's shape (no download); the
+    KV-cache option is checked against the device first."""
     if random is not None:
-        return CausalLM(random_weights(PRESETS[random], group_size=group_size, seed=seed), max_positions=max_positions)
-    return load_model(path, group_size=group_size, max_positions=max_positions, progress=True)
+        kv_cache_dtype("open_model", kv_cache, get_runtime().caps)
+        return CausalLM(random_weights(PRESETS[random], group_size=group_size, seed=seed), max_positions=max_positions,
+                        kv_cache=kv_cache)
+    return load_model(path, group_size=group_size, max_positions=max_positions, progress=True, kv_cache=kv_cache)
 
 
 def stream(model: CausalLM, ids: list[int], max_new_tokens: int, *, out=sys.stdout, warm_up: bool = True,

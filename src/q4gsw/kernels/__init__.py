@@ -5,10 +5,10 @@ from .decode import Decode, DecodeBatch
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
-from .select import INT8_KERNELS, KERNELS, REGISTRIES, check_activations, select
+from .select import INT8_KERNELS, KERNELS, REGISTRIES, TILED_PRESETS, check_activations, select
 from .spec import LLVMPIPE_LOOP_BUDGET, KernelSpec
-from .tiled import Tiled, TiledSplit
+from .tiled import Tiled, TiledSplit, TiledWide
 
 __all__ = ["Decode", "DecodeBatch", "General", "INT8_KERNELS", "KERNELS", "KernelSpec", "LLVMPIPE_LOOP_BUDGET",
-           "Problem", "REGISTRIES", "Rowwise", "Tiled", "TiledInt8", "TiledSplit", "check_activations", "select",
-           "tuning_bucket"]
+           "Problem", "REGISTRIES", "Rowwise", "TILED_PRESETS", "Tiled", "TiledInt8", "TiledSplit", "TiledWide",
+           "check_activations", "select", "tuning_bucket"]

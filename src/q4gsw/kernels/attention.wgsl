@@ -20,8 +20,10 @@
 // Bindings (group 0): 0 out (read_write f32: T x Q_HEADS x D, or partial sums T x KV_HEADS x
 //                     SPLITS x G x D), 1 stats (read_write vec2<f32>, T x KV_HEADS x SPLITS x G:
 //                     (m, l); written only with SPLITS > 1), 2 q (vec4<f32>, T x Q_HEADS x D),
-//                     3 k_cache, 4 v_cache (vec4<f32>, KV_HEADS x max_positions x D),
-//                     5 state (uniform State), 6 params (uniform Params)
+//                     3 k_cache, 4 v_cache (vec4<KvScalar>, KV_HEADS x max_positions x D; read
+//                     as vec4<f32>), 5 state (uniform State), 6 params (uniform Params)
+// KvScalar (f32, or f16 for a half-precision cache) comes from kv_f32.wgsl or kv_f16.wgsl,
+// joined before this file (KernelKey.files); scores, softmax and sums are f32 either way.
 // Overrides: WG (keys per tile), G, D, KV_HEADS, SPLITS, SPLIT_KEYS, WINDOW.
 
 override WG: u32 = 64u;
@@ -39,8 +41,8 @@ struct Params { rows: u32, max_positions: u32, scale: f32, pad0: u32, }
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(2) var<storage, read> q: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> k_cache: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> v_cache: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> k_cache: array<vec4<KvScalar>>;
+@group(0) @binding(4) var<storage, read> v_cache: array<vec4<KvScalar>>;
 @group(0) @binding(5) var<uniform> state: State;
 @group(0) @binding(6) var<uniform> params: Params;
 
@@ -133,10 +135,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var s4 = 0.0; var s5 = 0.0; var s6 = 0.0; var s7 = 0.0;
     var c = 0u;
     for (; c + 8u <= d4; c += 8u) {
-      let k_0 = k_cache[key + c];      let k_1 = k_cache[key + c + 1u];
-      let k_2 = k_cache[key + c + 2u]; let k_3 = k_cache[key + c + 3u];
-      let k_4 = k_cache[key + c + 4u]; let k_5 = k_cache[key + c + 5u];
-      let k_6 = k_cache[key + c + 6u]; let k_7 = k_cache[key + c + 7u];
+      let k_0 = vec4<f32>(k_cache[key + c]);      let k_1 = vec4<f32>(k_cache[key + c + 1u]);
+      let k_2 = vec4<f32>(k_cache[key + c + 2u]); let k_3 = vec4<f32>(k_cache[key + c + 3u]);
+      let k_4 = vec4<f32>(k_cache[key + c + 4u]); let k_5 = vec4<f32>(k_cache[key + c + 5u]);
+      let k_6 = vec4<f32>(k_cache[key + c + 6u]); let k_7 = vec4<f32>(k_cache[key + c + 7u]);
       s0 += dot8(0u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7);
       if (G > 1u) { s1 += dot8(1u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
       if (G > 2u) { s2 += dot8(2u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
@@ -147,7 +149,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       if (G > 7u) { s7 += dot8(7u, c, k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7); }
     }
     for (; c < d4; c++) {  // head dims not a multiple of 32
-      let k = k_cache[key + c];
+      let k = vec4<f32>(k_cache[key + c]);
       s0 += dot_row(0u, c, k);
       if (G > 1u) { s1 += dot_row(1u, c, k); }
       if (G > 2u) { s2 += dot_row(2u, c, k); }
@@ -192,16 +194,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var e = select(count, lane, lane < key_lanes);  // spare invocations idle
     let vb = (kv_base + k0) * d4 + col;
     for (; e + 3u * key_lanes < count; e += 4u * key_lanes) {
-      let v0 = v_cache[vb + e * d4];
-      let v1 = v_cache[vb + (e + key_lanes) * d4];
-      let v2 = v_cache[vb + (e + 2u * key_lanes) * d4];
-      let v3 = v_cache[vb + (e + 3u * key_lanes) * d4];
+      let v0 = vec4<f32>(v_cache[vb + e * d4]);
+      let v1 = vec4<f32>(v_cache[vb + (e + key_lanes) * d4]);
+      let v2 = vec4<f32>(v_cache[vb + (e + 2u * key_lanes) * d4]);
+      let v3 = vec4<f32>(v_cache[vb + (e + 3u * key_lanes) * d4]);
       a = add_value(a, e, v0);
       a = add_value(a, e + key_lanes, v1);
       a = add_value(a, e + 2u * key_lanes, v2);
       a = add_value(a, e + 3u * key_lanes, v3);
     }
-    for (; e < count; e += key_lanes) { a = add_value(a, e, v_cache[vb + e * d4]); }
+    for (; e < count; e += key_lanes) { a = add_value(a, e, vec4<f32>(v_cache[vb + e * d4])); }
     let slot = min(lane, key_lanes - 1u) * G * d4 + col;
     if (lane < key_lanes) {
       lanes[slot] = a.a0;

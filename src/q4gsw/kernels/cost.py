@@ -39,6 +39,21 @@ def decode_seconds(p: Problem) -> float:
     return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
 
 
+#: decode_narrow (8 rows a workgroup, one trip to memory an invocation) against decode on the
+#: H200 (bench/results/2026-11-29-h200-s5-decode-probe.md): 0.90x on the 8-9 MB M = 1 shapes
+#: (N * K = 2^24: 4096 warps, one wave), 1.07-1.42x on 31 MB and 1.31x on the LM head.
+NARROW_MAX_WEIGHTS = 1 << 24
+NARROW_SPEEDUP, NARROW_SLOWDOWN = 0.9, 1.3
+
+
+def narrow_seconds(p: Problem, on_cpu: bool) -> float:
+    """decode_narrow's time: decode's, scaled by NARROW_SPEEDUP where it was measured faster
+    (M = 1, N * K <= NARROW_MAX_WEIGHTS, a GPU), else by NARROW_SLOWDOWN (so it is chosen only
+    where decode cannot run, e.g. K a multiple of 16 but not 32)."""
+    faster = p.m == 1 and p.n * p.k <= NARROW_MAX_WEIGHTS and not on_cpu
+    return decode_seconds(p) * (NARROW_SPEEDUP if faster else NARROW_SLOWDOWN)
+
+
 def decode_batch_seconds(p: Problem, x_rows_per_block: int, split: int) -> float:
     blocks = ceil_div(p.m, x_rows_per_block)
     seconds = SECONDS_FIXED + BATCH_SECONDS_PER_BLOCK_MAC[x_rows_per_block] * blocks * p.n * p.k
@@ -72,9 +87,10 @@ QUANTIZE_SECONDS_FIXED = 2.0e-6
 QUANTIZE_SECONDS_PER_ELEMENT = 5.0 / 3e12
 
 
-def tiled_int8_seconds(p: Problem, tile_m: int, k_step: int, split: int) -> float:
-    """The quantize pass, the GEMM's waves of tiles over its steps, and the split's reduction."""
-    tiles = ceil_div(p.m, tile_m) * ceil_div(p.n, 128) * split
+def tiled_int8_seconds(p: Problem, tile_m: int, k_step: int, split: int, tile_n: int = 128) -> float:
+    """The quantize pass, the GEMM's waves of tiles over its steps, and the split's reduction
+    (a tile of 64 features is costed as one of 128: not fitted)."""
+    tiles = ceil_div(p.m, tile_m) * ceil_div(p.n, tile_n) * split
     per_k = INT8_SECONDS_PER_K_PER_WAVE if tile_m == 128 else INT8_64_SECONDS_PER_K_PER_WAVE
     k_per_split = k_step * ceil_div(ceil_div(p.k, k_step), split)
     quantize = QUANTIZE_SECONDS_FIXED + QUANTIZE_SECONDS_PER_ELEMENT * p.m * p.k

@@ -88,9 +88,12 @@ class Decode(KernelSpec):
         return type(self)(self.reduction, self.partial_capacity, *tuned, *split)
 
     def unpack_imad(self, p: Problem) -> bool:
-        """UNPACK_IMAD (unpack.wgsl)."""
+        """UNPACK_IMAD (unpack.wgsl). "auto": the multiply-add unpack, on every shape: on the H200
+        it was 5-11 % faster than the shift form at M = 1 on all six Llama shapes (LM head 119.9
+        vs 140.5 µs; bench/results/2026-11-29-h200-s5-decode-probe.md). (Session 3's H100 runs,
+        at clocks nobody recorded, had the shift form ahead on the mid shapes.)"""
         if self.unpack == "auto":
-            return cost.long_grid(p)
+            return True
         return self.unpack == "imad"
 
     def split(self, p: Problem) -> int:
@@ -167,20 +170,43 @@ class Decode(KernelSpec):
 
 
 class DecodeNarrow(Decode):
-    """Decode with 8-byte weight loads (a variant for measurement; not in KERNELS): 16 k per
-    invocation (x in four vec4), 8 rows a step, so as many bytes in flight per invocation as
-    Decode with half the registers of x and twice the invocations; K split as Decode's
-    k_per_workgroup. Names: decode_narrow_subgroup, decode_narrow_workgroup."""
+    """Decode with 8-byte weight loads: 16 k per invocation (x in four vec4), 8 rows a step, so
+    as many bytes in flight per invocation as Decode with half the registers of x and twice the
+    invocations; K split as Decode's k_per_workgroup. Names: decode_narrow_subgroup (routed),
+    decode_narrow_workgroup.
+
+    Routed for M = 1 on a GPU when the weight has at most cost.NARROW_MAX_WEIGHTS elements:
+    with 8 rows a workgroup (the default) every invocation makes one trip to memory and the
+    grid fits one wave of the H200, where it ran 8-12 % faster than decode on the 8-9 MB Llama
+    shapes and 7-40 % slower on bigger ones (cost.narrow_seconds). On a CPU adapter it is
+    slower (lavapipe), and never chosen there."""
 
     features_per_step = 8  # decode_narrow.wgsl's RB
     k_per_invocation = 16  # one vec2<u32> of a weight row
     file = "decode_narrow"
+    on_cpu = False  # the device's (bind)
+
+    def bind(self, caps):
+        if caps is None or caps.is_cpu == self.on_cpu:
+            return self
+        bound = type(self)(self.reduction, self.partial_capacity, self.features_per_workgroup, self.unpack,
+                           self.k_per_workgroup, self.x_staged)
+        bound.on_cpu = caps.is_cpu
+        return bound
+
+    def with_settings(self, settings):
+        tuned = super().with_settings(settings)
+        tuned.on_cpu = self.on_cpu
+        return tuned
 
     def features(self, p: Problem) -> int:
-        """As Decode's, 32 by default (two steps of 8)."""
+        """As Decode's, 8 by default (one step: every load issued before the first wait)."""
         if self.features_per_workgroup is None:
-            return self.with_settings({"features_per_workgroup": 32}).features(p)
+            return self.with_settings({"features_per_workgroup": 8}).features(p)
         return super().features(p)
+
+    def predicted_seconds(self, p):
+        return cost.narrow_seconds(p, self.on_cpu) + cost.split_seconds(p, self.split(p))
 
     def workgroup_bytes(self, p: Problem) -> int:
         """Workgroup memory the kernel declares (partial sums only)."""
@@ -258,7 +284,7 @@ class DecodeBatch(KernelSpec):
     def features(self, p: Problem) -> int:
         """Output features per workgroup (FEATURES), halved until the subgroup slots fit
         workgroup memory (>= 4)."""
-        features = self.features_per_workgroup or (32 if self.x_rows(p) == 8 or cost.long_grid(p) else 16)
+        features = self.features_per_workgroup or (64 if self.x_rows(p) == 8 else 32 if cost.long_grid(p) else 16)
         while features > 4 and self.workgroup_bytes(p, features) > self.storage_limit:
             features //= 2
         return features

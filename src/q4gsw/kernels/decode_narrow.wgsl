@@ -71,17 +71,16 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   let c = min(pair, pairs - 1u);
   let last_row = params.n - 1u;
 
-  let xb = (m * params.k) / 4u + 4u * c;
-  let x0 = x[xb]; let x1 = x[xb + 1u]; let x2 = x[xb + 2u]; let x3 = x[xb + 3u];
-  let xs = x0 + x1 + x2 + x3;
-  let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
-  let scale_base = ((16u * c) / params.group_size) * params.scale_stride;
-  clear_partials(inv);
-
+  // Every load of the first step (8 rows of weights, then x) is issued before anything waits
+  // on one: with FEATURES = 8 an invocation makes one trip to memory.
   var w0 = pair_of(n0, last_row, pairs, c);      var w1 = pair_of(n0 + 1u, last_row, pairs, c);
   var w2 = pair_of(n0 + 2u, last_row, pairs, c); var w3 = pair_of(n0 + 3u, last_row, pairs, c);
   var w4 = pair_of(n0 + 4u, last_row, pairs, c); var w5 = pair_of(n0 + 5u, last_row, pairs, c);
   var w6 = pair_of(n0 + 6u, last_row, pairs, c); var w7 = pair_of(n0 + 7u, last_row, pairs, c);
+  let xb = (m * params.k) / 4u + 4u * c;
+  let x0 = x[xb]; let x1 = x[xb + 1u]; let x2 = x[xb + 2u]; let x3 = x[xb + 3u];
+  let scale_base = ((16u * c) / params.group_size) * params.scale_stride;
+  clear_partials(inv);
   for (var r = 0u; r < FEATURES; r += RB) {
     let s_lo = scales4(scale_base, n0 + r, last_row);
     let s_hi = scales4(scale_base, n0 + r + 4u, last_row);
@@ -91,6 +90,9 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
     let v2 = pair_of(rn + 2u, last_row, pairs, c); let v3 = pair_of(rn + 3u, last_row, pairs, c);
     let v4 = pair_of(rn + 4u, last_row, pairs, c); let v5 = pair_of(rn + 5u, last_row, pairs, c);
     let v6 = pair_of(rn + 6u, last_row, pairs, c); let v7 = pair_of(rn + 7u, last_row, pairs, c);
+    // sum of x over the invocation's 16 k, after the loads above are issued (recomputed a step)
+    let xs = x0 + x1 + x2 + x3;
+    let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
     let d_lo = vec4<f32>(dot16(w0, x0, x1, x2, x3), dot16(w1, x0, x1, x2, x3),
                          dot16(w2, x0, x1, x2, x3), dot16(w3, x0, x1, x2, x3));
     let d_hi = vec4<f32>(dot16(w4, x0, x1, x2, x3), dot16(w5, x0, x1, x2, x3),

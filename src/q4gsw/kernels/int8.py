@@ -100,6 +100,10 @@ class TiledInt8(KernelSpec):
 
     Settings (None: chosen per problem and device):
         x_rows_per_tile: 64 or 128 (default 64 up to M = 64);
+        features_per_tile: 128 (default) or 64 (a quarter or half of the registers a thread holds:
+            64 x 64 tiles are 4 x 4 outputs an invocation);
+        invocations_per_workgroup: 256 (default) or 512 (128-row tiles only: 4 x 8 outputs an
+            invocation, the same tile and staging with twice the warps and half the registers each);
         k_step: 32 or 64 k a step (default 64 where the workgroup memory allows, else 32);
         double_buffer: two buffers of tiles and one barrier a step (default True);
         split: workgroups per tile along K, 1..16 (default: the least predicted time);
@@ -114,29 +118,37 @@ class TiledInt8(KernelSpec):
 
     def __init__(self, name: str = "tiled_int8", *, x_rows_per_tile: int | None = None, k_step: int | None = None,
                  double_buffer: bool = True, split: int | None = None, x_group: int | None = None,
-                 baseline: bool = False, memory_limit: int | None = None):
+                 features_per_tile: int = 128, invocations_per_workgroup: int = 256, baseline: bool = False,
+                 memory_limit: int | None = None, invocation_limit: int | None = None):
         self.name = name
-        self.x_group = x_group
+        self.x_group, self.features_per_tile = x_group, features_per_tile
+        self.invocations_per_workgroup = invocations_per_workgroup
         self.x_rows_per_tile, self.k_step, self.double_buffer = x_rows_per_tile, k_step, double_buffer
         self.fixed_split, self.baseline = split, baseline
         self.memory_limit = memory_limit  # the device's workgroup storage (None: not bound yet)
+        self.invocation_limit = invocation_limit  # the device's invocations per workgroup (None: not bound yet)
 
     def _copy(self, **changes) -> "TiledInt8":
         args = dict(x_rows_per_tile=self.x_rows_per_tile, k_step=self.k_step, double_buffer=self.double_buffer,
-                    split=self.fixed_split, x_group=self.x_group, baseline=self.baseline,
-                    memory_limit=self.memory_limit)
+                    split=self.fixed_split, x_group=self.x_group, features_per_tile=self.features_per_tile,
+                    invocations_per_workgroup=self.invocations_per_workgroup, baseline=self.baseline,
+                    memory_limit=self.memory_limit, invocation_limit=self.invocation_limit)
         args.update(changes)
         return TiledInt8(self.name, **args)
 
     def bind(self, caps):
         if caps is None:
             return self
-        return self._copy(memory_limit=int(caps.limits.get("max-compute-workgroup-storage-size", 16384)))
+        return self._copy(memory_limit=int(caps.limits.get("max-compute-workgroup-storage-size", 16384)),
+                          invocation_limit=int(caps.limits.get("max-compute-invocations-per-workgroup", 256)))
 
     def settings(self):
         return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("k_step", self.k_step),
                                   ("double_buffer", self.double_buffer), ("split", self.fixed_split),
-                                  ("x_group", self.x_group))
+                                  ("x_group", self.x_group),
+                                  ("features_per_tile", None if self.features_per_tile == 128 else self.features_per_tile),
+                                  ("invocations_per_workgroup",
+                                   None if self.invocations_per_workgroup == 256 else self.invocations_per_workgroup))
                 if v is not None}
 
     def with_settings(self, settings):
@@ -145,11 +157,15 @@ class TiledInt8(KernelSpec):
         double = bool(settings.get("double_buffer", self.double_buffer))
         split = settings.get("split", self.fixed_split)
         x_group = settings.get("x_group", self.x_group)
+        cols = settings.get("features_per_tile", self.features_per_tile)
+        invocations = settings.get("invocations_per_workgroup", self.invocations_per_workgroup)
         if (rows not in (None, 64, 128) or k_step not in (None, 32, 64) or x_group not in (None, 32)
+                or cols not in (64, 128) or invocations not in (256, 512)
                 or (split is not None and not 1 <= int(split) <= self.max_split)):
             return self
         return self._copy(x_rows_per_tile=rows, k_step=k_step, double_buffer=double,
-                          split=None if split is None else int(split), x_group=x_group)
+                          split=None if split is None else int(split), x_group=x_group, features_per_tile=cols,
+                          invocations_per_workgroup=invocations)
 
     def variants(self, p):
         return [self._copy(x_rows_per_tile=r, k_step=k, double_buffer=d, split=s)
@@ -174,7 +190,8 @@ class TiledInt8(KernelSpec):
         """k per step (BK): the setting, else 64 where its buffers fit the device's workgroup memory."""
         if self.k_step is not None:
             return self.k_step
-        fits = self.memory_limit is None or workgroup_bytes(self.tile_rows(p), 64, self.double_buffer) <= self.memory_limit
+        need = workgroup_bytes(self.tile_rows(p), 64, self.double_buffer, self.features_per_tile)
+        fits = self.memory_limit is None or need <= self.memory_limit
         return 64 if fits else 32
 
     def split(self, p):
@@ -189,21 +206,24 @@ class TiledInt8(KernelSpec):
         return best[1]
 
     def predicted_seconds_split(self, p: Problem, split: int) -> float:
-        return cost.tiled_int8_seconds(p, self.tile_rows(p), self.step(p), split)
+        return cost.tiled_int8_seconds(p, self.tile_rows(p), self.step(p), split, self.features_per_tile)
 
     def predicted_seconds(self, p):
         return self.predicted_seconds_split(p, self.split(p))
 
     def tiles(self, p):
-        return ceil_div(p.n, 128), ceil_div(p.m, self.tile_rows(p)) * self.split(p)
+        return ceil_div(p.n, self.features_per_tile), ceil_div(p.m, self.tile_rows(p)) * self.split(p)
 
     def loop_trips(self, p):
         bk = self.step(p)
         return ceil_div(ceil_div(p.k, bk), self.split(p)) * (bk // 32 * (8 + 2) + 2)
 
     def constants(self, p):
+        # TILE_N and WG only where they differ from the WGSL defaults (the default key unchanged)
+        extra = (() if self.features_per_tile == 128 else (("TILE_N", self.features_per_tile),)) + (
+            () if self.invocations_per_workgroup == 256 else (("WG", self.invocations_per_workgroup),))
         return (("TILE_M", self.tile_rows(p)), ("BK", self.step(p)), ("DOUBLE", self.double_buffer),
-                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32))
+                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32), *extra)
 
     def key(self, p):
         return KernelKey(self.kernel, (("HAS_BIAS", p.has_bias), *self.constants(p)))
@@ -215,7 +235,12 @@ class TiledInt8(KernelSpec):
             return f"group_size={p.group_size} is not a multiple of 32"
         if min(p.group_size, p.k) > MAX_GROUP_SIZE:
             return f"group_size={p.group_size} > {MAX_GROUP_SIZE}: a group's int32 sum could overflow"
-        need = workgroup_bytes(self.tile_rows(p), self.step(p), self.double_buffer)
+        if self.invocations_per_workgroup == 512 and self.tile_rows(p) != 128:
+            return f"512 invocations a workgroup need 128-row tiles, not {self.tile_rows(p)}"
+        if self.invocation_limit is not None and self.invocations_per_workgroup > self.invocation_limit:
+            return (f"{self.invocations_per_workgroup} invocations a workgroup, past the adapter's "
+                    f"{self.invocation_limit}")
+        need = workgroup_bytes(self.tile_rows(p), self.step(p), self.double_buffer, self.features_per_tile)
         if self.memory_limit is not None and need > self.memory_limit:
             return (f"{self.tile_rows(p)}-row tiles of {self.step(p)} k{', double-buffered' if self.double_buffer else ''} "
                     f"need {need} bytes of workgroup memory, past the adapter's {self.memory_limit}")
@@ -238,8 +263,8 @@ class TiledInt8(KernelSpec):
         return p.m * p.k, 4 * p.m * self.x_groups(p)
 
 
-def workgroup_bytes(tile_m: int, bk: int, double_buffer: bool) -> int:
+def workgroup_bytes(tile_m: int, bk: int, double_buffer: bool, tile_n: int = 128) -> int:
     """tiled_int8.wgsl's workgroup memory: Xs, Ws (int8 tiles) and Ss (scales), per buffer."""
     buffers = 2 if double_buffer else 1
     quads, chunks = bk // 4, bk // 32
-    return 16 * buffers * (quads * tile_m // 4 + quads * 32 + chunks * (tile_m + 128) // 4)
+    return 16 * buffers * (quads * tile_m // 4 + quads * tile_n // 4 + chunks * (tile_m + tile_n) // 4)

@@ -8,8 +8,11 @@
 // (cos, sin) = cos_sin[pos, i] (a table the host computes as transformers does, in float32).
 // One workgroup per (row t, head of the Q_HEADS + 2 KV_HEADS); invocations walk i.
 //
+// The cache's element type KvScalar and the rounding to it, to_kv, come from kv_f32.wgsl or
+// kv_f16.wgsl, joined before this file (KernelKey.files).
+//
 // Bindings (group 0): 0 q_out (read_write f32, T x Q_HEADS x D), 1 k_cache, 2 v_cache
-//                     (read_write f32, KV_HEADS x max_positions x D), 3 qkv (f32, T x heads x D),
+//                     (read_write KvScalar, KV_HEADS x max_positions x D), 3 qkv (f32, T x heads x D),
 //                     4 cos_sin (vec2<f32>, max_positions x D/2), 5 state (uniform State),
 //                     6 params (uniform Params: rows, max_positions)
 // Overrides: WG, Q_HEADS, KV_HEADS, D (head dim, even).
@@ -23,8 +26,8 @@ struct State { pos: u32, step: u32, pad0: u32, pad1: u32, }
 struct Params { rows: u32, max_positions: u32, pad0: u32, pad1: u32, }
 
 @group(0) @binding(0) var<storage, read_write> q_out: array<f32>;
-@group(0) @binding(1) var<storage, read_write> k_cache: array<f32>;
-@group(0) @binding(2) var<storage, read_write> v_cache: array<f32>;
+@group(0) @binding(1) var<storage, read_write> k_cache: array<KvScalar>;
+@group(0) @binding(2) var<storage, read_write> v_cache: array<KvScalar>;
 @group(0) @binding(3) var<storage, read> qkv: array<f32>;
 @group(0) @binding(4) var<storage, read> cos_sin: array<vec2<f32>>;
 @group(0) @binding(5) var<uniform> state: State;
@@ -43,7 +46,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let half = D / 2u;
   if (head >= Q_HEADS + KV_HEADS) {  // v: copied into the cache
     let dst = ((head - Q_HEADS - KV_HEADS) * params.max_positions + pos) * D;
-    for (var i = lid; i < D; i += WG) { v_cache[dst + i] = qkv[src + i]; }
+    for (var i = lid; i < D; i += WG) { v_cache[dst + i] = to_kv(qkv[src + i]); }
     return;
   }
   for (var i = lid; i < half; i += WG) {
@@ -58,8 +61,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       q_out[dst + i + half] = hi;
     } else {
       let dst = ((head - Q_HEADS) * params.max_positions + pos) * D;
-      k_cache[dst + i] = lo;
-      k_cache[dst + i + half] = hi;
+      k_cache[dst + i] = to_kv(lo);
+      k_cache[dst + i + half] = to_kv(hi);
     }
   }
 }

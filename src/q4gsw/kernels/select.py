@@ -4,18 +4,35 @@ select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
 from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
-from .decode import Decode, DecodeBatch
+from .decode import Decode, DecodeBatch, DecodeNarrow
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
 from .spec import KernelSpec
-from .tiled import Tiled, TiledSplit
+from .tiled import Tiled, TiledSplit, TiledWide
 
-#: Every kernel, by name, in the order ties are broken.
-KERNELS: dict[str, KernelSpec] = {
+#: Fixed tiled_split settings kept for benchmarks (never chosen by default, not in `q4gsw bench`'s
+#: default list; docs/kernels-prefill.md, session 5): tiled_split_2wg splits K to fill two
+#: workgroups per SM, tiled_lowreg_2wg does the same without the register prefetch (light enough
+#: in registers for two to share an SM?); tiled_lowreg has no prefetch and no split, tiled_m64
+#: 64-row tiles (4 x 8 a thread) and no split, tiled_wg512 the 128 x 128 tile with 512 invocations
+#: of 4 x 8 (twice the warps, no split); tiled_wide (tiled_wide.wgsl) 128 x 256 tiles of 8 x 16 an
+#: invocation, 16 k a step, split to fill the wave.
+TILED_PRESETS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeBatch(), Tiled(), TiledSplit(),
-                 General(), Rowwise())
+    for spec in (TiledSplit(128, name="tiled_split_2wg", resident=2, baseline=True),
+                 TiledSplit(128, name="tiled_lowreg_2wg", prefetch=False, resident=2, baseline=True),
+                 TiledSplit(128, 1, name="tiled_lowreg", prefetch=False, baseline=True),
+                 TiledSplit(64, 1, name="tiled_m64", baseline=True),
+                 TiledSplit(128, 1, name="tiled_wg512", invocations_per_workgroup=512, baseline=True),
+                 TiledWide())
+}
+#: Every kernel, by name, in the order ties are broken (the presets last).
+KERNELS: dict[str, KernelSpec] = {
+    **{spec.name: spec
+       for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeNarrow("subgroup", 32768),
+                    DecodeBatch(), Tiled(), TiledSplit(), General(), Rowwise())},
+    **TILED_PRESETS,
 }
 #: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses
 #: its settings per problem and device; the others are fixed settings kept for benchmarks
@@ -27,7 +44,10 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_1buf", double_buffer=False, baseline=True),
                  TiledInt8("tiled_int8_m64", x_rows_per_tile=64, baseline=True),
                  TiledInt8("tiled_int8_nosplit", split=1, baseline=True),
-                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True))
+                 TiledInt8("tiled_int8_xg32", x_group=32, baseline=True),
+                 TiledInt8("tiled_int8_n64", x_rows_per_tile=128, features_per_tile=64, baseline=True),
+                 TiledInt8("tiled_int8_64x64", x_rows_per_tile=64, features_per_tile=64, baseline=True),
+                 TiledInt8("tiled_int8_wg512", x_rows_per_tile=128, invocations_per_workgroup=512, baseline=True))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}

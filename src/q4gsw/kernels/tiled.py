@@ -41,19 +41,35 @@ class TiledSplit(Tiled):
     or 128 rows of x (TILE_M), and K split over `split` workgroups per tile whose partial
     tiles a second dispatch (reduce_splits.wgsl) adds in the same compute pass.
 
-    Settings: x_rows_per_tile (64 or 128; default 64 up to M = 64) and split (default: the
-    largest power of two that keeps the grid within one wave of 132 workgroups, with at least
-    4 steps of 32 k each: more waves only queue).
+    Settings: x_rows_per_tile (64 or 128; default 64 up to M = 64); split (default: the
+    largest power of two that keeps the grid within `resident` waves of 132 workgroups, with at
+    least 4 steps of 32 k each: more waves only queue); resident (workgroups per SM the default
+    split aims at: 1, or 2 for configurations light enough in registers to share an SM);
+    prefetch (True: the next step's global loads held in registers during the FMAs; False:
+    loaded at the start of their step, 24 fewer registers live); invocations_per_workgroup (256,
+    or 512 with 128-row tiles: 4 x 8 outputs an invocation, twice the warps, the same tile).
     """
 
     name = "tiled_split"
     max_split = 16
 
-    def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None):
+    def __init__(self, x_rows_per_tile: int | None = None, split: int | None = None, *, name: str = "tiled_split",
+                 prefetch: bool = True, resident: int = 1, invocations_per_workgroup: int = 256,
+                 baseline: bool = False):
         self.x_rows_per_tile, self.fixed_split = x_rows_per_tile, split
+        self.name, self.prefetch, self.resident, self.baseline = name, prefetch, resident, baseline
+        self.invocations_per_workgroup = invocations_per_workgroup
+
+    def _copy(self, rows, split) -> "TiledSplit":
+        return TiledSplit(rows, split, name=self.name, prefetch=self.prefetch, resident=self.resident,
+                          invocations_per_workgroup=self.invocations_per_workgroup, baseline=self.baseline)
 
     def settings(self):
-        return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("split", self.fixed_split))
+        return {k: v for k, v in (("x_rows_per_tile", self.x_rows_per_tile), ("split", self.fixed_split),
+                                  ("prefetch", None if self.prefetch else False),
+                                  ("resident", None if self.resident == 1 else self.resident),
+                                  ("invocations_per_workgroup",
+                                   None if self.invocations_per_workgroup == 256 else self.invocations_per_workgroup))
                 if v is not None}
 
     def with_settings(self, settings):
@@ -61,10 +77,10 @@ class TiledSplit(Tiled):
         split = settings.get("split", self.fixed_split)
         if rows not in (None, 64, 128) or (split is not None and not 1 <= int(split) <= self.max_split):
             return self
-        return TiledSplit(rows, None if split is None else int(split))
+        return self._copy(rows, None if split is None else int(split))
 
     def variants(self, p):
-        return [TiledSplit(r, s) for r in (64, 128) for s in (1, 2, 4, 8, 16)
+        return [self._copy(r, s) for r in (64, 128) for s in (1, 2, 4, 8, 16)
                 if s <= max(1, p.k // 32 // 4) and (r, s) != (128, 1)]
 
     def tile_rows(self, p: Problem) -> int:
@@ -76,7 +92,7 @@ class TiledSplit(Tiled):
             return min(self.fixed_split, max(1, p.k // 32))
         tiles = ceil_div(p.m, self.tile_rows(p)) * ceil_div(p.n, self.tile_n)
         split = 1
-        while (split * 2 <= self.max_split and tiles * split * 2 <= cost.TILED_TILES_PER_WAVE
+        while (split * 2 <= self.max_split and tiles * split * 2 <= cost.TILED_TILES_PER_WAVE * self.resident
                and p.k // 32 // (split * 2) >= 4):
             split *= 2
         return split
@@ -91,8 +107,49 @@ class TiledSplit(Tiled):
         return ceil_div(p.k // 32, self.split(p)) * (32 + 2)
 
     def constants(self, p):
-        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)))
+        # PREFETCH and WG only where they differ from the WGSL defaults (the default key unchanged)
+        extra = (() if self.prefetch else (("PREFETCH", False),)) + (
+            () if self.invocations_per_workgroup == 256 else (("WG", self.invocations_per_workgroup),))
+        return (("TILE_M", self.tile_rows(p)), ("SPLIT", self.split(p)), *extra)
+
+    def _shape_reason(self, p):
+        if self.invocations_per_workgroup == 512 and self.tile_rows(p) != 128:
+            return f"512 invocations a workgroup need 128-row tiles, not {self.tile_rows(p)}"
+        return super()._shape_reason(p)
+
+    def supports(self, p, caps):
+        limit = None if caps is None else caps.limits.get("max-compute-invocations-per-workgroup", 256)
+        if limit is not None and self.invocations_per_workgroup > limit:
+            return f"{self.invocations_per_workgroup} invocations a workgroup, past the adapter's {limit}"
+        return super().supports(p, caps)
 
     def key(self, p):
         # tiled.wgsl with other constants (with a split, the reduction adds the bias)
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled",))
+
+
+class TiledWide(TiledSplit):
+    """tiled_wide.wgsl: 128 x 256 tiles, 8 x 16 outputs an invocation (6 shared reads per 128 FMAs
+    where tiled has 4 per 64), 16 k a step; K split as tiled_split's (the split fills one wave of
+    132 workgroups by default: 64 tiles at M = 512, N = 4096 take a split of 2). A fixed
+    configuration kept for benchmarks (docs/kernels-prefill.md, session 5)."""
+
+    tile_n = 256
+
+    def __init__(self, split: int | None = None, *, name: str = "tiled_wide", baseline: bool = True):
+        super().__init__(128, split, name=name, baseline=baseline)
+
+    def _copy(self, rows, split) -> "TiledWide":
+        return TiledWide(split, name=self.name, baseline=self.baseline)
+
+    def variants(self, p):
+        return [self._copy(128, s) for s in (1, 2, 4, 8) if s <= max(1, p.k // 16 // 4)]
+
+    def loop_trips(self, p):
+        return ceil_div(p.k // 16, self.split(p)) * (16 + 2)
+
+    def constants(self, p):
+        return (("SPLIT", self.split(p)),)
+
+    def key(self, p):
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled_wide",))

@@ -61,12 +61,16 @@ class CausalLM:
         prefill_activations: "f32" (exact, default) or "int8": prompts of at least
             INT8_PREFILL_ROWS tokens run their linears with x quantized to int8 on the GPU
             (q4gsw.linear(activations="int8"): about 2x the f32 GEMM's speed, ~6e-3 relative error).
+        kv_cache: "f32" (default) or "f16": K and V stored in half precision (rounded as they
+            are written, read back into f32 arithmetic): half the cache's memory and half the
+            attention's cache reads. Needs `shader-f16` (FeatureError before any GPU memory
+            is taken where the device lacks it).
     Raises UnsupportedShapeError (before any GPU memory is taken) for shapes the kernels do not
     run: hidden or head_dim not a multiple of 4, head_dim over 256, more than 8 query heads a kv head.
     """
 
     def __init__(self, weights: DecoderWeights, *, max_positions: int | None = None, runtime=None,
-                 prefill_activations: str = "f32"):
+                 prefill_activations: str = "f32", kv_cache: str = "f32"):
         if not isinstance(weights, DecoderWeights):
             raise DTypeError("CausalLM", "weights", "a q4gsw.llm.DecoderWeights", describe(weights))
         c = weights.config
@@ -83,6 +87,8 @@ class CausalLM:
         if not isinstance(weights.embed, PackedWeight):
             raise UnsupportedShapeError("the token embedding is kept dense; the GPU runtime gathers int4 embedding "
                                         "rows only (keep_dense may name any linear but model.embed_tokens.weight)")
+        runtime = runtime or get_runtime()
+        kv_dtype = ops.kv_cache_dtype("CausalLM", kv_cache, runtime.caps)
         #: the linears a checkpoint keeps in high precision, run by Chain.dense_linear
         self._dense = {id(w): DenseWeight(w) for _, w in _linears(weights) if isinstance(w, np.ndarray)}
         self._prefill: dict[tuple[int, bool, bool], tuple[Chain, GpuTensor]] = {}
@@ -90,7 +96,8 @@ class CausalLM:
         self.weights = weights
         self.config = c
         self.max_positions = max_positions
-        self.runtime = runtime or get_runtime()
+        self._kv_cache = kv_cache
+        self.runtime = runtime
         self.last_stats = GenerateStats()
         self._tokenizer = None
         rt = self.runtime
@@ -106,8 +113,8 @@ class CausalLM:
             self._o_bias = [None if layer.o_bias is None else upload(layer.o_bias, runtime=rt)
                             for layer in weights.layers]
             cache_shape = (c.num_kv_heads, max_positions, c.head_dim)
-            self._k_cache = [_zeros(rt, cache_shape) for _ in weights.layers]
-            self._v_cache = [_zeros(rt, cache_shape) for _ in weights.layers]
+            self._k_cache = [_zeros(rt, cache_shape, kv_dtype) for _ in weights.layers]
+            self._v_cache = [_zeros(rt, cache_shape, kv_dtype) for _ in weights.layers]
             self._state = rt.buffers.create(16, usage.UNIFORM | usage.COPY_DST, "llm/state")
             self._sampling_params = rt.buffers.create(16, usage.UNIFORM | usage.COPY_DST, "llm/sampling")
             self._ids = _zeros(rt, (max_positions,), "uint32")
@@ -307,6 +314,17 @@ class CausalLM:
                      for name in ("qkv", "o", "gate_up", "down"))
         return layers + self.weights.lm_head.nbytes
 
+    @property
+    def kv_cache(self) -> str:
+        """"f32" or "f16": how the KV cache stores K and V (chosen when the model is made)."""
+        return self._kv_cache
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        """Bytes of KV cache a position takes: K and V of every layer's kv heads (halved by kv_cache="f16")."""
+        c = self.config
+        return 2 * len(self.weights.layers) * c.num_kv_heads * c.head_dim * (2 if self.kv_cache == "f16" else 4)
+
     def release(self) -> None:
         """Free the chains, caches and weights' GPU copies now."""
         for chain, _ in [*self._decode.values(), *self._prefill.values()]:
@@ -330,15 +348,17 @@ def _linears(weights: DecoderWeights):
 def _zeros(runtime, shape, dtype: str = "float32") -> GpuTensor:
     """A zero-filled GpuTensor (WebGPU zero-initializes new buffers)."""
     u = runtime.wgpu.BufferUsage
-    buf = runtime.buffers.create(4 * math.prod(shape), u.STORAGE | u.COPY_SRC | u.COPY_DST, "llm/state-tensor")
+    nbytes = np.dtype(dtype).itemsize * math.prod(shape)
+    buf = runtime.buffers.create(nbytes, u.STORAGE | u.COPY_SRC | u.COPY_DST, "llm/state-tensor")
     return GpuTensor(buf, shape, runtime, dtype)
 
 
 def load_model(path, *, group_size: int = 128, max_positions: int | None = None, keep_dense=None,
-               progress=None, runtime=None, prefill_activations: str = "f32") -> CausalLM:
+               progress=None, runtime=None, prefill_activations: str = "f32", kv_cache: str = "f32") -> CausalLM:
     """A causal LM held on the GPU, from a Hugging Face checkpoint directory (float weights
     quantized at load), a q4gsw model directory (save_checkpoint) or a GGUF file with Q4_0
-    weights. See q4gsw.llm.load_checkpoint and CausalLM; nothing is downloaded.
+    weights. See q4gsw.llm.load_checkpoint and CausalLM (kv_cache="f16": a half-precision KV
+    cache, checked against the device before the checkpoint is read); nothing is downloaded.
 
     Example:
         model = q4gsw.load_model("Llama-3.2-1B-Instruct/", progress=True)
@@ -347,5 +367,8 @@ def load_model(path, *, group_size: int = 128, max_positions: int | None = None,
     """
     from .checkpoint import load_checkpoint
 
+    runtime = runtime or get_runtime()
+    ops.kv_cache_dtype("load_model", kv_cache, runtime.caps)
     weights = load_checkpoint(path, group_size=group_size, keep_dense=keep_dense, progress=progress)
-    return CausalLM(weights, max_positions=max_positions, runtime=runtime, prefill_activations=prefill_activations)
+    return CausalLM(weights, max_positions=max_positions, runtime=runtime, prefill_activations=prefill_activations,
+                    kv_cache=kv_cache)

@@ -15,25 +15,34 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..checks import describe
-from ..errors import ShapeError, ValueRangeError
+from ..errors import ArgumentError, ShapeError, ValueRangeError
 from ..format import PackedWeight
 from .weights import DecoderWeights, Linear
 
 #: Rows of a PackedWeight dequantized at a time (bounds memory for a large LM head).
 CHUNK_ROWS = 8192
+#: The largest finite float16: a half-precision KV cache clamps to it (kv_f16.wgsl).
+F16_MAX = 65504.0
 
 
-def reference_logits(weights: DecoderWeights, ids) -> np.ndarray:
+def reference_logits(weights: DecoderWeights, ids, *, kv_cache: str = "f32", kv_override=None) -> np.ndarray:
     """Logits of every position of one sequence.
 
     Args:
         weights: the DecoderWeights.
         ids: (T,) token ids in [0, vocab_size), T >= 1, at positions 0..T-1.
+        kv_cache: "f32" (K and V exact), or "f16": K (after RoPE) and V rounded to float16
+            (clamped to +-65504) before attention, as CausalLM(kv_cache="f16") stores them.
+        kv_override: None, or {layer: (k, v)} each (kv_heads, T, head_dim): the K (after RoPE)
+            and V that layer's attention reads instead of its own (a test feeds it the values a
+            GPU cache holds).
     Returns:
         (T, vocab_size) float64.
     """
     c = weights.config
     ids = _check_ids("reference_logits", ids, c.vocab_size)
+    if kv_cache not in ("f32", "f16"):
+        raise ArgumentError("reference_logits", "kv_cache", "'f32' or 'f16'", describe(kv_cache))
     t = len(ids)
     cos, sin = (a.astype(np.float64) for a in c.rope_cos_sin(np.arange(t)))
     x = rows(weights.embed, ids)
@@ -44,6 +53,10 @@ def reference_logits(weights: DecoderWeights, ids) -> np.ndarray:
         q = rope(q.reshape(t, c.num_heads, c.head_dim), cos, sin)
         k = rope(k.reshape(t, c.num_kv_heads, c.head_dim), cos, sin)
         v = v.reshape(t, c.num_kv_heads, c.head_dim)
+        if kv_cache == "f16":
+            k, v = (np.clip(a, -F16_MAX, F16_MAX).astype(np.float16).astype(np.float64) for a in (k, v))
+        if kv_override is not None and i in kv_override:
+            k, v = (np.asarray(a, np.float64).transpose(1, 0, 2) for a in kv_override[i])
         x = x + linear(attention(q, k, v, window=c.window(i)), layer.o, layer.o_bias)
         h = rms_norm(x, layer.mlp_norm, c.rms_norm_eps)
         gate, up = np.split(linear(h, layer.gate_up), 2, axis=1)

@@ -13,9 +13,11 @@ from ..errors import ShaderError
 class KernelKey:
     """A compiled kernel: its name, override constants and .wgsl files.
 
-    `files` (without extension) are concatenated in order; the first holds the entry point
-    `main`, later ones supply what it leaves to them (see decode.wgsl; naga needs overrides
-    declared before the declarations that use them, so the entry file comes first).
+    `files` (without extension) are concatenated in order; the entry file holds `main`, later
+    ones supply what it leaves to them (see decode.wgsl; naga needs overrides declared before
+    the declarations that use them, so the entry file comes first). A file of directives and
+    type aliases without overrides may precede it (kv_f16.wgsl: WGSL wants `enable f16;`
+    before every declaration).
     Default: the single file `name`. str(key) is the pipeline label, e.g.
     'linear_q4gsw/general[HAS_BIAS=1,WG=64]'; `label` (without constants) is the
     profiler's row name.

@@ -108,6 +108,69 @@ def timed_passes(runtime, passes: list[list[Dispatch]], *, label: str = "q4gsw/t
     return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(len(passes))]
 
 
+def timed_batches(runtime, batches, *, filler: list[Dispatch] = (), label: str = "q4gsw/timed") -> list[list[float]]:
+    """GPU nanoseconds of each pass of each batch (a batch: a list of passes, each a list of
+    dispatches, as timed_passes takes), with the GPU kept busy from one batch to the next.
+
+    Each batch is one submit: its passes with timestamp writes, then `filler` (untimed, one
+    pass), then the resolved timestamps copied into a mappable buffer. The next batch is
+    encoded and queued before this one's timestamps are read, and the read waits for this
+    submission alone, so while the host encodes, the GPU runs the filler: no gaps in which
+    its clocks fall (an H200's SM clock drops to 345-1300 MHz when short submits leave the
+    GPU idle between them; docs/kernels-decode.md). Needs timestamp queries; without them,
+    each batch goes through timed_passes (host-timed, no filler).
+    """
+    if not runtime.caps.has_timestamps:
+        return [timed_passes(runtime, passes, label=label) for passes in batches]
+    results, pending = [], None
+    for passes in batches:
+        queued = _submit_timed(runtime, passes, filler, label)
+        if pending is not None:
+            results.append(_collect_timed(runtime, pending))
+        pending = queued
+    if pending is not None:
+        results.append(_collect_timed(runtime, pending))
+    return results
+
+
+def _submit_timed(runtime, passes, filler, label):
+    wgpu, device = runtime.wgpu, runtime.device
+    count = len(passes)
+    queries = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * count)
+    usage = wgpu.BufferUsage
+    resolved = runtime.buffers.create(16 * count, usage.QUERY_RESOLVE | usage.COPY_SRC, "q4gsw/timestamps")
+    staging = runtime.buffers.create(16 * count, usage.MAP_READ | usage.COPY_DST, "q4gsw/timestamps-read")
+    encoder = device.create_command_encoder(label=label)
+    for i, dispatches in enumerate(passes):
+        writes = {"query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}
+        cpass = encoder.begin_compute_pass(label=str(dispatches[0].key) if len(dispatches) == 1 else label,
+                                           timestamp_writes=writes)
+        record_pass(cpass, dispatches)
+        cpass.end()
+    if filler:
+        cpass = encoder.begin_compute_pass(label="q4gsw/filler")
+        record_pass(cpass, list(filler))
+        cpass.end()
+    encoder.resolve_query_set(queries, 0, 2 * count, resolved, 0)
+    encoder.copy_buffer_to_buffer(resolved, 0, staging, 0, 16 * count)
+    index = submit_for_index(runtime, encoder.finish())
+    # "READ_NOSYNC": the copy that fills staging is already submitted (see llm/stream.py)
+    return staging.map_async("READ_NOSYNC"), index, staging, resolved, queries, count
+
+
+def _collect_timed(runtime, pending) -> list[float]:
+    promise, index, staging, resolved, queries, count = pending
+    try:
+        wait_for(runtime, index)
+        promise.sync_wait()
+        stamps = np.frombuffer(staging.read_mapped(copy=True), np.uint64)[: 2 * count].astype(np.int64)
+        staging.unmap()
+    finally:
+        runtime.buffers.destroy(staging, resolved)
+        queries.destroy()
+    return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(count)]
+
+
 def wait(runtime) -> None:
     """Wait until the GPU has finished the work submitted so far (a 4-byte read back: wgpu-py
     0.32's on_submitted_work_done_sync is broken, see ENVIRONMENT.md)."""

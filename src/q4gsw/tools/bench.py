@@ -13,13 +13,13 @@ import numpy as np
 
 from ..errors import Q4gswError
 from ..format import PackedWeight, linear_reference
-from ..kernels import INT8_KERNELS, KERNELS, Problem
+from ..kernels import INT8_KERNELS, KERNELS, TILED_PRESETS, Problem
 from ..ops.plan import check_sizes, choose_kernel
 from ..runtime import get_runtime
 from ..runtime.bandwidth import measure_read_bandwidth
 from ..runtime.timing import time_chain, time_dispatch
 from ..runtime.weights import fits_one_binding
-from .plain_read import PlainRead
+from .plain_read import FILLER_BYTES, FILLER_PASSES, PlainRead, filler_read
 from .workload import ROTATE_BYTES, Workload, random_weight
 
 def reference_rel_error(y: np.ndarray, x: np.ndarray, weight: PackedWeight) -> float:
@@ -46,7 +46,7 @@ def _route(rt, p: Problem, weight: PackedWeight):
         return str(exc)
 
 
-def _time_plain_read(rt, weight: PackedWeight, copies: int, repeats: int) -> dict:
+def _time_plain_read(rt, weight: PackedWeight, copies: int, repeats: int, filler=None) -> dict:
     """The plain read of weight's bytes through `copies` copies, timed as the kernels are:
     plain_read_us (median), its GB/s, bytes, workgroups and chained µs; or plain_read_skipped."""
     nbytes = weight.weights.nbytes + 4 * weight.num_groups * weight.scales.shape[1]
@@ -54,7 +54,7 @@ def _time_plain_read(rt, weight: PackedWeight, copies: int, repeats: int) -> dic
         return {"plain_read_us": None, "plain_read_skipped": f"{nbytes} bytes exceed one binding"}
     plain = PlainRead.of_weight(rt, weight, copies)
     try:
-        times = time_dispatch(rt, plain.dispatches, repeats=repeats, warmup=2, warmup_s=0.3)
+        times = time_dispatch(rt, plain.dispatches, repeats=repeats, warmup=2, warmup_s=0.3, filler=filler)
         med = statistics.median(times)
         chain = (statistics.median(time_chain(rt, plain.dispatches))
                  if med < 2e6 and rt.caps.has_timestamps else None)
@@ -86,16 +86,28 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
     With yardsticks, ONNX Runtime's WebGPU MatMulNBits too where onnxruntime has its WebGPU
     execution provider.
 
-    kernels: names from KERNELS and INT8_KERNELS (default: every f32 kernel); an int8 kernel's
+    kernels: names from KERNELS and INT8_KERNELS (default: every f32 kernel but the fixed
+        TILED_PRESETS); an int8 kernel's
     rel_error is against the same exact float64 reference (float x, dequantized weight), so
     it includes the activation quantization.
     """
     rt = get_runtime()
-    kernels = list(kernels or KERNELS)
+    kernels = list(kernels or [name for name in KERNELS if name not in TILED_PRESETS])
     specs = {name: (KERNELS.get(name) or INT8_KERNELS[name]).bind(rt.caps) for name in kernels}  # for this device
     rng = np.random.default_rng(seed)
     ceiling = measure_read_bandwidth(rt)
     log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s over {ceiling.nbytes >> 20} MiB")
+    fill = filler_read(rt)  # keeps the GPU busy between timed submits (clocks), None on a CPU
+    filler = fill.dispatches * FILLER_PASSES if fill else None
+    try:
+        return _bench(rt, shapes, kernels, specs, rng, ceiling, filler, group_size=group_size, repeats=repeats,
+                      yardsticks=yardsticks, log=log)
+    finally:
+        if fill:
+            fill.release()
+
+
+def _bench(rt, shapes, kernels, specs, rng, ceiling, filler, *, group_size, repeats, yardsticks, log) -> dict:
     rows, sticks = [], []
     for m, k, n in shapes:
         entry = {"m": m, "k": k, "n": n}
@@ -139,7 +151,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
                 log(f"  M={m} K={k} N={n} {name}: skipped ({reasons[name]})")
             continue
         work = Workload.rotating(rt, weight, x)
-        entry.update(_time_plain_read(rt, weight, len(work.copies), repeats))
+        entry.update(_time_plain_read(rt, weight, len(work.copies), repeats, filler))
         if entry.get("plain_read_us"):
             log(f"  M={m} K={k} N={n} {'plain read':>16}: {entry['plain_read_us']:10.1f} µs "
                 f"{entry['plain_read_gb_per_s']:8.1f} GB/s ({entry['plain_read_bytes']} bytes, "
@@ -156,7 +168,7 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
             one = time_dispatch(rt, dispatches[0], repeats=1, warmup=0)[0]
             rel = reference_rel_error(work.read_out(), x, weight)
             reps = repeats if one < 20e6 else max(3, min(repeats, int(2e9 / max(one, 1))))
-            times = time_dispatch(rt, dispatches, repeats=reps, warmup=2, warmup_s=0.3)
+            times = time_dispatch(rt, dispatches, repeats=reps, warmup=2, warmup_s=0.3, filler=filler)
             med = statistics.median(times)
             chain = statistics.median(time_chain(rt, dispatches)) if one < 2e6 and rt.caps.has_timestamps else None
             d = dispatches[0]
@@ -192,8 +204,11 @@ def bench(shapes, kernels=None, *, group_size: int = 128, repeats: int = 30, see
         "ceiling_bytes": ceiling.nbytes,
         "l2_eviction": ("none (CPU adapter)" if rt.caps.is_cpu else
                         f"passes rotate among weight copies totalling >= {ROTATE_BYTES >> 20} MiB"),
-        "timing": ("GPU timestamp queries, one compute pass per dispatch, median after 0.3 s of warm-up; "
-                   "'chained': 32 dispatches back to back in one timed pass, per dispatch"),
+        "timing": ("GPU timestamp queries, one compute pass per dispatch, median after 0.5 s of warm-up"
+                   + ("; every submit of timed passes is followed by a filler (a plain read of "
+                      f"{FILLER_BYTES >> 20} MiB x {FILLER_PASSES}) and queued before the previous one is read, "
+                      "so the GPU never idles and its clocks stay up" if filler else "")
+                   + "; 'chained': 32 dispatches back to back in one timed pass, per dispatch"),
         "group_size": group_size,
         "rows": rows,
         "yardsticks": sticks,

@@ -14,6 +14,7 @@ import time
 import numpy as np
 
 from ..llm import PRESETS, CausalLM, random_weights
+from ..llm.ops import kv_cache_dtype
 from ..llm.sampling import Sampling
 from ..profile import profile
 from ..runtime import get_runtime
@@ -27,13 +28,15 @@ WARM_UP_S = 3.0
 
 def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens: int = 64,
               prefill_tokens: int = 512, group_size: int = 128, seed: int = 0, yardstick: bool = True,
-              log=print) -> dict:
+              kv_cache: str = "f32", log=print) -> dict:
     """Per preset (random weights of that model's shape): decode tokens/s after a prompt of each
     context length, prefill tokens/s of a prefill_tokens prompt, GPU time per decode token (one
     pass, and split by dispatch label under q4gsw.profile), host time per token, GPU memory,
     and the weight-bytes floor (weight + scale bytes a token reads / the read ceiling measured
-    here). With yardstick, q4gsw.tools.torch_llm's benchmark of the same weights."""
+    here). With yardstick, q4gsw.tools.torch_llm's benchmark of the same weights. kv_cache:
+    "f32" or "f16" (CausalLM's option; checked against the device before any model is made)."""
     rt = get_runtime()
+    kv_cache_dtype("bench_llm", kv_cache, rt.caps)
     ceiling = measure_read_bandwidth(rt)
     log(f"read ceiling: {ceiling.bytes_per_second / 1e9:.1f} GB/s ({rt.caps.adapter_name})")
     models = []
@@ -42,13 +45,14 @@ def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens
         t0 = time.perf_counter()
         weights = random_weights(config, group_size=group_size, seed=seed)
         max_positions = min(config.max_position_embeddings, max(max(contexts), prefill_tokens) + new_tokens)
-        lm = CausalLM(weights, max_positions=max_positions)
+        lm = CausalLM(weights, max_positions=max_positions, kv_cache=kv_cache)
         rng = np.random.default_rng(seed)
         lm.generate(rng.integers(0, config.vocab_size, 8), 3, eos_token_ids=())  # uploads, compiles
         t_warm = time.perf_counter()  # sustained work first: an idle H200 runs its SMs at 345 MHz
         while time.perf_counter() - t_warm < WARM_UP_S:
             lm.generate(rng.integers(0, config.vocab_size, 8), 64, eos_token_ids=())
-        entry = {"preset": name, "config": dataclasses.asdict(config), "group_size": group_size,
+        entry = {"preset": name, "config": dataclasses.asdict(config), "group_size": group_size, "kv_cache": kv_cache,
+                 "kv_cache_bytes_per_token": lm.kv_cache_bytes_per_token,
                  "weight_bytes_per_token": lm.weight_bytes_per_token, "setup_s": time.perf_counter() - t0}
         floor_s = lm.weight_bytes_per_token / ceiling.bytes_per_second
         entry["floor_tokens_per_s"] = 1 / floor_s
@@ -152,7 +156,9 @@ def markdown(result: dict) -> str:
     for m in result["models"]:
         t = m.get("torch", {})
         lines += [f"## {m['preset']}: {m['weight_bytes_per_token'] / 2**30:.2f} GiB of int4 weights + scales a token, "
-                  f"floor {m['floor_tokens_per_s']:.0f} tokens/s", "",
+                  f"floor {m['floor_tokens_per_s']:.0f} tokens/s; KV cache {m.get('kv_cache', 'f32')} "
+                  f"({_fmt(m['kv_cache_bytes_per_token'] / 1024 if 'kv_cache_bytes_per_token' in m else None)} KiB "
+                  f"a position)", "",
                   "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host encode ms | GPU busy | % of floor | "
                   "torch int4 compiled tokens/s | torch eager tokens/s |",
                   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]

@@ -95,6 +95,19 @@ class PlainRead:
         self.dispatches.clear()
 
 
+#: The filler that keeps a GPU busy between timed submits (runtime.timing.time_dispatch):
+#: a plain read of FILLER_BYTES, FILLER_PASSES dispatches a submit (~3 ms on an H200).
+FILLER_BYTES, FILLER_PASSES = 128 << 20, 96
+
+
+def filler_read(rt) -> PlainRead | None:
+    """A plain read for time_dispatch's `filler` (its .dispatches * FILLER_PASSES), or None on a
+    CPU adapter, where clocks do not fall between submits and the read would only cost time."""
+    if rt.caps.is_cpu or not rt.caps.has_timestamps:
+        return None
+    return PlainRead.of_bytes(rt, np.ones(min(FILLER_BYTES, rt.caps.max_binding_size), np.uint8))
+
+
 def invocation_xor(data: np.ndarray, invocation: int, invocations: int) -> tuple[int, int, int, int]:
     """The XOR a plain read's invocation computes: words invocation, invocation + invocations,
     ... of data (bytes, a multiple of 16) as four u32 (the sentinel that makes it store)."""

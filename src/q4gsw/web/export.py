@@ -117,6 +117,9 @@ def routing() -> dict:
         "split_seconds_fixed": cost.SPLIT_SECONDS_FIXED,
         "batch_seconds_per_block_mac": {str(k): v for k, v in cost.BATCH_SECONDS_PER_BLOCK_MAC.items()},
         "long_grid_feature_blocks": cost.LONG_GRID_FEATURE_BLOCKS,
+        "narrow_max_weights": cost.NARROW_MAX_WEIGHTS,
+        "narrow_speedup": cost.NARROW_SPEEDUP,
+        "narrow_slowdown": cost.NARROW_SLOWDOWN,
         "decode_partial_capacity": {spec.reduction: spec.partial_capacity for spec in KERNELS.values()
                                     if hasattr(spec, "reduction")},
     }

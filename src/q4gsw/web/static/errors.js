@@ -24,6 +24,16 @@ export class ShapeError extends ArgumentError {}
 export class GroupSizeError extends ArgumentError {}
 /** A size exceeds what the device can bind or dispatch (or the bundle's chunks exceed a binding). */
 export class SizeLimitError extends ArgumentError {}
+/**
+ * An option needs a WebGPU feature the device was created without (kvCache: "f16" without
+ * `shader-f16`): names the option, what it expected and what came; `feature`: the feature.
+ */
+export class FeatureError extends ArgumentError {
+  constructor(fn, argument, expected, got, feature) {
+    super(fn, argument, expected, got);
+    this.feature = feature;
+  }
+}
 /** A kernel was asked for a problem it does not support (the reason is in the message). */
 export class UnsupportedShapeError extends Q4gswError {}
 /** No WebGPU adapter or device. */

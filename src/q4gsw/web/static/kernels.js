@@ -58,6 +58,10 @@ export class CostModel {
   constructor(costs) { this.c = costs; }
   longGrid(p) { return ceilDiv(p.n, 16) >= this.c.long_grid_feature_blocks; }
   decode(p) { return this.c.seconds_fixed + this.c.decode_seconds_per_mac * p.m * p.n * p.k; }
+  narrow(p, onCpu) {
+    const faster = p.m === 1 && p.n * p.k <= this.c.narrow_max_weights && !onCpu;
+    return this.decode(p) * (faster ? this.c.narrow_speedup : this.c.narrow_slowdown);
+  }
   decodeBatch(p, xRows, split) {
     const perBlock = this.c.batch_seconds_per_block_mac[String(xRows)];
     return this.c.seconds_fixed + perBlock * ceilDiv(p.m, xRows) * p.n * p.k + this.split(p, split);
@@ -115,7 +119,7 @@ export class Decode extends Spec {
   }
   tiles(p) { return [ceilDiv(p.n, this.features(p)), p.m]; }
   constants(p) {
-    return [["FEATURES", this.features(p)], ["WG", this.invocations(p)], ["UNPACK_IMAD", this.cost.longGrid(p)]];
+    return [["FEATURES", this.features(p)], ["WG", this.invocations(p)], ["UNPACK_IMAD", true]];
   }
   files() { return ["decode", "unpack", `reduce_${this.reduction}`]; }
   predictedSeconds(p) { return this.cost.decode(p); }
@@ -141,6 +145,35 @@ export class Decode extends Spec {
   }
 }
 
+/** decode_narrow.wgsl: decode with 8-byte loads, 8 rows a workgroup (kernels/decode.py DecodeNarrow). */
+export class DecodeNarrow extends Decode {
+  constructor(cost, reduction, partialCapacity, onCpu) {
+    super(cost, reduction, partialCapacity);
+    this.name = `decode_narrow_${reduction}`;
+    this.onCpu = onCpu;
+  }
+  invocations(p) { return Math.max(32, ceilDiv(p.k, 512) * 32); }
+  features(p) {
+    const wg = this.invocations(p);
+    const cap = Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg);
+    return Math.max(8, Math.floor(Math.min(8, cap) / 8) * 8);
+  }
+  files() { return ["decode_narrow", "unpack", `reduce_${this.reduction}`]; }
+  predictedSeconds(p) { return this.cost.narrow(p, this.onCpu); }
+  shapeReason(p) {
+    if (p.m > this.maxM) return `M=${p.m} > ${this.maxM}`;
+    if (p.k % 16) return `K=${p.k} is not a multiple of 16`;
+    if (p.groupSize % 16) return `group_size=${p.groupSize} is not a multiple of 16`;
+    if (p.k > 16 * 1024) return `K=${p.k} > 16384 (16 k per invocation, 1024 invocations)`;
+    return null;
+  }
+  workgroupBytes(p) {
+    const wg = this.invocations(p);
+    const f = this.features(p);
+    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg);
+  }
+}
+
 /** decode_batch.wgsl: blocks of 2, 4 or 8 rows of x, K split past 8192 (kernels/decode.py DecodeBatch). */
 export class DecodeBatch extends Spec {
   constructor(cost, minLanes, storageLimit) {
@@ -157,7 +190,7 @@ export class DecodeBatch extends Spec {
     return 4 * features * this.xRows(p) * Math.floor(this.invocations(p) / this.minLanes);
   }
   features(p) {
-    let f = this.xRows(p) === 8 || this.cost.longGrid(p) ? 32 : 16;
+    let f = this.xRows(p) === 8 ? 64 : this.cost.longGrid(p) ? 32 : 16;
     while (f > 4 && this.workgroupBytes(p, f) > this.storageLimit) f = Math.floor(f / 2);
     return f;
   }
@@ -229,7 +262,8 @@ export class General extends Spec {
  * The kernels of a bundle on one device, and the choice among them.
  * @param {object} costs the manifest's `routing` (kernels/cost.py's constants).
  * @param {{hasSubgroups: boolean, subgroupMinSize: number, maxBindingSize: number,
- *     maxWorkgroupStorage: number, maxInvocations: number}} caps what the device offers.
+ *     maxWorkgroupStorage: number, maxInvocations: number, isCpu: boolean}} caps what the device
+ *     offers (isCpu: a software adapter such as SwiftShader, where decode_narrow is not preferred).
  * @param {Map<string, string>} broken kernel name -> the compiler's message, for kernels
  *     this browser failed to compile.
  */
@@ -242,6 +276,7 @@ export class Router {
     /** In the order ties are broken (select.py KERNELS, less the baseline). */
     this.kernels = [
       new Decode(this.cost, "subgroup", capacity.subgroup), new Decode(this.cost, "workgroup", capacity.workgroup),
+      new DecodeNarrow(this.cost, "subgroup", capacity.subgroup, Boolean(caps.isCpu)),
       new DecodeBatch(this.cost, caps.subgroupMinSize, caps.maxWorkgroupStorage),
       new Tiled(this.cost), new TiledSplit(this.cost), new General(this.cost),
     ];

@@ -4,13 +4,15 @@
 
 import { openBundle } from "./bundle.js";
 import { Chain } from "./chain.js";
-import { ArgumentError, BundleError, ShapeError, UnsupportedShapeError, describe } from "./errors.js";
+import { ArgumentError, BundleError, FeatureError, ShapeError, UnsupportedShapeError, describe } from "./errors.js";
 import * as ops from "./ops.js";
 import { createRuntime } from "./runtime.js";
 import { Tokenizer } from "./tokenizer.js";
 
 /** Keys per attention split in the decode step (one tile of attention.wgsl). */
 export const DECODE_SPLIT_KEYS = ops.ATTENTION_WG;
+/** KV-cache options (loadModel's kvCache) -> the caches' GpuTensor dtype (model.py kv_cache). */
+export const KV_CACHES = Object.freeze({ f32: "float32", f16: "float16" });
 /** Prefill chains kept, by prompt length. */
 export const PREFILL_CHAINS = 2;
 /** Mappable 4-byte buffers that tokens are read back through (steps in flight at most). */
@@ -79,12 +81,15 @@ class TokenStream {
 
 /** A Llama-family decoder on the GPU: weights uploaded once, a KV cache of maxPositions. Made by loadModel(). */
 export class CausalLM {
-  constructor(runtime, bundle, { weights, tensors }, { maxPositions }) {
+  constructor(runtime, bundle, { weights, tensors }, { maxPositions, kvCache = "f32" }) {
     const c = bundle.manifest.model;
+    kvCacheDtype("CausalLM", kvCache, runtime);
     this.runtime = runtime;
     this.bundle = bundle;
     this.config = c;
     this.maxPositions = maxPositions;
+    /** "f32" or "f16": how the KV cache stores K and V. */
+    this.kvCache = kvCache;
     this.lastStats = new GenerateStats();
     const tensor = (name) => {
       if (!tensors.has(name)) throw new BundleError(`manifest: tensor ${name} is missing`);
@@ -105,8 +110,8 @@ export class CausalLM {
     this.finalNorm = tensor("final_norm");
     this.cosSin = tensor("rope.cos_sin");
     const cache = [c.num_kv_heads, maxPositions, c.head_dim];
-    this.kCache = this.layers.map(() => runtime.empty(cache, "float32", "llm/k-cache"));
-    this.vCache = this.layers.map(() => runtime.empty(cache, "float32", "llm/v-cache"));
+    this.kCache = this.layers.map(() => runtime.empty(cache, KV_CACHES[kvCache], "llm/k-cache"));
+    this.vCache = this.layers.map(() => runtime.empty(cache, KV_CACHES[kvCache], "llm/v-cache"));
     const uniform = GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST;
     this.state = runtime.createBuffer(16, uniform, "llm/state");
     this.samplingParams = runtime.createBuffer(16, uniform, "llm/sampling");
@@ -281,6 +286,12 @@ export class CausalLM {
     return this._tokenizer;
   }
 
+  /** Bytes of KV cache a position takes: K and V of every layer's kv heads (halved by kvCache "f16"). */
+  get kvCacheBytesPerToken() {
+    const c = this.config;
+    return 2 * c.num_layers * c.num_kv_heads * c.head_dim * (this.kvCache === "f16" ? 2 : 4);
+  }
+
   /** Free the chains, caches and weights' GPU buffers now. */
   async release() {
     for (const entry of [...this._decode.values(), ...this._prefill.values()]) (await entry).chain.release();
@@ -294,17 +305,36 @@ export class CausalLM {
 }
 
 /**
+ * The KV cache's GpuTensor dtype for the option kvCache ("f32" or "f16"), checked against the
+ * runtime's device: "f16" needs `shader-f16` (FeatureError otherwise, before any buffer exists).
+ */
+export function kvCacheDtype(fn, kvCache, runtime = null) {
+  if (!Object.hasOwn(KV_CACHES, kvCache)) throw new ArgumentError(fn, "kvCache", "\"f32\" or \"f16\"", describe(kvCache));
+  if (kvCache === "f16" && runtime && !runtime.caps.features.has("shader-f16")) {
+    const name = [runtime.caps.adapter.vendor, runtime.caps.adapter.architecture].filter(Boolean).join(" ") || "this adapter";
+    throw new FeatureError(fn, "kvCache", `"f32" on this device ("f16" stores the cache as WGSL f16, which needs the `
+      + `WebGPU feature shader-f16; ${name} does not offer it, or disableFeatures turned it off)`, "\"f16\"", "shader-f16");
+  }
+  return KV_CACHES[kvCache];
+}
+
+/**
  * Load a model bundle (`q4gsw export-web --model`) onto the GPU (ready to generate: the
  * decode step is recorded and its kernels compiled).
  * @param {string|URL} base the bundle folder's URL.
- * @param {{runtime?: Runtime, maxPositions?: number, cache?: boolean|string,
+ * @param {{runtime?: Runtime, maxPositions?: number, cache?: boolean|string, kvCache?: "f32"|"f16",
  *     onProgress?: (p: {phase: "fetch"|"compile", loaded?: number, total?: number, file?: string}) => void}} options
  *     maxPositions: the KV cache's positions (prompt + new tokens), at most the bundle's
- *     (its RoPE table); cache: the Cache API cache files are kept in (see openBundle).
+ *     (its RoPE table); cache: the Cache API cache files are kept in (see openBundle);
+ *     kvCache: "f32" (default) or "f16" (K and V stored in half precision, read into f32
+ *     arithmetic: half the cache's memory and reads; needs `shader-f16`, else FeatureError
+ *     before anything is fetched).
  * @returns {Promise<CausalLM>}
  */
-export async function loadModel(base, { runtime = null, maxPositions = null, cache = true, onProgress = () => {} } = {}) {
+export async function loadModel(base, { runtime = null, maxPositions = null, cache = true, kvCache = "f32",
+  onProgress = () => {} } = {}) {
   const fn = "loadModel";
+  kvCacheDtype(fn, kvCache);
   const bundle = await openBundle(base, { cache });
   if (bundle.kind !== "model") throw new BundleError(`loadModel reads a "model" bundle; this one holds ${bundle.kind} (use loadBundle)`);
   const c = bundle.manifest.model;
@@ -318,8 +348,9 @@ export async function loadModel(base, { runtime = null, maxPositions = null, cac
       + `the kernels need hidden and head_dim multiples of 4, head_dim <= ${4 * ops.ATTENTION_WG} and at most 8 query heads per kv head`);
   }
   runtime = runtime || await createRuntime();
+  kvCacheDtype(fn, kvCache, runtime);
   const data = await bundle.loadData({ runtime, onProgress: (p) => onProgress({ phase: "fetch", ...p }) });
-  const model = new CausalLM(runtime, bundle, data, { maxPositions });
+  const model = new CausalLM(runtime, bundle, data, { maxPositions, kvCache });
   onProgress({ phase: "compile" });
   await model.decodeChain(true);
   return model;

@@ -1,9 +1,11 @@
 // ops.js: the decoder's ops besides the int4 linear, recorded into a Chain (q4gsw/llm/ops.py,
 // mirrored: the same kernels, bindings, params words and override constants): embedding rows,
 // residual add + RMSNorm, RoPE with the KV-cache write, attention over the cache, SwiGLU, and
-// the choice of the next token (greedy, or sampled with temperature / top-k / top-p).
+// the choice of the next token (greedy, or sampled with temperature / top-k / top-p). The KV
+// cache is float32, or float16 where the device has `shader-f16`: rope_kv and attention join
+// kv_f32.wgsl or kv_f16.wgsl before their own file.
 
-import { ShapeError } from "./errors.js";
+import { DTypeError, FeatureError, ShapeError } from "./errors.js";
 import { ceilDiv } from "./kernels.js";
 
 export const FAMILY = "llm";
@@ -20,7 +22,21 @@ export function f32bits(x) {
   return new Uint32Array(new Float32Array([x]).buffer)[0];
 }
 
-const record = (chain, name, constants, buffers, workgroups) => chain.record(name, constants, buffers, workgroups, { family: FAMILY });
+/** The cache's GpuTensor dtype -> the file joined before rope_kv.wgsl and attention.wgsl. */
+export const KV_FILES = Object.freeze({ float32: "kv_f32", float16: "kv_f16" });
+
+const record = (chain, name, constants, buffers, workgroups, files = null) =>
+  chain.record(name, constants, buffers, workgroups, { family: FAMILY, files });
+
+/** kv_f32 or kv_f16 for caches of one dtype on the chain's device (DTypeError, or FeatureError without shader-f16). */
+function kvFile(chain, fn, kCache, vCache) {
+  for (const [name, t] of [["kCache", kCache], ["vCache", vCache]]) chain.tensor(fn, name, t, t && t.dtype in KV_FILES ? t.dtype : "float32");
+  if (vCache.dtype !== kCache.dtype) throw new DTypeError(fn, "vCache", `a ${kCache.dtype} GpuTensor (as kCache)`, `a ${vCache.dtype} one`);
+  if (kCache.dtype === "float16" && !chain.runtime.caps.features.has("shader-f16")) {
+    throw new FeatureError(fn, "kCache", "a float32 cache on this device (float16 needs the WebGPU feature shader-f16)", "a float16 one", "shader-f16");
+  }
+  return KV_FILES[kCache.dtype];
+}
 const last = (t) => t.shape[t.shape.length - 1];
 
 /** (tokens, K) float32: row ids[idsOffset + t] of the int4 table (vocab, K) (a GpuWeight), dequantized. */
@@ -60,8 +76,8 @@ export async function addRmsNorm(chain, x, delta, weight, { eps, firstRow = 0 })
 
 /**
  * RoPE on the q and k heads of qkv (rows, (qHeads + 2 kvHeads) * headDim) at positions
- * state.pos + t; k and v go into the caches (kvHeads, maxPositions, headDim). Returns q
- * (rows, qHeads * headDim), rotated.
+ * state.pos + t; k and v go into the caches (kvHeads, maxPositions, headDim; float32, or
+ * float16: rounded as written). Returns q (rows, qHeads * headDim), rotated.
  */
 export async function ropeKv(chain, qkv, cosSin, state, kCache, vCache, { qHeads, kvHeads, headDim }) {
   const fn = "rope_kv";
@@ -69,11 +85,13 @@ export async function ropeKv(chain, qkv, cosSin, state, kCache, vCache, { qHeads
   const width = (qHeads + 2 * kvHeads) * headDim;
   if (last(qkv) !== width) throw new ShapeError(fn, "qkv", `(..., ${width})`, `[${qkv.shape}]`);
   const rows = qkv.size / width;
+  const kv = kvFile(chain, fn, kCache, vCache);
   const maxPositions = kCache.shape[1];
   const q = chain.output([rows, qHeads * headDim]);
   const params = chain.params([rows, maxPositions, 0, 0]);
   await record(chain, "rope_kv", [["WG", ROPE_WG], ["Q_HEADS", qHeads], ["KV_HEADS", kvHeads], ["D", headDim]],
-    [q.buffer, kCache.buffer, vCache.buffer, qkv.buffer, cosSin.buffer, state, params], rows * (qHeads + 2 * kvHeads));
+    [q.buffer, kCache.buffer, vCache.buffer, qkv.buffer, cosSin.buffer, state, params], rows * (qHeads + 2 * kvHeads),
+    [kv, "rope_kv"]);
   return q;
 }
 
@@ -93,6 +111,7 @@ export async function attention(chain, q, kCache, vCache, state, { kvHeads, head
     throw new ShapeError(fn, "head_dim", `a multiple of 4 up to ${4 * ATTENTION_WG}, with at most 8 query heads per kv head`,
       `${headDim} (${qHeads} q heads, ${kvHeads} kv heads)`);
   }
+  const kv = kvFile(chain, fn, kCache, vCache);
   const maxPositions = kCache.shape[1];
   const params = chain.params([rows, maxPositions, f32bits(1 / Math.sqrt(headDim)), 0]);
   const constants = [["WG", ATTENTION_WG], ["G", group], ["D", headDim], ["KV_HEADS", kvHeads]];
@@ -101,13 +120,14 @@ export async function attention(chain, q, kCache, vCache, state, { kvHeads, head
   if (splits === 1) {
     const stats = chain.output([1, 2]);  // bound, never written
     await record(chain, "attention", [...constants, ...tail],
-      [out.buffer, stats.buffer, q.buffer, kCache.buffer, vCache.buffer, state, params], rows * kvHeads);
+      [out.buffer, stats.buffer, q.buffer, kCache.buffer, vCache.buffer, state, params], rows * kvHeads, [kv, "attention"]);
     return out;
   }
   const partial = chain.output([rows * kvHeads * splits * group, headDim]);
   const stats = chain.output([rows * kvHeads * splits * group, 2]);
   await record(chain, "attention", [...constants, ...tail],
-    [partial.buffer, stats.buffer, q.buffer, kCache.buffer, vCache.buffer, state, params], rows * kvHeads * splits);
+    [partial.buffer, stats.buffer, q.buffer, kCache.buffer, vCache.buffer, state, params], rows * kvHeads * splits,
+    [kv, "attention"]);
   await record(chain, "attention_combine", [["WG", COMBINE_WG], ["G", group], ["D", headDim], ["KV_HEADS", kvHeads],
     ["SPLITS", splits], ["SPLIT_KEYS", splitKeys]], [out.buffer, partial.buffer, stats.buffer, state, params], rows * qHeads);
   return out;

@@ -20,6 +20,12 @@ export class ShapeError extends ArgumentError {}
 export class GroupSizeError extends ArgumentError {}
 /** A size exceeds what the device can bind or dispatch (or a bundle's chunks exceed a binding). */
 export class SizeLimitError extends ArgumentError {}
+/** An option needs a WebGPU feature the device lacks (kvCache "f16" without shader-f16). */
+export class FeatureError extends ArgumentError {
+  constructor(fn: string, argument: string, expected: string, got: string, feature: string);
+  /** The missing feature, e.g. "shader-f16". */
+  readonly feature: string;
+}
 /** A kernel was asked for a problem it does not support (the reason is in the message). */
 export class UnsupportedShapeError extends Q4gswError {}
 /** No WebGPU adapter or device. */
@@ -48,8 +54,10 @@ export function describe(value: unknown): string;
 
 // ------------------------------------------------------------------------- tensors, weights
 
-export type DType = "float32" | "uint32";
+/** "float16": a half-precision KV cache, read and written as IEEE half bits (Uint16Array). */
+export type DType = "float32" | "uint32" | "float16";
 export const DTYPES: readonly DType[];
+export const DTYPE_BYTES: Readonly<Record<DType, number>>;
 
 /** A tensor in a GPU buffer (row-major, contiguous). */
 export class GpuTensor {
@@ -62,8 +70,8 @@ export class GpuTensor {
   readonly size: number;
   readonly nbytes: number;
   /** A copy of the contents after the work submitted so far. */
-  read(): Promise<Float32Array | Uint32Array>;
-  write(array: Float32Array | Uint32Array): void;
+  read(): Promise<Float32Array | Uint32Array | Uint16Array>;
+  write(array: Float32Array | Uint32Array | Uint16Array): void;
   release(): void;
 }
 
@@ -142,6 +150,8 @@ export interface RouterCaps {
   maxBindingSize: number;
   maxWorkgroupStorage: number;
   maxInvocations: number;
+  /** A software adapter (SwiftShader, llvmpipe): decode_narrow is not preferred there. */
+  isCpu?: boolean;
 }
 
 export interface Fallback {
@@ -361,6 +371,10 @@ export class CausalLM {
   readonly bundle: Bundle;
   readonly config: ModelConfig;
   readonly maxPositions: number;
+  /** How the KV cache stores K and V. */
+  readonly kvCache: KvCache;
+  /** Bytes of KV cache a position takes (K and V of every layer). */
+  readonly kvCacheBytesPerToken: number;
   readonly lastStats: GenerateStats;
   generate(inputIds: ArrayLike<number>, maxNewTokens: number, options?: GenerateOptions): Promise<number[]>;
   logits(inputIds: ArrayLike<number>): Promise<Float32Array>;
@@ -374,10 +388,15 @@ export interface ModelProgress extends Partial<LoadProgress> {
   phase: "fetch" | "compile";
 }
 
+/** "f16": K and V in half precision (half the memory and reads; needs shader-f16, else FeatureError). */
+export type KvCache = "f32" | "f16";
+export const KV_CACHES: Readonly<Record<KvCache, DType>>;
+
 export function loadModel(base: string | URL, options?: {
   runtime?: Runtime | null;
   maxPositions?: number | null;
   cache?: boolean | string;
+  kvCache?: KvCache;
   onProgress?: (p: ModelProgress) => void;
 }): Promise<CausalLM>;
 

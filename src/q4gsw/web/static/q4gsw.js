@@ -19,20 +19,21 @@
 // BERT encoder's ops), dense.js (linears kept dense), minilm.js (SentenceEncoder,
 // loadSentenceEncoder), wordpiece.js (BERT's WordPiece tokenizer). Differences from Python, all explicit: typed
 // arrays instead of ndarrays; kernels using subgroup builtins get `enable subgroups;`
-// prepended (Tint needs it, naga rejects it); a kernel over the device's invocation limit is
+// prepended (Tint needs it, naga rejects it; `enable f16;` is in kv_f16.wgsl itself, which
+// both accept); a kernel over the device's invocation limit is
 // skipped and listed in `fallbacks` (kernels.js Router.select).
 
 export {
-  ArgumentError, BundleError, DTypeError, DeviceError, DeviceLostError, GroupSizeError, IntegrityError, Q4gswError,
-  ShaderError, ShapeError, SizeLimitError, UnsupportedShapeError, describe,
+  ArgumentError, BundleError, DTypeError, DeviceError, DeviceLostError, FeatureError, GroupSizeError, IntegrityError,
+  Q4gswError, ShaderError, ShapeError, SizeLimitError, UnsupportedShapeError, describe,
 } from "./errors.js";
 export { KernelKey, PARAMS_FIELDS, Router, foldGrid, problem } from "./kernels.js";
-export { DTYPES, GpuTensor, GpuWeight, PackedWeight } from "./tensor.js";
+export { DTYPES, DTYPE_BYTES, GpuTensor, GpuWeight, PackedWeight } from "./tensor.js";
 export { RAISED_LIMITS, Runtime, WANTED_FEATURES, browserEnables, createRuntime } from "./runtime.js";
 export { Chain } from "./chain.js";
 export { Bundle, CACHE_NAME, FORMAT, VERSION, loadBundle, openBundle, sha256Hex } from "./bundle.js";
 export * as ops from "./ops.js";
-export { CausalLM, GenerateStats, loadModel } from "./model.js";
+export { CausalLM, GenerateStats, KV_CACHES, loadModel } from "./model.js";
 export { Tokenizer, UnsupportedTokenizerError } from "./tokenizer.js";
 export { WordPieceTokenizer } from "./wordpiece.js";
 export * as encoderOps from "./encoder_ops.js";

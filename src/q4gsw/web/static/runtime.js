@@ -6,7 +6,7 @@ import {
   ArgumentError, DTypeError, DeviceError, DeviceLostError, Q4gswError, ShaderError, ShapeError, describe, positiveInt,
 } from "./errors.js";
 import { Router } from "./kernels.js";
-import { GpuTensor, GpuWeight, PackedWeight, paddedSize } from "./tensor.js";
+import { DTYPE_BYTES, GpuTensor, GpuWeight, PackedWeight, paddedSize } from "./tensor.js";
 
 /** Optional features the kernels or the timing use, requested only when offered. */
 export const WANTED_FEATURES = Object.freeze(["timestamp-query", "shader-f16", "subgroups"]);
@@ -72,6 +72,9 @@ export class Runtime {
       maxBindingSize: limits.maxStorageBufferBindingSize,
       maxWorkgroupStorage: limits.maxComputeWorkgroupStorageSize,
       maxInvocations: Math.min(limits.maxComputeInvocationsPerWorkgroup, limits.maxComputeWorkgroupSizeX),
+      // a software adapter (SwiftShader, llvmpipe): routing prefers what is fast on a CPU
+      isCpu: Boolean(info.isFallbackAdapter ?? adapter.isFallbackAdapter)
+        || /swiftshader|llvmpipe|lavapipe/i.test([info.vendor, info.architecture, info.device, info.description].join(" ")),
     };
     /** Workgroups per grid dimension that dispatches fold over (createRuntime's option). */
     this.maxWorkgroupsPerDimension = Math.min(limits.maxComputeWorkgroupsPerDimension, maxWorkgroupsPerDimension ?? Infinity);
@@ -161,7 +164,7 @@ export class Runtime {
   empty(shape, dtype = "float32", label = "q4gsw/tensor") {
     const usage = GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST;
     const size = shape.reduce((a, b) => a * b, 1);
-    return new GpuTensor(this, this.createBuffer(4 * size, usage, label), shape, dtype);
+    return new GpuTensor(this, this.createBuffer(DTYPE_BYTES[dtype] * size, usage, label), shape, dtype);
   }
 
   /** The first nbytes of buffer (COPY_SRC), after the work submitted so far: an ArrayBuffer. */
@@ -216,20 +219,22 @@ export class Runtime {
 
   /**
    * The compute pipeline of a KernelKey, compiled once: its files' text from `source` (a
-   * Bundle: kernelText(stem)), its constants as override constants; label str(key).
+   * Bundle: kernelText(stem)), its constants as override constants; label str(key). Cached by
+   * label and files (a KV cache's f32 and f16 kernels share the label).
    */
   pipeline(key, source) {
     this.checkAlive();
     if (!this._pipelines.has(source)) this._pipelines.set(source, new Map());
     const cache = this._pipelines.get(source);
     const label = String(key);
-    if (!cache.has(label)) {
+    const id = `${label} ${key.sources.join("+")}`;
+    if (!cache.has(id)) {
       const compiled = Promise.all(key.sources.map((f) => source.kernelText(f))).then((texts) =>
         this.compile(label, texts.join("\n"), { constants: key.overrides, files: key.sources.map((f) => `${f}.wgsl`) }));
-      compiled.catch(() => cache.delete(label));  // a failure is reported to every waiter, then forgotten
-      cache.set(label, compiled);
+      compiled.catch(() => cache.delete(id));  // a failure is reported to every waiter, then forgotten
+      cache.set(id, compiled);
     }
-    return cache.get(label);
+    return cache.get(id);
   }
 
   /**

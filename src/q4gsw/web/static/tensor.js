@@ -1,12 +1,15 @@
 // tensor.js: what data lives where. PackedWeight (ExecuTorch's int4 bytes and scales in JS
 // memory, format.py), GpuWeight (a weight's GPU buffers, split along N into chunks that each
 // fit one storage binding, runtime/weights.py) and GpuTensor (a float32 / uint32 tensor in a
-// GPU buffer, chain.py).
+// GPU buffer, or a float16 one: a half-precision KV cache; chain.py).
 
 import { DTypeError, GroupSizeError, ShapeError, describe, positiveInt } from "./errors.js";
 
-/** Element types a GpuTensor can hold (4 bytes each). */
-export const DTYPES = Object.freeze(["float32", "uint32"]);
+/** Element types a GpuTensor can hold ("float16": a half-precision KV cache, read and written as IEEE half bits). */
+export const DTYPES = Object.freeze(["float32", "uint32", "float16"]);
+/** Bytes an element of each dtype takes. */
+export const DTYPE_BYTES = Object.freeze({ float32: 4, uint32: 4, float16: 2 });
+const ARRAYS = { float32: Float32Array, uint32: Uint32Array, float16: Uint16Array };
 
 /** A 4-bit groupwise-symmetric weight, exactly as ExecuTorch serializes it (format.py). */
 export class PackedWeight {
@@ -86,9 +89,9 @@ export const paddedSize = (nbytes) => Math.max(16, Math.ceil(nbytes / 16) * 16);
 export class GpuTensor {
   /**
    * @param {Runtime} runtime the runtime whose device holds the buffer.
-   * @param {GPUBuffer} buffer at least 4 * size bytes; STORAGE, and COPY_SRC to be read.
+   * @param {GPUBuffer} buffer at least nbytes; STORAGE, and COPY_SRC to be read.
    * @param {number[]} shape
-   * @param {"float32"|"uint32"} dtype
+   * @param {"float32"|"uint32"|"float16"} dtype
    */
   constructor(runtime, buffer, shape, dtype = "float32") {
     this.runtime = runtime;
@@ -102,7 +105,7 @@ export class GpuTensor {
    * buffer needs STORAGE usage (and COPY_SRC for read()).
    * @param {Runtime} runtime
    * @param {GPUBuffer} buffer
-   * @param {{shape: number[], dtype?: "float32"|"uint32"}} options
+   * @param {{shape: number[], dtype?: "float32"|"uint32"|"float16"}} options
    */
   static fromGpuBuffer(runtime, buffer, { shape, dtype = "float32" }) {
     const fn = "GpuTensor.fromGpuBuffer";
@@ -118,19 +121,19 @@ export class GpuTensor {
   }
 
   get size() { return this.shape.reduce((a, b) => a * b, 1); }
-  get nbytes() { return 4 * this.size; }
+  get nbytes() { return DTYPE_BYTES[this.dtype] * this.size; }
   get [Symbol.toStringTag]() { return `GpuTensor [${this.shape}] ${this.dtype}`; }
 
-  /** Read back: a new Float32Array (Uint32Array for uint32) after the work submitted so far. */
+  /** Read back: a new Float32Array (Uint32Array for uint32, Uint16Array of half bits for float16) after the work submitted so far. */
   async read() {
     const bytes = await this.runtime.readBuffer(this.buffer, this.nbytes);
-    return this.dtype === "uint32" ? new Uint32Array(bytes) : new Float32Array(bytes);
+    return new ARRAYS[this.dtype](bytes);
   }
 
   /** Overwrite the contents with a typed array of `size` elements of `dtype`. */
   write(array) {
     const fn = "GpuTensor.write";
-    const Type = this.dtype === "uint32" ? Uint32Array : Float32Array;
+    const Type = ARRAYS[this.dtype];
     if (!(array instanceof Type)) throw new DTypeError(fn, "array", Type.name, describe(array));
     if (array.length !== this.size) throw new ShapeError(fn, "array", `${this.size} elements (shape [${this.shape}])`, describe(array));
     this.runtime.checkAlive(fn);
