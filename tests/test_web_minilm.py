@@ -219,9 +219,11 @@ class TestEmbeddingsPage:
         assert s[0, 1] > s[0, 5] + 0.2
 
     def test_replay(self, page):
-        """The first run records the chain; the second replays it (no recording), and the page
-        reports the linear kernels it ran and its timings."""
-        assert page["runs"][0]["record_seconds"] > 0 and page["runs"][1]["record_seconds"] == 0
+        """The first run records the chain; the second replays it (no recording; its wall clock is
+        not asserted on: a loaded machine can tick the clock while the cached chain is fetched),
+        and the page reports the linear kernels it ran and its timings."""
+        assert [r["recorded"] for r in page["runs"]] == [True, False]
+        assert page["runs"][0]["record_seconds"] > 0
         assert page["seconds"] > 0 and page["sentences_per_s"] > 0 and page["load_seconds"] > 0
         assert page["kernels"] and page["dispatches"] > 6 * 10
         assert page["adapter"]["isFallbackAdapter"] in (True, False)

@@ -25,6 +25,7 @@ export class EncodeStats {
     this.tokens = tokens;  // B x T, padding included
     this.seconds = 0;  // tokenize, submit and read back (recording excluded)
     this.recordSeconds = 0;  // recording the chain and compiling its kernels (0 when replayed)
+    this.recorded = false;  // whether this call recorded a chain (a batch shape not seen before)
   }
   get sentencesPerSecond() { return this.seconds ? this.sentences / this.seconds : 0; }
 }
@@ -154,6 +155,7 @@ export class SentenceEncoder {
     const seq = Math.max(...tokenIds.map((ids) => ids.length));
     if (seq > this.maxTokens) throw new ShapeError(fn, "tokenIds", `sequences of at most ${this.maxTokens} tokens`, `one of ${seq}`);
     const stats = new EncodeStats(batch, batch * seq);
+    stats.recorded = !this._chains.has(`${batch},${seq}`);
     let t0 = performance.now();
     const { chain, ids, typeIds, mask, embeddings } = await this.chainFor(batch, seq);
     stats.recordSeconds = (performance.now() - t0) / 1000;

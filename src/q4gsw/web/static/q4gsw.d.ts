@@ -497,6 +497,8 @@ export class EncodeStats {
   seconds: number;
   /** Recording the chain and compiling its kernels (0 when replayed). */
   recordSeconds: number;
+  /** Whether this call recorded a chain (a batch shape not seen before). */
+  recorded: boolean;
   readonly sentencesPerSecond: number;
 }
 
