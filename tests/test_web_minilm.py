@@ -7,7 +7,11 @@ embeddings of Python's GPU path (MiniLM.encode(mode="gpu")) for a padded batch.
 The bundle is all-MiniLM-L6-v2 with rtn int4 linears (fast to make) and two linears kept
 dense in fp16, in chunks of 1 MiB: every dense weight over 1 MiB and the 47 MB word table are
 split into several bindings. Sized for SwiftShader on a loaded 2-core machine: 6 sentences of
-3 to 16 tokens, one batch (measured: ~4 s a run, ~15 s for the page). Needs the model extra.
+3 to 16 tokens in one batch with the int4 linears on `tiled` (~2 s a run; the cost model's
+choice, decode_batch, takes ~17 s on SwiftShader at M = 96), and 2 short sentences with the
+routed kernels (~2 s). The pages' slowest step is a run (recording included): 22 s measured
+under load for 6 sentences routed, well inside tests/browser.py's 120 s stall limit.
+Needs the model extra.
 """
 
 from __future__ import annotations
@@ -176,9 +180,11 @@ class TestWordPieceJs:
 
 @pytest.fixture(scope="module")
 def page(exported):
-    """embeddings.html's report on SENTENCES (two runs: the second replays the chain)."""
+    """embeddings.html's report on SENTENCES, the int4 linears on tiled (two runs: the second
+    replays the chain)."""
     _, out = exported
-    query = urlencode({"text": "\n".join(SENTENCES), "runs": 2, "report": "/result", "progress": "/progress"})
+    query = urlencode({"text": "\n".join(SENTENCES), "runs": 2, "kernel": "tiled", "report": "/result",
+                       "progress": "/progress"})
     try:
         run = run_page(out, f"embeddings.html?{query}")
     except BrowserUnavailable as exc:
@@ -223,24 +229,23 @@ class TestEmbeddingsPage:
         not asserted on: a loaded machine can tick the clock while the cached chain is fetched),
         and the page reports the linear kernels it ran and its timings."""
         assert [r["recorded"] for r in page["runs"]] == [True, False]
-        assert page["runs"][0]["record_seconds"] > 0
         assert page["seconds"] > 0 and page["sentences_per_s"] > 0 and page["load_seconds"] > 0
-        assert page["kernels"] and page["dispatches"] > 6 * 10
+        assert page["kernels"] == ["tiled"] and page["dispatches"] > 6 * 10
         assert page["adapter"]["isFallbackAdapter"] in (True, False)
 
 
-def test_page_with_tiled_linears(runtime, exported):
-    """?kernel=tiled runs every int4 linear on tiled (4-17x faster than the routed kernel on
-    SwiftShader at these M) and gives Python's GPU embeddings within the same tolerance."""
+def test_page_with_routed_linears(runtime, exported):
+    """Without ?kernel, the int4 linears run on the cost model's kernels, and two short sentences
+    (a padded batch of 3 and 9 tokens) give Python's GPU embeddings within the same tolerance."""
     model, out = exported
-    sentences = SENTENCES[:2]
-    query = urlencode({"text": "\n".join(sentences), "kernel": "tiled", "report": "/result", "progress": "/progress"})
+    sentences = [SENTENCES[2], SENTENCES[0]]
+    query = urlencode({"text": "\n".join(sentences), "report": "/result", "progress": "/progress"})
     try:
         report = json.loads(run_page(out, f"embeddings.html?{query}").report)
     except BrowserUnavailable as exc:
         _no_browser(exc)
     assert "error" not in report, report["error"]
-    assert report["kernels"] == ["tiled"]
+    assert report["kernels"] and "tiled" not in report["kernels"]
     got = np.array(report["embeddings"], np.float32)
     want = model.encode(sentences, mode="gpu")
     assert cosines(got, want).min() >= MIN_COSINE and np.abs(got - want).max() <= MAX_ABS_DIFF
