@@ -1,7 +1,8 @@
 // Screenshot of an export-web page in Debian's headless Chromium (WebGPU on SwiftShader), for
-// docs/web-demo.png and docs/web-generate.png. A developer tool, not part of the tests:
+// docs/web-demo.png, docs/web-generate.png and docs/web-embeddings.png. A developer tool, not part of the tests:
 //   q4gsw export-web /tmp/web --random 1024x1024                     # the layer demo, index.html
 //   q4gsw export-web /tmp/web --model CHECKPOINT                      # a model, generate.html
+//   q4gsw export-web /tmp/web --model minilm                          # embeddings.html?text=...&kernel=tiled
 //   python -m http.server -b 127.0.0.1 -d /tmp/web 8765 &
 //   NODE_PATH=<dir with playwright-core> node scripts/web-screenshot.mjs URL OUT.png [READY_REGEX]
 // It waits until the page's text matches READY_REGEX (default: the layer demo's result).

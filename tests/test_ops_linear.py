@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given
 
 import q4gsw
-from q4gsw.kernels import (KERNELS, LLVMPIPE_LOOP_BUDGET, TILED_PRESETS, DecodeBatch, Problem, TiledSplit, TiledWide,
+from q4gsw.kernels import (KERNELS, LLVMPIPE_LOOP_BUDGET, TILED_PRESETS, DecodeBatch, Problem, TiledSplit,
                            select)
 from q4gsw.kernels.cost import long_grid
 from q4gsw.kernels.decode import DecodeNarrow
@@ -382,7 +382,7 @@ class TestTiledSplit:
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
     @pytest.mark.parametrize("name", ["tiled_split_2wg", "tiled_lowreg_2wg", "tiled_lowreg", "tiled_m64",
-                                      "tiled_wg512", "tiled_wide"])
+                                      "tiled_wg512"])
     def test_benchmark_presets(self, runtime, make_problem, name):
         """The registered tiled presets run correctly by name and are never chosen by default."""
         case = make_problem(130, 136, 1024, 128, bias=True)
@@ -403,18 +403,6 @@ class TestTiledSplit:
         assert dict(spec.constants(p))["WG"] == 512 and spec.supports(p, runtime.caps) is None
         assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
         assert "128-row" in TiledSplit(64, 1, invocations_per_workgroup=512).supports(p, None)
-
-    @pytest.mark.parametrize("split", [1, 2, 3])
-    @pytest.mark.parametrize(("m", "n", "k", "gs"), [(1, 5, 64, 32), (17, 67, 96, 32), (65, 300, 320, 96),
-                                                     (130, 257, 512, 64), (33, 40, 512, 256)])
-    def test_wide(self, runtime, make_problem, split, m, n, k, gs):
-        """tiled_wide (128 x 256 tiles, 8 x 16 an invocation, 16 k a step): edges in M and N (N past
-        one and two 256-feature tiles), K not a multiple of a split's steps, groups of 32-256."""
-        case = make_problem(m, n, k, gs, bias=m % 2 == 1)
-        spec = TiledWide(split)
-        p = Problem(m, n, k, gs)
-        assert spec.supports(p, runtime.caps) is None and spec.key(p).sources == ("tiled_wide",)
-        assert_matches_reference(q4gsw.linear(case.x, case.pw, case.bias, kernel=spec), case.x, case.pw, case.bias)
 
     def test_2wg_split_fills_two_waves(self):
         """resident=2 splits K until the grid fills two workgroups per SM (264)."""

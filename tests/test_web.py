@@ -62,7 +62,7 @@ CASES = [
     ("deep-M1", "deep", 1, None, False, None, False),
 ]
 #: What q4gsw.js skips for "deep" at M=1 (and why): general stands in for decode.
-DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_batch": 544}
+DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_narrow_subgroup": 544, "decode_batch": 544}
 
 
 def _require_browser() -> bool:

@@ -117,8 +117,6 @@ VARIANTS = [
     ("tiled_m64", "f32: 64-row tiles (4 x 8 a thread, 32 accumulator registers), no split", f32("tiled_m64"), False),
     ("tiled_wg512", "f32: the 128 x 128 tile with 512 invocations of 4 x 8 (twice the warps, half the "
                     "registers each), no split", f32("tiled_wg512"), False),
-    ("tiled_wide", "f32: tiled_wide.wgsl, 128 x 256 tiles of 8 x 16 an invocation, 16 k a step, split to fill the wave",
-     f32("tiled_wide"), False),
     ("tiled_wg512_lowreg", "f32: tiled_wg512 without the register prefetch (settings, not registered)",
      f32_with("tiled_wg512", prefetch=False), False),
     ("f32_diag1", "f32 DIAG 1: routed kernel without staging after step 1 (wrong results)", routed(1), True),

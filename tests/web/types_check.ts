@@ -2,7 +2,8 @@
 // developer's use of q4gsw.js, typed through q4gsw.d.ts.
 import {
   BundleError, CausalLM, Chain, DeviceLostError, FeatureError, GpuTensor, IntegrityError, KvCache, Q4gswError,
-  createRuntime, loadBundle, loadModel, ops,
+  SentenceEncoder, WordPieceTokenizer, cosineSimilarity, createRuntime, encoderOps, loadBundle, loadModel,
+  loadSentenceEncoder, ops,
 } from "q4gsw";
 
 export async function generate(prompt: string): Promise<string> {
@@ -46,4 +47,17 @@ export async function layer(x: Float32Array): Promise<number> {
   chain.release();
   if (!(onGpu.buffer instanceof GPUBuffer)) throw new Q4gswError("not a buffer");
   return first[0] + back[0] + (cpu.timing ? cpu.timing.ns : 0);
+}
+
+export async function similarity(sentences: string[]): Promise<number[][]> {
+  const encoder: SentenceEncoder = await loadSentenceEncoder("./minilm/", { onProgress: (p) => console.log(p.phase, p.loaded) });
+  const { embeddings, ids } = await encoder.encode(sentences);
+  const tokenizer: WordPieceTokenizer = await encoder.tokenizer();
+  const again: Float32Array[] = await encoder.encodeIds(sentences.map((s) => tokenizer.encode(s)));
+  console.log(ids[0].length, again.length, encoder.lastStats.sentencesPerSecond, encoder.config.dense, encoder.maxTokens);
+  const { chain, mask } = await encoder.chainFor(1, 8);
+  const pooled: GpuTensor = await encoderOps.meanPoolNormalize(chain, mask, mask, { seq: 8 });
+  pooled.release();
+  await encoder.release();
+  return embeddings.map((a) => embeddings.map((b) => cosineSimilarity(a, b)));
 }

@@ -90,16 +90,34 @@ def _demo(args) -> int:
     return 0
 
 
+#: export-web --model's value that names the packaged all-MiniLM-L6-v2 (not a path).
+MINILM = "minilm"
+
+
 def _export_web(args) -> int:
     import zipfile
 
     from ..web.export import export_web, load_npz_layer, random_layer
 
     chunk_bytes = args.chunk_mib << 20
+    minilm = args.model == MINILM
+    for name, value in (("--quantizer", args.quantizer), ("--dense-budget", args.dense_budget)):
+        if value is not None and not minilm:
+            raise _Refused(name, f"--model {MINILM} with it (the recipe of the MiniLM bundle)",
+                           f"--model {args.model}" if args.model else "no --model")
     if args.model is not None:
         if args.weight or args.random:
             raise _Refused("--model", "no --weight or --random with it (a model bundle holds one model)",
                            "--weight" if args.weight else "--random")
+        if minilm:
+            from ..web.export_minilm import export_minilm_web
+
+            budget = 1.5 if args.dense_budget is None else args.dense_budget
+            path = export_minilm_web(args.out_dir, group_size=args.group_size, method=args.quantizer or "gptq",
+                                     dense_budget=budget, chunk_bytes=chunk_bytes)
+            print(f"wrote {path.parent}/ (all-MiniLM-L6-v2 sentence embeddings); serve it, e.g. python -m http.server "
+                  f"-b 127.0.0.1 -d {path.parent}, and open embeddings.html")
+            return 0
         from ..web.export_model import export_model_web
 
         path = export_model_web(args.out_dir, args.model, group_size=args.group_size, chunk_bytes=chunk_bytes,
@@ -262,7 +280,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "without --weight, none with it)")
     w.add_argument("--model", metavar="PATH", default=None,
                    help="a whole model instead of layers: anything q4gsw.load_model reads (a Hugging Face or q4gsw "
-                        "model directory, a GGUF file); the bundle runs it on generate.html (default: none)")
+                        "model directory, a GGUF file), run by generate.html; or 'minilm': the packaged "
+                        "all-MiniLM-L6-v2 (the 'model' extra), run by embeddings.html (a folder named minilm: "
+                        "./minilm) (default: none)")
+    w.add_argument("--quantizer", choices=("gptq", "rtn"), default=None,
+                   help="--model minilm: gptq (calibrated) or rtn (round to nearest), as q4gsw demo --model minilm "
+                        "(default: gptq)")
+    w.add_argument("--dense-budget", type=_budget, default=None,
+                   help="--model minilm: keep the most sensitive linears dense (fp16) within this many times the "
+                        "all-int4 weight bytes; 1 keeps none, as q4gsw demo --model minilm (default: 1.5)")
     w.add_argument("--chunk-mib", type=_positive_int, default=128,
                    help="largest data file and weight chunk, in MiB: weights are split along N to fit; the device "
                         "must bind this much (WebGPU's default limit: 128) (default: %(default)s)")

@@ -7,8 +7,8 @@ from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
 from .select import INT8_KERNELS, KERNELS, REGISTRIES, TILED_PRESETS, check_activations, select
 from .spec import LLVMPIPE_LOOP_BUDGET, KernelSpec
-from .tiled import Tiled, TiledSplit, TiledWide
+from .tiled import Tiled, TiledSplit
 
 __all__ = ["Decode", "DecodeBatch", "General", "INT8_KERNELS", "KERNELS", "KernelSpec", "LLVMPIPE_LOOP_BUDGET",
-           "Problem", "REGISTRIES", "Rowwise", "TILED_PRESETS", "Tiled", "TiledInt8", "TiledSplit", "TiledWide",
+           "Problem", "REGISTRIES", "Rowwise", "TILED_PRESETS", "Tiled", "TiledInt8", "TiledSplit",
            "check_activations", "select", "tuning_bucket"]

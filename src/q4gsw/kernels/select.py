@@ -10,23 +10,21 @@ from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
 from .spec import KernelSpec
-from .tiled import Tiled, TiledSplit, TiledWide
+from .tiled import Tiled, TiledSplit
 
 #: Fixed tiled_split settings kept for benchmarks (never chosen by default, not in `q4gsw bench`'s
 #: default list; docs/kernels-prefill.md, session 5): tiled_split_2wg splits K to fill two
 #: workgroups per SM, tiled_lowreg_2wg does the same without the register prefetch (light enough
 #: in registers for two to share an SM?); tiled_lowreg has no prefetch and no split, tiled_m64
 #: 64-row tiles (4 x 8 a thread) and no split, tiled_wg512 the 128 x 128 tile with 512 invocations
-#: of 4 x 8 (twice the warps, no split); tiled_wide (tiled_wide.wgsl) 128 x 256 tiles of 8 x 16 an
-#: invocation, 16 k a step, split to fill the wave.
+#: of 4 x 8 (twice the warps, no split). None was faster than the route on the H200 (session 5).
 TILED_PRESETS: dict[str, KernelSpec] = {
     spec.name: spec
     for spec in (TiledSplit(128, name="tiled_split_2wg", resident=2, baseline=True),
                  TiledSplit(128, name="tiled_lowreg_2wg", prefetch=False, resident=2, baseline=True),
                  TiledSplit(128, 1, name="tiled_lowreg", prefetch=False, baseline=True),
                  TiledSplit(64, 1, name="tiled_m64", baseline=True),
-                 TiledSplit(128, 1, name="tiled_wg512", invocations_per_workgroup=512, baseline=True),
-                 TiledWide())
+                 TiledSplit(128, 1, name="tiled_wg512", invocations_per_workgroup=512, baseline=True))
 }
 #: Every kernel, by name, in the order ties are broken (the presets last).
 KERNELS: dict[str, KernelSpec] = {

@@ -126,30 +126,3 @@ class TiledSplit(Tiled):
     def key(self, p):
         # tiled.wgsl with other constants (with a split, the reduction adds the bias)
         return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled",))
-
-
-class TiledWide(TiledSplit):
-    """tiled_wide.wgsl: 128 x 256 tiles, 8 x 16 outputs an invocation (6 shared reads per 128 FMAs
-    where tiled has 4 per 64), 16 k a step; K split as tiled_split's (the split fills one wave of
-    132 workgroups by default: 64 tiles at M = 512, N = 4096 take a split of 2). A fixed
-    configuration kept for benchmarks (docs/kernels-prefill.md, session 5)."""
-
-    tile_n = 256
-
-    def __init__(self, split: int | None = None, *, name: str = "tiled_wide", baseline: bool = True):
-        super().__init__(128, split, name=name, baseline=baseline)
-
-    def _copy(self, rows, split) -> "TiledWide":
-        return TiledWide(split, name=self.name, baseline=self.baseline)
-
-    def variants(self, p):
-        return [self._copy(128, s) for s in (1, 2, 4, 8) if s <= max(1, p.k // 16 // 4)]
-
-    def loop_trips(self, p):
-        return ceil_div(p.k // 16, self.split(p)) * (16 + 2)
-
-    def constants(self, p):
-        return (("SPLIT", self.split(p)),)
-
-    def key(self, p):
-        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled_wide",))

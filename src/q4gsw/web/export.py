@@ -3,7 +3,7 @@
 A bundle (see README "In a browser"; export_model.py writes the "model" kind):
     manifest.json          format, version, kind, the kernels' files, the cost model's
                            constants, the data files (size, sha256) and where each tensor lies
-    q4gsw.js + modules     the ES module runtime, index.html and generate.html (web/static/)
+    q4gsw.js + modules     the ES module runtime, index.html, generate.html, embeddings.html (web/static/)
     kernels/<file>.wgsl    every file of q4gsw/kernels, byte for byte
     data/<NNN>.bin         the tensors, packed in order (16-byte aligned) into files of at
                            most chunk_bytes; a weight larger than chunk_bytes is split along N
@@ -39,7 +39,8 @@ VERSION = 2
 DEFAULT_CHUNK_BYTES = 128 << 20
 #: Files copied from web/static into every bundle (the ES modules and the pages).
 STATIC_FILES = ("q4gsw.js", "errors.js", "kernels.js", "tensor.js", "runtime.js", "chain.js", "bundle.js", "ops.js",
-                "model.js", "tokenizer.js", "index.html", "generate.html")
+                "model.js", "tokenizer.js", "index.html", "generate.html",
+                "encoder_ops.js", "dense.js", "minilm.js", "wordpiece.js", "embeddings.html")
 _LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _RESERVED = {"kernels", "data", "manifest.json", "tokenizer.json", *STATIC_FILES}
 

@@ -27,6 +27,9 @@ from .recipe import dense_linears, quantize_linears
 from .sentences import CALIBRATION_SENTENCES
 
 LINEAR_MODES = ("q4gsw", "reference", "float")
+#: How encode() runs: the whole forward on the GPU (gpu.py), or numpy with the linears run one
+#: of LINEAR_MODES' ways.
+ENCODE_MODES = ("gpu", *LINEAR_MODES)
 #: The linears of one encoder layer, as named in model.safetensors (without "encoder.layer.i.").
 LAYER_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value",
                  "attention.output.dense", "intermediate.dense", "output.dense")
@@ -52,6 +55,7 @@ class MiniLM:
         self.tokenizer = tokenizer
         self.group_size = group_size
         self.method = method
+        self._gpu = None
         self.dense = dense_linears(self, dense, dense_budget, group_size=group_size, dtype=dense_dtype)
         self.packed, self.biases = self.quantize_linears(method, group_size, calibration)
 
@@ -137,12 +141,26 @@ class MiniLM:
 
         Args:
             sentences: list of str.
-            mode: how the linears run, one of LINEAR_MODES.
+            mode: one of ENCODE_MODES: "gpu" runs the whole forward on the GPU (GpuEncoder: one
+                submit per batch); the others run it in numpy with the linears run as
+                LINEAR_MODES says.
         Returns:
             (B, hidden) float32, unit L2 norm per row.
         """
+        if mode not in ENCODE_MODES:
+            raise ValueError(f"mode: expected one of {ENCODE_MODES}, got {mode!r}")
         tokens = self.tokenize(sentences)
+        if mode == "gpu":
+            return self.gpu().encode(tokens)
         return self.pool(self.forward(tokens, mode=mode), tokens.mask)
+
+    def gpu(self, *, runtime=None):
+        """The GpuEncoder of this model (made, and its weights uploaded, on first use)."""
+        from .gpu import GpuEncoder
+
+        if self._gpu is None or (runtime is not None and self._gpu.runtime is not runtime):
+            self._gpu = GpuEncoder(self, runtime=runtime)
+        return self._gpu
 
     def linear_fn(self, mode: str):
         """name, x (..., K) float32 -> (..., N) float32, for one of LINEAR_MODES."""

@@ -109,13 +109,17 @@ export class Decode extends Spec {
     this.name = `decode_${reduction}`;
     this.partialCapacity = partialCapacity;
     this.maxM = 1024;
+    this.kPerInvocation = 32;  // one vec4<u32> of a weight row
+    this.featuresPerStep = 4;  // decode.wgsl's RB
+    this.xSlotBytes = 16;  // decode.wgsl's x_stage slot
   }
-  invocations(p) { return Math.max(32, ceilDiv(p.k, 1024) * 32); }
+  invocations(p) { return Math.max(32, ceilDiv(p.k, this.kPerInvocation * 32) * 32); }
+  wantedFeatures(p) { return this.cost.longGrid(p) && this.reduction === "subgroup" ? 32 : 16; }
   features(p) {
     const wg = this.invocations(p);
     const cap = Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg);
-    const wanted = this.cost.longGrid(p) && this.reduction === "subgroup" ? 32 : 16;
-    return Math.max(4, Math.floor(Math.min(wanted, cap) / 4) * 4);
+    const step = this.featuresPerStep;
+    return Math.max(step, Math.floor(Math.min(this.wantedFeatures(p), cap) / step) * step);
   }
   tiles(p) { return [ceilDiv(p.n, this.features(p)), p.m]; }
   constants(p) {
@@ -124,16 +128,17 @@ export class Decode extends Spec {
   files() { return ["decode", "unpack", `reduce_${this.reduction}`]; }
   predictedSeconds(p) { return this.cost.decode(p); }
   shapeReason(p) {
+    const kpi = this.kPerInvocation;
     if (p.m > this.maxM) return `M=${p.m} > ${this.maxM}`;
-    if (p.k % 32) return `K=${p.k} is not a multiple of 32`;
-    if (p.groupSize % 32) return `group_size=${p.groupSize} is not a multiple of 32`;
-    if (p.k > 32 * 1024) return `K=${p.k} > 32768 (32 k per invocation, 1024 invocations)`;
+    if (p.k % kpi) return `K=${p.k} is not a multiple of ${kpi}`;
+    if (p.groupSize % kpi) return `group_size=${p.groupSize} is not a multiple of ${kpi}`;
+    if (p.k > kpi * 1024) return `K=${p.k} > ${kpi * 1024} (${kpi} k per invocation, 1024 invocations)`;
     return null;
   }
   workgroupBytes(p) {
     const wg = this.invocations(p);
     const f = this.features(p);
-    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg) + 16;  // + decode.wgsl's x slot
+    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg) + this.xSlotBytes;
   }
   supports(p, caps) {
     if (this.reduction === "subgroup" && !caps.hasSubgroups) return "the device has no `subgroup` feature";
@@ -151,27 +156,13 @@ export class DecodeNarrow extends Decode {
     super(cost, reduction, partialCapacity);
     this.name = `decode_narrow_${reduction}`;
     this.onCpu = onCpu;
+    this.kPerInvocation = 16;  // one vec2<u32> of a weight row
+    this.featuresPerStep = 8;
+    this.xSlotBytes = 0;
   }
-  invocations(p) { return Math.max(32, ceilDiv(p.k, 512) * 32); }
-  features(p) {
-    const wg = this.invocations(p);
-    const cap = Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg);
-    return Math.max(8, Math.floor(Math.min(8, cap) / 8) * 8);
-  }
+  wantedFeatures() { return 8; }
   files() { return ["decode_narrow", "unpack", `reduce_${this.reduction}`]; }
   predictedSeconds(p) { return this.cost.narrow(p, this.onCpu); }
-  shapeReason(p) {
-    if (p.m > this.maxM) return `M=${p.m} > ${this.maxM}`;
-    if (p.k % 16) return `K=${p.k} is not a multiple of 16`;
-    if (p.groupSize % 16) return `group_size=${p.groupSize} is not a multiple of 16`;
-    if (p.k > 16 * 1024) return `K=${p.k} > 16384 (16 k per invocation, 1024 invocations)`;
-    return null;
-  }
-  workgroupBytes(p) {
-    const wg = this.invocations(p);
-    const f = this.features(p);
-    return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg);
-  }
 }
 
 /** decode_batch.wgsl: blocks of 2, 4 or 8 rows of x, K split past 8192 (kernels/decode.py DecodeBatch). */

@@ -310,7 +310,7 @@ export class Bundle {
   readonly manifest: any;
   readonly baseUrl: URL;
   readonly cache: Cache | null;
-  readonly kind: "layers" | "model";
+  readonly kind: "layers" | "model" | "encoder";
   readonly layers: Map<string, Layer>;
   layer(name: string): Layer;
   kernelText(stem: string): Promise<string>;
@@ -405,6 +405,145 @@ export function loadModel(base: string | URL, options?: {
 /** Byte-level BPE from a Hugging Face tokenizer.json (GPT-2, Llama 3, Qwen2). */
 export class Tokenizer {
   static fromJSON(json: unknown): Tokenizer;
+  encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
+  decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
+}
+
+// ------------------------------------------------------------------------ sentence embeddings
+
+/** A linear kept dense: its rows (K padded to a multiple of 4) in chunks along N. */
+export interface DenseChunk {
+  n0: number;
+  n: number;
+  /** float32 rows, or float16 rows as u32 pairs (uint32). */
+  weights: GpuTensor;
+}
+
+/** A dense (N, K) fp32 or fp16 weight on the GPU (mixed precision). */
+export class GpuDenseWeight {
+  constructor(options: { outFeatures: number; inFeatures: number; dtype: "float32" | "float16"; chunks: DenseChunk[] });
+  readonly outFeatures: number;
+  readonly inFeatures: number;
+  readonly dtype: "float32" | "float16";
+  readonly chunks: DenseChunk[];
+  /** vec4 per weight row on the GPU. */
+  readonly row: number;
+  release(): void;
+}
+
+export interface DenseProblem {
+  m: number; n: number; k: number; dtype: "float32" | "float16"; hasBias: boolean;
+}
+
+export interface DenseKernel {
+  readonly file: string;
+  tiles(p: DenseProblem): [number, number];
+  constants(p: DenseProblem): [string, number | boolean][];
+  /** Why the kernel cannot run p on the device, or null. */
+  reason(p: DenseProblem, caps: RouterCaps): string | null;
+}
+
+export const DENSE_KERNELS: Readonly<Record<"gemv" | "gemm" | "general", DenseKernel>>;
+/** gemv for M <= 8, gemm above, general where neither runs. */
+export function selectDense(p: DenseProblem, caps: RouterCaps): "gemv" | "gemm" | "general" | undefined;
+/** out = x @ weight^T (+ bias) recorded into chain, one dispatch per weight chunk. */
+export function denseLinear(chain: Chain, x: GpuTensor, weight: GpuDenseWeight, options?: { bias?: GpuTensor | null }): Promise<GpuTensor>;
+
+export namespace encoderOps {
+  const MAX_KEYS: number;
+  function tokenEmbeddings(chain: Chain, ids: GpuTensor, typeIds: GpuTensor, wordChunks: { n0: number; table: GpuTensor }[],
+    position: GpuTensor, tokenType: GpuTensor, options: { seq: number }): Promise<GpuTensor>;
+  function layerNorm(chain: Chain, x: GpuTensor, delta: GpuTensor | null, weight: GpuTensor, bias: GpuTensor, options: { eps: number }): Promise<GpuTensor>;
+  function gelu(chain: Chain, x: GpuTensor): Promise<GpuTensor>;
+  function encoderAttention(chain: Chain, q: GpuTensor, k: GpuTensor, v: GpuTensor, mask: GpuTensor,
+    options: { heads: number; seq: number }): Promise<GpuTensor>;
+  function meanPoolNormalize(chain: Chain, hidden: GpuTensor, mask: GpuTensor, options: { seq: number }): Promise<GpuTensor>;
+}
+
+/** Where a table or dense weight's rows [n0, n0 + n) lie: a tensor of the bundle. */
+export interface RowChunk {
+  tensor: string;
+  n0: number;
+  n: number;
+}
+
+/** The "model" of an encoder bundle (`q4gsw export-web OUT --model minilm`). */
+export interface EncoderConfig {
+  architecture: string;
+  name: string;
+  hidden_size: number;
+  num_heads: number;
+  num_layers: number;
+  intermediate_size: number;
+  layer_norm_eps: number;
+  max_seq_length: number;
+  max_position_embeddings: number;
+  vocab_size: number;
+  type_vocab_size: number;
+  pooling: "mean";
+  normalize: boolean;
+  hidden_act: string;
+  group_size: number;
+  method: string;
+  word_embeddings: RowChunk[];
+  dense: Record<string, { N: number; K: number; dtype: "float32" | "float16"; chunks: RowChunk[] }>;
+}
+
+export class EncodeStats {
+  sentences: number;
+  /** B x T, padding included. */
+  tokens: number;
+  /** Tokenize, submit and read back (recording excluded). */
+  seconds: number;
+  /** Recording the chain and compiling its kernels (0 when replayed). */
+  recordSeconds: number;
+  /** Whether this call recorded a chain (a batch shape not seen before). */
+  recorded: boolean;
+  readonly sentencesPerSecond: number;
+}
+
+export interface EncoderChain {
+  chain: Chain;
+  ids: GpuTensor;
+  typeIds: GpuTensor;
+  mask: GpuTensor;
+  embeddings: GpuTensor;
+}
+
+/** all-MiniLM-L6-v2 (BERT, mean pooling, L2 normalization) on the GPU. */
+export class SentenceEncoder {
+  readonly runtime: Runtime;
+  readonly bundle: Bundle;
+  readonly config: EncoderConfig;
+  readonly lastStats: EncodeStats;
+  /** The int4 linears' kernel by name, or null: chosen by the bundle's cost model. */
+  readonly linearKernel: string | null;
+  readonly linearNames: string[];
+  /** The longest sequence (tokens, [CLS] and [SEP] included) a batch may have. */
+  readonly maxTokens: number;
+  /** Unit-norm embeddings, one per sentence, and the token ids of each; one submit. */
+  encode(sentences: string[]): Promise<{ embeddings: Float32Array[]; ids: number[][] }>;
+  encodeIds(tokenIds: (number[] | Uint32Array)[]): Promise<Float32Array[]>;
+  tokenizer(): Promise<WordPieceTokenizer>;
+  record(batch: number, seq: number): Promise<EncoderChain>;
+  chainFor(batch: number, seq: number): Promise<EncoderChain>;
+  release(): Promise<void>;
+}
+
+export function loadSentenceEncoder(base: string | URL, options?: {
+  runtime?: Runtime | null;
+  cache?: boolean | string;
+  /** Run the int4 linears on this kernel (e.g. "tiled") instead of the routed one. */
+  linearKernel?: string | null;
+  onProgress?: (p: ModelProgress) => void;
+}): Promise<SentenceEncoder>;
+
+export function cosineSimilarity(a: ArrayLike<number>, b: ArrayLike<number>): number;
+
+/** BERT's WordPiece from a Hugging Face tokenizer.json (BertNormalizer, BertPreTokenizer, [CLS] A [SEP]). */
+export class WordPieceTokenizer {
+  static fromJSON(json: unknown, options?: { maxLength?: number | null }): WordPieceTokenizer;
+  readonly maxLength: number | null;
   encode(text: string, options?: { addSpecialTokens?: boolean }): number[];
   decode(ids: ArrayLike<number>, options?: { skipSpecialTokens?: boolean }): string;
 }

@@ -15,7 +15,9 @@
 // routing; pure), tensor.js (PackedWeight, GpuWeight, GpuTensor), runtime.js (device,
 // buffers, pipelines, linear()), chain.js (recorded chains), bundle.js (manifest, streamed
 // and checked fetches, the Cache API), ops.js (the decoder's ops), model.js (CausalLM,
-// loadModel), tokenizer.js (byte-level BPE). Differences from Python, all explicit: typed
+// loadModel), tokenizer.js (byte-level BPE), and for sentence embeddings: encoder_ops.js (the
+// BERT encoder's ops), dense.js (linears kept dense), minilm.js (SentenceEncoder,
+// loadSentenceEncoder), wordpiece.js (BERT's WordPiece tokenizer). Differences from Python, all explicit: typed
 // arrays instead of ndarrays; kernels using subgroup builtins get `enable subgroups;`
 // prepended (Tint needs it, naga rejects it; `enable f16;` is in kv_f16.wgsl itself, which
 // both accept); a kernel over the device's invocation limit is
@@ -33,6 +35,10 @@ export { Bundle, CACHE_NAME, FORMAT, VERSION, loadBundle, openBundle, sha256Hex 
 export * as ops from "./ops.js";
 export { CausalLM, GenerateStats, KV_CACHES, loadModel } from "./model.js";
 export { Tokenizer, UnsupportedTokenizerError } from "./tokenizer.js";
+export { WordPieceTokenizer } from "./wordpiece.js";
+export * as encoderOps from "./encoder_ops.js";
+export { DENSE_KERNELS, GpuDenseWeight, denseLinear, selectDense } from "./dense.js";
+export { EncodeStats, SentenceEncoder, cosineSimilarity, loadSentenceEncoder } from "./minilm.js";
 
 /** out = x @ dequantize(weight)^T (+ bias) in float64 on the CPU (format.py linear_reference). */
 export function linearReference(x, weight, bias = null) {
