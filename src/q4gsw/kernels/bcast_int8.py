@@ -8,6 +8,7 @@ broadcasts, scales applied at every 32-k chunk. Never chosen by the routing.
 from __future__ import annotations
 
 from ..arith import ceil_div
+from . import cost
 from .int8 import TiledInt8
 
 
@@ -66,6 +67,21 @@ class BcastInt8(TiledInt8):
 
     def step(self, p):
         return self.k_step or 32
+
+    def split(self, p):
+        """The setting, else 1 where the tiles fill the SMs (ORT never splits), and where they do
+        not, the power of two that gives ~3 workgroups an SM (this kernel's workgroups share SMs;
+        the cost model's one tile per SM does not see that), keeping >= 4 steps a workgroup."""
+        steps = ceil_div(p.k, self.step(p))
+        if self.fixed_split is not None:
+            return max(1, min(self.fixed_split, steps))
+        tiles = ceil_div(p.n, self.features_per_tile) * ceil_div(p.m, 64)
+        s = 1
+        if tiles >= cost.TILED_TILES_PER_WAVE:
+            return s
+        while s < self.max_split and tiles * s < 3 * cost.TILED_TILES_PER_WAVE and steps // (2 * s) >= 4:
+            s *= 2
+        return s
 
     def loop_trips(self, p):
         bk = self.step(p)
