@@ -1,6 +1,9 @@
 """Prefill kernel variants (issue #15, session 5) in one process on the H200: the routed f32
 kernel, the tiled_int8 default and every variant, timed round-robin, beside ORT WebGPU's DP4A path.
 
+Session 5b copy (/work/notes/prefill_probe_s5b.py): adds the bcast_int8 variants (ONNX Runtime's
+DP4A shape, branch h/int8b); run it with --only f32_route,tiled_int8,tiled_int8_wg512,bcast_int8_ort,...
+
 Usage (GPU machine, repo root of branch h/prefill, staged wgpu on PYTHONPATH; a copy of this file
 sits in the worktree's ignored .probe/, next to .gpu/ and .ort/):
     source .gpu/activate.sh; export PYTHONPATH=$PWD/src:$PYTHONPATH; source .ort/ort-activate.sh
@@ -117,6 +120,8 @@ VARIANTS = [
     ("tiled_m64", "f32: 64-row tiles (4 x 8 a thread, 32 accumulator registers), no split", f32("tiled_m64"), False),
     ("tiled_wg512", "f32: the 128 x 128 tile with 512 invocations of 4 x 8 (twice the warps, half the "
                     "registers each), no split", f32("tiled_wg512"), False),
+    ("tiled_wide", "f32: tiled_wide.wgsl, 128 x 256 tiles of 8 x 16 an invocation, 16 k a step, split to fill the wave",
+     f32("tiled_wide"), False),
     ("tiled_wg512_lowreg", "f32: tiled_wg512 without the register prefetch (settings, not registered)",
      f32_with("tiled_wg512", prefetch=False), False),
     ("f32_diag1", "f32 DIAG 1: routed kernel without staging after step 1 (wrong results)", routed(1), True),
@@ -135,6 +140,21 @@ VARIANTS = [
      int8("tiled_int8_wg512", features_per_tile=64), False),
     ("int8_64x64_1buf", "int8: tiled_int8_64x64 with one buffer (settings)", int8("tiled_int8_64x64", double_buffer=False),
      False),
+    ("bcast_int8_ort", "int8, ONNX Runtime's DP4A shape (bcast_int8.wgsl: 64 x 64, 1 x 16 a thread, broadcast "
+                       "weight reads, scales every 32 k, 32-k steps) in its order: one buffer, load/barrier/products/barrier",
+     int8("bcast_int8_ort"), False),
+    ("bcast_int8", "int8, bcast_int8 with the next step's loads issued before the products, two buffers",
+     int8("bcast_int8"), False),
+    ("bcast_int8_k64", "int8, bcast_int8 with 64-k steps (half the barriers; scales once a step at group 128)", int8("bcast_int8_k64"), False),
+    ("bcast_int8_n128", "int8, bcast_int8 with 64 x 128 tiles (1 x 32 a thread)", int8("bcast_int8_n128"), False),
+    ("bcast_int8_k128", "int8, bcast_int8 with 128-k steps (one group a step: the scales once a step) in ORT's "
+                        "order (one buffer, 18 KiB)", int8("bcast_int8_k128"), False),
+    ("bcast_k128_2buf", "int8: bcast_int8_k128 with two buffers and the loads one step ahead (36 KiB; settings)",
+     int8("bcast_int8_k128", double_buffer=True), False),
+    ("bcast_ort_k64", "int8: bcast_int8_ort with 64-k steps (scales once a step; settings)",
+     int8("bcast_int8_ort", k_step=64), False),
+    ("bcast_n128_ort", "int8: bcast_int8_n128 in ONNX Runtime's order (one buffer; settings)",
+     int8("bcast_int8_n128", double_buffer=False), False),
     ("int8_diag1", "int8 DIAG 1: default without staging after step 1 (wrong results)", int8_diag(1), True),
     ("int8_diag2", "int8 DIAG 2: default with the products cut to 1 k-quad of 8 (wrong results)", int8_diag(2), True),
     ("int8_diag3", "int8 DIAG 3: default with the scales applied once at the end (f32 accumulators dead "
@@ -152,6 +172,10 @@ PREDICTED_SPEEDUP = {
     "tiled_int8_n64": ("tiled_int8", 1.0, 1.3), "tiled_int8_64x64": ("tiled_int8", 1.2, 1.5),
     "tiled_int8_wg512": ("tiled_int8", 1.15, 1.4), "int8_wg512_1buf": ("tiled_int8", 1.1, 1.45),
     "int8_wg512_n64": ("tiled_int8", 1.1, 1.45), "int8_64x64_1buf": ("tiled_int8", 1.15, 1.55),
+    "bcast_int8_ort": ("tiled_int8", 1.1, 1.35), "bcast_int8": ("tiled_int8", 1.15, 1.4),
+    "bcast_int8_k64": ("tiled_int8", 1.2, 1.45), "bcast_int8_n128": ("tiled_int8", 1.05, 1.4),
+    "bcast_ort_k64": ("tiled_int8", 1.15, 1.4), "bcast_int8_k128": ("tiled_int8", 1.25, 1.5),
+    "bcast_k128_2buf": ("tiled_int8", 1.2, 1.5), "bcast_n128_ort": ("tiled_int8", 1.0, 1.35),
     "int8_diag1": ("tiled_int8", 0.95, 1.05), "int8_diag2": ("tiled_int8", 3.0, 5.0), "int8_diag3": ("tiled_int8", 1.2, 1.6),
 }
 

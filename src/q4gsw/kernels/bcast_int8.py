@@ -65,6 +65,13 @@ class BcastInt8(TiledInt8):
     def tile_rows(self, p):
         return 64
 
+    def predicted_seconds(self, p):
+        """tiled_int8's prediction (its default settings on this device) times
+        cost.BCAST_INT8_OVER_TILED_INT8, the ratio measured on the H200 (the cost model's one
+        tile per SM does not describe this kernel's small workgroups, which share SMs)."""
+        tiled = TiledInt8(memory_limit=self.memory_limit, invocation_limit=self.invocation_limit)
+        return cost.BCAST_INT8_OVER_TILED_INT8 * tiled.predicted_seconds(p)
+
     def step(self, p):
         return self.k_step or 32
 

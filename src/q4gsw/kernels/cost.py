@@ -46,6 +46,11 @@ NARROW_MAX_WEIGHTS = 1 << 24
 NARROW_SPEEDUP, NARROW_SLOWDOWN = 0.9, 1.3
 
 
+#: bcast_int8_k64 against tiled_int8 on the H200 (bench/results/2026-11-29-h200-s5-prefill-bcast.md):
+#: 0.74-0.82 of its time at M = 128 and 512 on the three Llama shapes.
+BCAST_INT8_OVER_TILED_INT8 = 0.8
+
+
 def narrow_seconds(p: Problem, on_cpu: bool) -> float:
     """decode_narrow's time: decode's, scaled by NARROW_SPEEDUP where it was measured faster
     (M = 1, N * K <= NARROW_MAX_WEIGHTS, a GPU), else by NARROW_SLOWDOWN (so it is chosen only

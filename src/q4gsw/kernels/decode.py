@@ -257,11 +257,12 @@ class DecodeBatch(KernelSpec):
         return DecodeBatch(tuned[0], self.min_lanes, self.storage_limit, tuned[1])
 
     def unpack_imad(self, p: Problem) -> bool:
-        """UNPACK_IMAD (unpack.wgsl). Measured on the H100 (docs/kernels-decode.md, session 3):
-        with blocks of 4 or 8 rows of x the multiply-add unpack was faster on most shapes (up to
-        9 %), with blocks of 2 slower except on the LM head (a long grid)."""
+        """UNPACK_IMAD (unpack.wgsl). "auto": the multiply-add unpack for every block: on the H200
+        it was 4.6 % faster than the shift form with blocks of 2 (M = 2, 4096 x 14336: 33.1 vs
+        34.7 µs), 7 % with blocks of 4, 5 % with blocks of 8 (session 5). (On the H100, session 3,
+        blocks of 2 were faster with the shift form.)"""
         if self.unpack == "auto":
-            return self.x_rows(p) >= 4 or cost.long_grid(p)
+            return True
         return self.unpack == "imad"
 
     def x_rows(self, p: Problem) -> int:

@@ -189,7 +189,7 @@ export class DecodeBatch extends Spec {
   tiles(p) { return [ceilDiv(p.n, this.features(p)), ceilDiv(p.m, this.xRows(p)) * this.split(p)]; }
   constants(p) {
     return [["WG", this.invocations(p)], ["FEATURES", this.features(p)], ["X_ROWS", this.xRows(p)],
-      ["MIN_LANES", this.minLanes], ["SPLIT", this.split(p)], ["UNPACK_IMAD", this.xRows(p) >= 4 || this.cost.longGrid(p)]];
+      ["MIN_LANES", this.minLanes], ["SPLIT", this.split(p)], ["UNPACK_IMAD", true]];
   }
   files() { return ["decode_batch", "unpack"]; }
   shapeReason(p) {
