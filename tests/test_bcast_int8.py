@@ -22,16 +22,15 @@ SETTINGS = [
     dict(),
     dict(double_buffer=False),
     dict(k_step=64),
-    dict(k_step=64, double_buffer=False),
     dict(features_per_tile=128),
-    dict(features_per_tile=128, k_step=64, double_buffer=False),
+    dict(features_per_tile=128, k_step=64),
     dict(split=3),
     dict(k_step=64, split=2, features_per_tile=128),
     dict(x_group=32),
-    dict(x_group=32, k_step=64, double_buffer=False, split=2),
-    dict(k_step=128, double_buffer=False),
-    dict(k_step=128, double_buffer=False, features_per_tile=128, split=2),
-    dict(k_step=128, x_group=32, double_buffer=False),
+    dict(x_group=32, k_step=64, split=2),
+    dict(k_step=128),                                    # 36 KiB: refused on lavapipe, runs on the H200
+    dict(k_step=128, features_per_tile=128, split=2),
+    dict(k_step=128, x_group=32),
 ]
 
 
@@ -81,8 +80,17 @@ def test_routed_for_int8_only_and_fits():
     assert workgroup_bytes(64, 32, True) == 9216
     assert workgroup_bytes(128, 64, True) <= 32768 and workgroup_bytes(64, 128, False) == 18432
     p = Problem(512, 4096, 4096, 128)
-    assert dict(INT8_KERNELS["bcast_int8_k128"].constants(p))["STEP_SCALES"]
-    assert not dict(INT8_KERNELS["bcast_int8_k128"].constants(Problem(512, 4096, 4096, 32)))["STEP_SCALES"]
+    assert dict(BcastInt8(k_step=128).constants(p))["STEP_SCALES"]
+    assert not dict(BcastInt8(k_step=128).constants(Problem(512, 4096, 4096, 32)))["STEP_SCALES"]
     assert not dict(INT8_KERNELS["bcast_int8"].constants(p))["STEP_SCALES"]
     for name in [n for n in INT8_KERNELS if n.startswith("bcast_int8")]:
         assert INT8_KERNELS[name].bind(LAVAPIPE).supports(Problem(512, 4096, 4096, 128), LAVAPIPE) is None
+
+
+@pytest.mark.parametrize("k_step", [64, 128])
+def test_one_buffer_needs_32k_steps(k_step):
+    """One buffer with steps past 32 k is refused with its reason (it gave wrong outputs in this
+    file's tests on the H200; the cause was not found), before anything runs."""
+    reason = BcastInt8(k_step=k_step, double_buffer=False).supports(Problem(128, 256, 256, 128), None)
+    assert "one buffer" in reason and "H200" in reason
+    assert BcastInt8(k_step=32, double_buffer=False).supports(Problem(128, 256, 256, 128), None) is None

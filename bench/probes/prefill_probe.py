@@ -147,12 +147,10 @@ VARIANTS = [
      int8("bcast_int8"), False),
     ("bcast_int8_k64", "int8, bcast_int8 with 64-k steps (half the barriers; scales once a step at group 128)", int8("bcast_int8_k64"), False),
     ("bcast_int8_n128", "int8, bcast_int8 with 64 x 128 tiles (1 x 32 a thread)", int8("bcast_int8_n128"), False),
-    ("bcast_int8_k128", "int8, bcast_int8 with 128-k steps (one group a step: the scales once a step) in ORT's "
-                        "order (one buffer, 18 KiB)", int8("bcast_int8_k128"), False),
-    ("bcast_k128_2buf", "int8: bcast_int8_k128 with two buffers and the loads one step ahead (36 KiB; settings)",
-     int8("bcast_int8_k128", double_buffer=True), False),
-    ("bcast_ort_k64", "int8: bcast_int8_ort with 64-k steps (scales once a step; settings)",
-     int8("bcast_int8_ort", k_step=64), False),
+    # (session 5's run 7 also timed bcast_int8_k128 and bcast_ort_k64: one buffer with steps past 32 k,
+    # refused since: tests/test_bcast_int8.py gave wrong outputs for that family on the H200)
+    ("bcast_k128_2buf", "int8: bcast_int8 with 128-k steps, two buffers and the loads one step ahead (36 KiB; settings)",
+     int8("bcast_int8", k_step=128), False),
     ("bcast_n128_ort", "int8: bcast_int8_n128 in ONNX Runtime's order (one buffer; settings)",
      int8("bcast_int8_n128", double_buffer=False), False),
     ("int8_diag1", "int8 DIAG 1: default without staging after step 1 (wrong results)", int8_diag(1), True),
