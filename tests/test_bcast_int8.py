@@ -70,13 +70,13 @@ def test_presets_run_and_nan_rows(runtime, make_problem):
         assert_matches_int8_reference(np.ascontiguousarray(y[keep]), case.x[keep], case.pw, case.bias)
 
 
-def test_routed_for_int8_only_and_fits():
-    """bcast_int8_k64 is the int8 route (session 5) and never chosen for f32; the other presets
-    are baselines; its workgroup memory fits both devices."""
+def test_never_routed_and_fits():
+    """bcast_int8 presets are baselines (tiled_int8 stays the int8 route: the H200 run of this
+    file found wrong outputs, docs/kernels-prefill.md); their workgroup memory fits both devices."""
     for p in (Problem(512, 4096, 4096, 128), Problem(128, 4096, 14336, 32), Problem(1, 64, 64, 32)):
-        assert select(p, H200, activations="int8").name == "bcast_int8_k64"
+        assert select(p, H200, activations="int8").name == "tiled_int8"
         assert select(p, H200).activations == "f32"
-    assert all(spec.baseline for name, spec in INT8_KERNELS.items() if name.startswith("bcast") and name != "bcast_int8_k64")
+    assert all(spec.baseline for name, spec in INT8_KERNELS.items() if name.startswith("bcast"))
     assert workgroup_bytes(64, 32, True) == 9216
     assert workgroup_bytes(128, 64, True) <= 32768 and workgroup_bytes(64, 128, False) == 18432
     p = Problem(512, 4096, 4096, 128)

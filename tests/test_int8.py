@@ -282,9 +282,9 @@ class TestLinearDq8caQ4gsw:
 class TestSelectInt8:
     @pytest.mark.parametrize("p", [Problem(1, 64, 64, 32), Problem(512, 4096, 4096, 128), Problem(128, 4096, 14336, 32)])
     def test_int8_only_when_asked(self, p):
-        """activations="int8" chooses an int8 kernel (the routed bcast_int8_k64, never a preset);
+        """activations="int8" chooses an int8 kernel (the default tiled_int8, never a preset);
         the default never does."""
-        assert select(p, LAVAPIPE, activations="int8").name == "bcast_int8_k64"
+        assert select(p, LAVAPIPE, activations="int8").name == "tiled_int8"
         assert select(p, LAVAPIPE).activations == "f32"
         assert all(spec.activations == "f32" for spec in KERNELS.values())
 
@@ -337,7 +337,7 @@ class TestSelectInt8:
         p = Problem(512, 4096, 4096, 128)
         assert tuning_bucket(p, "int8") == tuning_bucket(p) + "_a8"
         tuned = {tuning_bucket(p): {"kernel": "tiled", "settings": {}}}
-        assert select(p, H200, tuned=tuned, activations="int8").name == "bcast_int8_k64"
+        assert select(p, H200, tuned=tuned, activations="int8").name == "tiled_int8"
         tuned = {tuning_bucket(p, "int8"): {"kernel": "tiled_int8", "settings": {"k_step": 32}}}
         assert select(p, H200, tuned=tuned, activations="int8").k_step == 32
 
