@@ -38,6 +38,8 @@ try:
 except ImportError:  # run from the repo root without PYTHONPATH
     sys.path.insert(0, os.path.join(os.getcwd(), "src"))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clocks import ClockLog  # noqa: E402
 from q4gsw.format import PackedWeight, linear_reference  # noqa: E402
 from q4gsw.kernels import KERNELS, Problem  # noqa: E402
 from q4gsw.kernels.decode import DecodeNarrow  # noqa: E402
@@ -184,52 +186,6 @@ def round_robin(rt, entries: list[dict], rounds: int, clocks) -> tuple[dict, dic
         spans[e["name"]].append((walls[i], walls[i + 1] + 0.01))
     return times, spans
 
-class ClockLog:
-    """nvidia-smi sampling SM / memory clocks, power and temperature every 100 ms into a CSV, when
-    nvidia-smi exists (GPU machine); clock(t0, t1) is the median SM clock (MHz) over a wall-time span."""
-
-    FIELDS = "timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,utilization.gpu"
-
-    def __init__(self, path: str):
-        self.path, self.proc = path, None
-        if shutil.which("nvidia-smi"):
-            self.file = open(path, "w")
-            self.proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={self.FIELDS}", "--format=csv,noheader,nounits",
-                                          "-lms", "100"], stdout=self.file, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=5)
-            self.file.close()
-
-    def clock(self, t0: float, t1: float):
-        """Median SM clock (MHz) of the samples taken between wall times t0 and t1, or None."""
-        if self.proc is None or not os.path.exists(self.path):
-            return None
-        values = []
-        for line in open(self.path):
-            parts = [p.strip() for p in line.split(",")]
-            try:
-                stamp = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-                if t0 <= stamp <= t1:
-                    values.append(float(parts[1]))
-            except (ValueError, IndexError):
-                continue
-        if values:
-            return statistics.median(values)
-        middle, nearest = (t0 + t1) / 2, None  # a span shorter than the sampling period
-        for line in open(self.path):
-            parts = [p.strip() for p in line.split(",")]
-            try:
-                stamp = datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp()
-                if abs(stamp - middle) < 0.5 and (nearest is None or abs(stamp - middle) < nearest[0]):
-                    nearest = (abs(stamp - middle), float(parts[1]))
-            except (ValueError, IndexError):
-                continue
-        return nearest[1] if nearest else None
-
-
 def check_rows(rng, n: int) -> np.ndarray:
     return np.unique(np.concatenate([rng.choice(n, size=min(n, 256), replace=False), [n - 1]]))
 
@@ -313,7 +269,7 @@ def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks) -> d
         e["round_medians_us"] = [statistics.median(r) for r in per_round]
         e["spread"] = (max(e["round_medians_us"]) - min(e["round_medians_us"])) / e["median_us"]
         e["over_plain_read"] = e["median_us"] / plain_us
-        e["sm_mhz"] = [c for c in (clocks.clock(*span) for span in spans[e["name"]]) if c is not None] or None
+        e["sm_mhz"] = [c for c in (clocks.clock([span]) for span in spans[e["name"]]) if c is not None] or None
     for e in entries:
         e["predicted_us"] = PREDICTIONS.get((m, k, n), {}).get(e["name"])
     plain_rounds = [statistics.median(r) for r in plain_times[0]]
@@ -321,7 +277,7 @@ def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks) -> d
               "copies": len(plain.data) or None, "plain_read_us": plain_us,
               "plain_read_first_us": plain_rounds[0] if plain_rounds else plain_us,
               "plain_read_last_us": plain_rounds[-1] if plain_rounds else plain_us, "variants": entries,
-              "plain_read_sm_mhz": [c for c in (clocks.clock(*span) for span in plain_spans) if c is not None] or None,
+              "plain_read_sm_mhz": [c for c in (clocks.clock([span]) for span in plain_spans) if c is not None] or None,
               "wall_s": time.perf_counter() - t0}
     best = min(runnable, key=lambda e: e["median_us"], default=None)
     routed = next((e for e in entries if e["name"] == "route" and "median_us" in e), None)
@@ -367,7 +323,7 @@ def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks)
         flat = [t for r in times[e["name"]] for t in r]
         e["median_us"] = statistics.median(flat)
         e["round_medians_us"] = [statistics.median(r) for r in times[e["name"]]]
-        e["sm_mhz"] = [c for c in (clocks.clock(*span) for span in spans[e["name"]]) if c is not None] or None
+        e["sm_mhz"] = [c for c in (clocks.clock([span]) for span in spans[e["name"]]) if c is not None] or None
     base = next(e["median_us"] for e in entries if e["group_size"] == 128)
     for e in entries:
         e["over_gs128"] = e["median_us"] / base

@@ -46,6 +46,8 @@ try:
 except ImportError:  # run from the repo root without PYTHONPATH
     sys.path.insert(0, os.path.join(os.getcwd(), "src"))
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from clocks import ClockLog  # noqa: E402
 from q4gsw.format import PackedWeight, linear_reference  # noqa: E402
 from q4gsw.kernels import INT8_KERNELS, KERNELS, Problem  # noqa: E402
 from q4gsw.kernels.int8 import linear_int8_reference  # noqa: E402
@@ -176,52 +178,6 @@ PREDICTED_SPEEDUP = {
     "bcast_k128_2buf": ("tiled_int8", 1.2, 1.5), "bcast_n128_ort": ("tiled_int8", 1.0, 1.35),
     "int8_diag1": ("tiled_int8", 0.95, 1.05), "int8_diag2": ("tiled_int8", 3.0, 5.0), "int8_diag3": ("tiled_int8", 1.2, 1.6),
 }
-
-
-class ClockLog:
-    """nvidia-smi sampling the SM clock every 100 ms into a CSV (when nvidia-smi exists);
-    clock(t0, t1): the median SM clock (MHz) of the samples within a wall-time span."""
-
-    FIELDS = "timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu"
-
-    def __init__(self, path: str):
-        self.path, self.proc = path, None
-        if shutil.which("nvidia-smi"):
-            self.file = open(path, "w")
-            self.proc = subprocess.Popen(["nvidia-smi", f"--query-gpu={self.FIELDS}", "--format=csv,noheader,nounits",
-                                          "-lms", "100"], stdout=self.file, stderr=subprocess.DEVNULL)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=5)
-            self.file.close()
-
-    def samples(self):
-        if self.proc is None or not os.path.exists(self.path):
-            return []
-        out = []
-        for line in open(self.path):
-            parts = [p.strip() for p in line.split(",")]
-            try:
-                out.append((datetime.datetime.strptime(parts[0], "%Y/%m/%d %H:%M:%S.%f").timestamp(), float(parts[1])))
-            except (ValueError, IndexError):
-                continue
-        return out
-
-    def clock(self, spans):
-        """Median SM MHz over the samples within any of the (t0, t1) wall spans (nearest sample for short spans)."""
-        samples = self.samples()
-        if not samples:
-            return None
-        values = [mhz for t, mhz in samples if any(t0 <= t <= t1 for t0, t1 in spans)]
-        if not values:
-            for t0, t1 in spans:
-                mid = (t0 + t1) / 2
-                t, mhz = min(samples, key=lambda s: abs(s[0] - mid))
-                if abs(t - mid) < 0.5:
-                    values.append(mhz)
-        return statistics.median(values) if values else None
 
 
 def batch_passes(check_us, args) -> int:
