@@ -192,8 +192,9 @@ class TestBadInput:
 
 class TestInt8Prefill:
     def test_prefill_linears_run_int8(self, runtime, rng):
-        """prefill_activations="int8" runs a long prompt's linears through tiled_int8 (profile
-        labels), and its logits stay within int8 activation error of the f32 model's."""
+        """prefill_activations="int8" runs a long prompt's linears through the int8 route
+        (bcast_int8_k64: profile labels), and its logits stay within int8 activation error of
+        the f32 model's."""
         weights = tiny_weights(11, hidden_size=64, intermediate_size=128)
         exact = CausalLM(weights, max_positions=64)
         int8 = CausalLM(weights, max_positions=64, prefill_activations="int8")
@@ -201,7 +202,7 @@ class TestInt8Prefill:
         ref = exact.logits(ids)
         with q4gsw.profile() as prof:
             got = int8.logits(ids)
-        assert "linear_q4gsw/tiled_int8" in {r["label"] for r in prof.rows()}
+        assert "linear_q4gsw/bcast_int8" in {r["label"] for r in prof.rows()}
         err = float(np.abs(got - ref).max() / np.abs(ref).max())
         assert 0 < err < 5e-2, err
         with q4gsw.profile() as prof:

