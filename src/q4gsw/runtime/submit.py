@@ -77,35 +77,17 @@ def timed_passes(runtime, passes: list[list[Dispatch]], *, label: str = "q4gsw/t
     Without `timestamp-query`, every pass gets the wall-clock time of the whole submit and
     its wait divided by the number of passes (host overhead included; say so when reporting).
     """
-    wgpu = runtime.wgpu
-    device = runtime.device
-    encoder = device.create_command_encoder(label=label)
-    queries = resolved = None
     if runtime.caps.has_timestamps:
-        queries = device.create_query_set(type=wgpu.QueryType.timestamp, count=2 * len(passes))
-        resolved = runtime.buffers.create(16 * len(passes), wgpu.BufferUsage.QUERY_RESOLVE | wgpu.BufferUsage.COPY_SRC,
-                                          "q4gsw/timestamps")
-    for i, dispatches in enumerate(passes):
-        writes = None if queries is None else {
-            "query_set": queries, "beginning_of_pass_write_index": 2 * i, "end_of_pass_write_index": 2 * i + 1}
-        cpass = encoder.begin_compute_pass(label=str(dispatches[0].key) if len(dispatches) == 1 else label,
-                                           timestamp_writes=writes)
-        for d in dispatches:
-            record(cpass, d)
+        return _collect_timed(runtime, _submit_timed(runtime, passes, (), label))
+    encoder = runtime.device.create_command_encoder(label=label)
+    for dispatches in passes:
+        cpass = encoder.begin_compute_pass(label=str(dispatches[0].key) if len(dispatches) == 1 else label)
+        record_pass(cpass, dispatches)
         cpass.end()
-    if queries is not None:
-        encoder.resolve_query_set(queries, 0, 2 * len(passes), resolved, 0)
     t0 = time.perf_counter_ns()
-    device.queue.submit([encoder.finish()])
-    if queries is None:
-        wait(runtime)
-        return [(time.perf_counter_ns() - t0) / len(passes)] * len(passes)
-    try:
-        stamps = runtime.buffers.read(resolved, 16 * len(passes), np.uint64).astype(np.int64)
-    finally:
-        runtime.buffers.destroy(resolved)
-        queries.destroy()
-    return [float(stamps[2 * i + 1] - stamps[2 * i]) for i in range(len(passes))]
+    runtime.device.queue.submit([encoder.finish()])
+    wait(runtime)
+    return [(time.perf_counter_ns() - t0) / len(passes)] * len(passes)
 
 
 def timed_batches(runtime, batches, *, filler: list[Dispatch] = (), label: str = "q4gsw/timed") -> list[list[float]]:
