@@ -2,20 +2,20 @@
 one process on the H200; session 5: timed round-robin with the clocks held up.
 
 Usage (GPU machine, repo root, staged wgpu on PYTHONPATH):
-    PYTHONPATH=$PWD/src:$PYTHONPATH python /work/notes/decode_variants_probe.py --out DIR
-    [--repeats 30] [--quick]          (--quick: small shapes, a smoke test on lavapipe)
+    PYTHONPATH=$PWD/src:$PYTHONPATH python bench/probes/decode_probe.py --out DIR
+    [--repeats 8] [--shapes MxKxN,...] [--no-group-sizes] [--quick]   (--quick: a lavapipe smoke test)
 
 For each shape (M=1: 4096^2, 4096x14336, 14336x4096, 2048x8192, 8192x2048, 4096x128256;
 M=2/4/8 at 4096x14336): one Workload whose copies total >= 256 MiB (tools/workload.py: L2
 rotation), the plain read of the weight + scale bytes through as many copies
 (tools/plain_read.py), the route (what q4gsw.linear runs, tuning cache included) and each
-variant (decode settings k_per_workgroup / features / x_staged, decode_narrow, decode_batch
-settings). Every variant's first run is checked against the float64 reference on 256 random
-output features (+ the last); then all are timed with GPU timestamps (runtime/timing.
-time_dispatch: one pass per dispatch, median of --repeats after 0.1 s of warm-up), the list
-forward then backward (drift shows as forward != backward), the plain read first and last. A
-variant that fails to build, compile or check is reported and skipped. Writes
-DIR/decode_variants_probe.{json,md} and prints a table per shape.
+variant (decode settings, decode_narrow, decode_batch settings). Every variant's first run is
+checked against the float64 reference on 256 random output features (+ the last); then all,
+the plain read among them, are timed round-robin (round_robin below: --repeats rounds, each
+variant one submit of ~1 ms of passes followed by a filler read, queued ahead through
+runtime.submit.timed_batches, so the GPU never idles and its clocks stay up). Then the route
+at group sizes 32-256 on four shapes. A variant that fails to build, compile or check is
+reported and skipped. Writes DIR/decode_variants_probe.{json,md} (+ the SM clock CSV).
 """
 
 from __future__ import annotations
