@@ -73,9 +73,10 @@ def test_presets_run_and_nan_rows(runtime, make_problem):
 
 
 def test_routed_for_int8_only_and_fits():
-    """bcast_int8_k64 is the int8 route (session 5) and never chosen for f32; the other bcast
-    presets are baselines; the workgroup memory fits both devices."""
-    for p in (Problem(512, 4096, 4096, 128), Problem(128, 4096, 14336, 32), Problem(1, 64, 64, 32)):
+    """bcast_int8_k64 is the int8 route at prefill sizes (session 5; decode_int8 below them) and
+    never chosen for f32; the other bcast presets are baselines; the workgroup memory fits both
+    devices."""
+    for p in (Problem(512, 4096, 4096, 128), Problem(128, 4096, 14336, 32), Problem(32, 4096, 4096, 32)):
         assert select(p, H200, activations="int8").name == "bcast_int8_k64"
         assert select(p, H200).activations == "f32"
     assert all(spec.baseline for name, spec in INT8_KERNELS.items() if name.startswith("bcast") and name != "bcast_int8_k64")

@@ -271,12 +271,17 @@ class TestTiledInt8:
 
 class TestLinearDq8caQ4gsw:
     def test_is_linear_q4gsw_with_int8_activations(self, runtime, make_problem):
-        """ExecuTorch's op name gives exactly linear_q4gsw(..., activations="int8")."""
-        case = make_problem(9, 33, 128, 64)
-        a = q4gsw.linear_dq8ca_q4gsw(case.x, case.weights, case.scales, 64, case.bias)
-        b = q4gsw.linear_q4gsw(case.x, case.weights, case.scales, 64, case.bias, activations="int8")
-        np.testing.assert_array_equal(a, b)
-        assert_matches_int8_reference(a, case.x, case.pw, case.bias)
+        """ExecuTorch's op name gives exactly linear_q4gsw(..., activations="int8"), at a decode
+        size (decode_int8: a scale per 32 k) and a prefill size (a scale per group)."""
+        for m, n, route in ((7, 33, "decode_int8_subgroup"), (200, 512, "bcast_int8_k64")):
+            case = make_problem(m, n, 1024, 64)
+            p = Problem(m, n, 1024, 64, True)
+            spec = select(p, runtime.caps, activations="int8")
+            assert spec.name == route or not runtime.caps.has_subgroups
+            a = q4gsw.linear_dq8ca_q4gsw(case.x, case.weights, case.scales, 64, case.bias)
+            b = q4gsw.linear_q4gsw(case.x, case.weights, case.scales, 64, case.bias, activations="int8")
+            np.testing.assert_array_equal(a, b)
+            assert_matches_int8_reference(a, case.x, case.pw, case.bias, spec.x_group_size(p))
 
     def test_refuses_before_any_buffer(self, runtime, make_problem, no_new_buffers):
         """K or group size not a multiple of 32, or an unknown activations value, are refused
@@ -294,11 +299,13 @@ class TestLinearDq8caQ4gsw:
 
 
 class TestSelectInt8:
-    @pytest.mark.parametrize("p", [Problem(1, 64, 64, 32), Problem(512, 4096, 4096, 128), Problem(128, 4096, 14336, 32)])
-    def test_int8_only_when_asked(self, p):
-        """activations="int8" chooses an int8 kernel (the routed bcast_int8_k64, never a preset);
-        the default never does."""
-        assert select(p, LAVAPIPE, activations="int8").name == "bcast_int8_k64"
+    @pytest.mark.parametrize(("p", "route"), [(Problem(1, 64, 64, 32), "decode_int8_subgroup"),
+                                              (Problem(512, 4096, 4096, 128), "bcast_int8_k64"),
+                                              (Problem(128, 4096, 14336, 32), "bcast_int8_k64")])
+    def test_int8_only_when_asked(self, p, route):
+        """activations="int8" chooses an int8 kernel (a routed one, never a preset: decode_int8 at
+        decode sizes, bcast_int8_k64 at prefill sizes); the default never does."""
+        assert select(p, LAVAPIPE, activations="int8").name == route
         assert select(p, LAVAPIPE).activations == "f32"
         assert all(spec.activations == "f32" for spec in KERNELS.values())
 

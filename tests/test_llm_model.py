@@ -211,10 +211,50 @@ class TestInt8Prefill:
         exact.release()
         int8.release()
 
+    def test_decode_linears_run_int8(self, runtime, rng):
+        """decode_activations="int8" runs the decode steps' (and short prompts') linears through
+        decode_int8 (profile labels), within int8 activation error of the f32 model's logits;
+        switching back records f32 chains again."""
+        weights = tiny_weights(12, hidden_size=64, intermediate_size=128)
+        exact = CausalLM(weights, max_positions=64)
+        int8 = CausalLM(weights, max_positions=64, decode_activations="int8")
+        ids = rng.integers(0, 96, 5)
+        ref = exact.logits(ids)
+        with q4gsw.profile() as prof:
+            got = int8.logits(ids)
+        assert "linear_q4gsw/decode_int8_subgroup" in {r["label"] for r in prof.rows()}
+        err = float(np.abs(got - ref).max() / np.abs(ref).max())
+        assert 0 < err < 5e-2, err
+        with q4gsw.profile() as prof:
+            int8.generate(ids, 3, eos_token_ids=())
+        assert "linear_q4gsw/decode_int8_subgroup" in {r["label"] for r in prof.rows()}
+        int8.decode_activations = "f32"
+        np.testing.assert_allclose(int8.logits(ids), ref, rtol=0, atol=1e-5 * np.abs(ref).max())
+        exact.release()
+        int8.release()
+
+    def test_cli_options(self, runtime, tmp_path, capsys):
+        """`q4gsw generate PATH --decode-activations int8 --prefill-activations int8` streams the
+        tokens load_model(...) with the same options generates."""
+        from q4gsw import cli
+
+        from .test_llm_kv_f16 import tiny_checkpoint
+
+        path = tiny_checkpoint(tmp_path / "ckpt")
+        assert cli.main(["generate", str(path), "--ids", "5,6,7", "--max-new-tokens", "6",
+                         "--decode-activations", "int8", "--prefill-activations", "int8"]) == 0
+        out = capsys.readouterr().out
+        model = q4gsw.load_model(path, decode_activations="int8", prefill_activations="int8")
+        text = model.decode(model.generate([5, 6, 7], 6))
+        assert text and text in out and "6 new tokens" in out
+        model.release()
+
     def test_bad_option(self, runtime):
-        """prefill_activations is 'f32' or 'int8'."""
+        """prefill_activations and decode_activations are 'f32' or 'int8'."""
         with pytest.raises(q4gsw.ArgumentError, match="'prefill_activations'"):
             CausalLM(tiny_weights(), prefill_activations="int4")
+        with pytest.raises(q4gsw.ArgumentError, match="'decode_activations'"):
+            CausalLM(tiny_weights(), decode_activations="f16")
 
 
 class TestDenseLayers:

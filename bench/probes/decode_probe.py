@@ -39,7 +39,8 @@ except ImportError:  # run from the repo root without PYTHONPATH
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from clocks import ClockLog  # noqa: E402
 from q4gsw.format import PackedWeight, linear_reference  # noqa: E402
-from q4gsw.kernels import KERNELS, Problem  # noqa: E402
+from q4gsw.kernels import INT8_KERNELS, KERNELS, Problem  # noqa: E402
+from q4gsw.kernels.int8 import linear_int8_reference  # noqa: E402
 from q4gsw.kernels.decode import DecodeNarrow  # noqa: E402
 from q4gsw.ops.plan import choose_kernel  # noqa: E402
 from q4gsw.runtime import get_runtime  # noqa: E402
@@ -64,6 +65,21 @@ def narrow(**settings):
 
 def batch(**settings):
     return lambda caps: KERNELS["decode_batch"].bind(caps).with_settings(settings)
+
+
+def int8(reduction="subgroup", **settings):
+    """decode_int8 (activations="int8": checked against the int8 reference, error to f32 reported)."""
+    return lambda caps: INT8_KERNELS[f"decode_int8_{reduction}"].bind(caps).with_settings(settings)
+
+
+#: The int8-activation decode (session 6), timed beside the f32 variants at every M.
+INT8_VARIANTS = [
+    ("int8", "decode_int8_subgroup, default rows (x quantized per 32 k in registers, dot4I8Packed)", int8()),
+    ("int8-r8", "decode_int8, 8 rows a workgroup", int8(features_per_workgroup=8)),
+    ("int8-r32", "decode_int8, 32 rows a workgroup", int8(features_per_workgroup=32)),
+    ("int8-r64", "decode_int8, 64 rows a workgroup", int8(features_per_workgroup=64)),
+    ("int8-w", "decode_int8_workgroup (workgroup-memory reduction)", int8("workgroup")),
+]
 
 
 #: (name, what it is, factory(caps) -> KernelSpec). "route" is added per shape.
@@ -123,6 +139,13 @@ PREDICTIONS = {
     (4, 4096, 14336): {"route": (50, 54), "batch-r32": (45, 52), "batch-r64": (44, 54)},
     (8, 4096, 14336): {"route": (67, 71), "batch-r64": (60, 70)},
 }
+#: Session 6, written before the first H200 run of decode_int8 (docs/kernels-decode.md): the f32
+#: unpack's issue gone, what is left is decode's memory pattern.
+INT8_PREDICTIONS = {(1, 4096, 4096): (10, 12), (1, 4096, 14336): (16, 20), (1, 14336, 4096): (17, 21),
+                    (1, 2048, 8192): (10, 12), (1, 8192, 2048): (10, 12), (1, 4096, 128256): (80, 95),
+                    (2, 4096, 14336): (22, 28), (4, 4096, 14336): (30, 40), (8, 4096, 14336): (50, 65)}
+for _shape, _range in INT8_PREDICTIONS.items():
+    PREDICTIONS.setdefault(_shape, {})["int8"] = _range
 
 
 #: Seconds of sustained work (every entry in turn) before a shape's timed rounds, and the GPU
@@ -208,7 +231,7 @@ def describe(spec, p: Problem, caps) -> dict:
     return info
 
 
-def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks) -> dict:
+def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks, only: str | None = None) -> dict:
     caps = rt.caps
     t0 = time.perf_counter()
     weight = random_weight(rng, n, k, GROUP_SIZE)
@@ -221,7 +244,9 @@ def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks) -> d
     entries = []
     route = choose_kernel(rt, "probe", p)
     variants = [("route", f"what q4gsw.linear runs ({route.name} {route.settings()})", lambda caps: route)]
-    variants += M1_VARIANTS if m == 1 else MB_VARIANTS
+    variants += [v for v in (M1_VARIANTS if m == 1 else MB_VARIANTS) + INT8_VARIANTS
+                 if only is None or v[0] in only.split(",")]
+    checked = PackedWeight(weight.weights[rows], weight.scales[:, rows], GROUP_SIZE, in_features=k)
     try:
         for name, what, factory in variants:
             entry = {"name": name, "what": what}
@@ -236,7 +261,11 @@ def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks) -> d
                 ds = work.dispatches(spec)
                 rt.device.queue.write_buffer(work.out, 0, np.full(m * n, np.nan, np.float32))
                 time_dispatch(rt, ds[0], repeats=1, warmup=0)
-                entry["rel_error"] = rel_error(work.read_out()[:, rows], ref)
+                y = work.read_out()[:, rows]
+                entry["rel_error"] = rel_error(y, ref)
+                if spec.activations == "int8":  # against its own reference; the f32 error is reported
+                    entry["rel_error_f32"] = entry["rel_error"]
+                    entry["rel_error"] = rel_error(y, linear_int8_reference(x, checked, x_group=spec.x_group_size(p)))
                 if not entry["rel_error"] < 1e-4:
                     entry["skipped"] = f"wrong result: rel. error {entry['rel_error']:.2e} on {len(rows)} features"
                     continue
@@ -331,6 +360,11 @@ def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks)
     return {"m": m, "k": k, "n": n, "entries": entries}
 
 
+def to_f32(v: dict) -> str:
+    """' (to f32: e)' for an int8 variant, else ''."""
+    return f" (to f32: {v['rel_error_f32']:.1e})" if "rel_error_f32" in v else ""
+
+
 def markdown(report: dict) -> str:
     fmt = lambda v, f=".1f": format(v, f) if isinstance(v, (int, float)) else "–"
     a = report["adapter"]
@@ -341,7 +375,8 @@ def markdown(report: dict) -> str:
              "round-robin (order reversed every other round) after 1.5 s of the same cycle untimed; median over all passes; spread = (max - min) of the round medians / median; "
              "weights rotated among copies >= 256 MiB; plain read = one pass "
              "over the same weight + scale bytes (tools/plain_read.py), timed in the same rounds; group size 128. "
-             "Rel. error: max |y - ref| / max |ref| on 257 output features (float64 reference).", "",
+             "Rel. error: max |y - ref| / max |ref| on 257 output features (float64 reference; for int8 variants "
+             "the int8 path's reference, with the error to the f32 result in brackets).", "",
              "## Summary", "", "| M × K × N | plain read µs | route µs | route / plain | best variant | best µs "
              "| best / plain |", "|---|---:|---:|---:|---|---:|---:|"]
     for s in report["shapes"]:
@@ -369,7 +404,7 @@ def markdown(report: dict) -> str:
             lines.append(f"| {v['name']} | {v['what']} | {v['kernel']} {settings} | {v.get('workgroup_size', '–')} | "
                          f"{v['workgroups']} | {v.get('warps', '–')} | {fmt(v['median_us'])} | {fmt(v['min_us'])} | "
                          f"{100 * v['spread']:.0f} % | {fmt(v['over_plain_read'], '.2f')} | "
-                         f"{f'{pred[0]}–{pred[1]}' if pred else '–'} | {v['rel_error']:.1e} | "
+                         f"{f'{pred[0]}–{pred[1]}' if pred else '–'} | {v['rel_error']:.1e}{to_f32(v)} | "
                          f"{', '.join(f'{c:.0f}' for c in v.get('sm_mhz') or []) or '–'} |")
     if report.get("group_sizes"):
         lines += ["", "## Group sizes (the route at each; own weights each; round-robin)", "",
@@ -388,6 +423,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes, 5 repeats (a smoke test on lavapipe)")
     ap.add_argument("--no-group-sizes", action="store_true", help="skip the group-size sweep")
     ap.add_argument("--shapes", default=None, help="MxKxN,... instead of the default list")
+    ap.add_argument("--variants", default=None, help="NAME,... of the variants to time (the route always)")
     ap.add_argument("--budget-s", type=float, default=170.0,
                     help="start no new shape after this many seconds; default: %(default)s")
     args = ap.parse_args()
@@ -428,7 +464,7 @@ def run(args, clocks):
             break
         log(f"[{i + 1}/{len(shapes)}] M={m} K={k} N={n} ({time.perf_counter() - t_start:.0f} s)")
         try:
-            report["shapes"].append(probe_shape(rt, m, k, n, repeats, rng, log, clocks))
+            report["shapes"].append(probe_shape(rt, m, k, n, repeats, rng, log, clocks, args.variants))
         except Exception as exc:  # a shape that fails must not end the run
             log(f"  M={m} K={k} N={n} failed: {type(exc).__name__}: {exc}")
             traceback.print_exc()

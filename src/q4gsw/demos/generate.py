@@ -19,14 +19,16 @@ DEMO_CONFIG = DecoderConfig(architecture="LlamaForCausalLM", vocab_size=512, hid
 
 
 def open_model(path: str | None, random: str | None, *, group_size: int, max_positions: int | None,
-               seed: int = 0, kv_cache: str = "f32") -> CausalLM:
+               seed: int = 0, kv_cache: str = "f32", prefill_activations: str = "f32",
+               decode_activations: str = "f32") -> CausalLM:
     """load_model(path) or a model of random weights of a preset's shape (no download); the
     KV-cache option is checked against the device first."""
+    options = dict(max_positions=max_positions, kv_cache=kv_cache, prefill_activations=prefill_activations,
+                   decode_activations=decode_activations)
     if random is not None:
         kv_cache_dtype("open_model", kv_cache, get_runtime().caps)
-        return CausalLM(random_weights(PRESETS[random], group_size=group_size, seed=seed), max_positions=max_positions,
-                        kv_cache=kv_cache)
-    return load_model(path, group_size=group_size, max_positions=max_positions, progress=True, kv_cache=kv_cache)
+        return CausalLM(random_weights(PRESETS[random], group_size=group_size, seed=seed), **options)
+    return load_model(path, group_size=group_size, progress=True, **options)
 
 
 def stream(model: CausalLM, ids: list[int], max_new_tokens: int, *, out=sys.stdout, warm_up: bool = True,

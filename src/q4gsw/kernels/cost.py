@@ -92,6 +92,17 @@ QUANTIZE_SECONDS_FIXED = 2.0e-6
 QUANTIZE_SECONDS_PER_ELEMENT = 5.0 / 3e12
 
 
+#: decode_int8 (one dispatch, x quantized in registers), fitted to the H200 probe of session 6
+#: (bench/results/2026-11-29-h200-s6-decode-int8-probe.md): 1.1-1.4e-13 s a multiply-add past
+#: the fixed cost at M = 1..8 (mid shapes 18.1-19.1 µs, LM head 84.0, M = 8 59.4). It decides
+#: only among the int8 kernels.
+DECODE_INT8_SECONDS_PER_MAC = 1.2e-13
+
+
+def decode_int8_seconds(p: Problem) -> float:
+    return SECONDS_FIXED + DECODE_INT8_SECONDS_PER_MAC * p.m * p.n * p.k
+
+
 def tiled_int8_seconds(p: Problem, tile_m: int, k_step: int, split: int, tile_n: int = 128) -> float:
     """The quantize pass, the GEMM's waves of tiles over its steps, and the split's reduction
     (a tile of 64 features is costed as one of 128: not fitted)."""

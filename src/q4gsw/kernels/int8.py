@@ -120,6 +120,7 @@ class TiledInt8(KernelSpec):
 
     kernel = "tiled_int8"  # the WGSL file and pipeline name of every configuration
     activations = "int8"
+    separate_quantize = True
     max_split = 16
 
     def __init__(self, name: str = "tiled_int8", *, x_rows_per_tile: int | None = None, k_step: int | None = None,

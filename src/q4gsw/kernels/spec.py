@@ -21,7 +21,8 @@ class KernelSpec:
 
     name: str = ""
     baseline: bool = False  # kept only for benchmarks; never chosen by default
-    activations: str = "f32"  # what x is multiplied as: "f32", or "int8" (quantized on the GPU first)
+    activations: str = "f32"  # what x is multiplied as: "f32", or "int8" (quantized on the GPU)
+    separate_quantize: bool = False  # int8: a quantize dispatch (quantize_key) heads the op's pass
 
     def tiles(self, p: Problem) -> tuple[int, int]:
         """(tiles along N, tiles along M): workgroups = their product."""

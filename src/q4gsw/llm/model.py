@@ -61,6 +61,10 @@ class CausalLM:
         prefill_activations: "f32" (exact, default) or "int8": prompts of at least
             INT8_PREFILL_ROWS tokens run their linears with x quantized to int8 on the GPU
             (q4gsw.linear(activations="int8"): about 2x the f32 GEMM's speed, ~6e-3 relative error).
+        decode_activations: "f32" (exact, default) or "int8": the decode steps (and prompts
+            shorter than INT8_PREFILL_ROWS) run their linears with int8 activations: decode_int8,
+            x quantized per 32 k inside the kernel, ~5e-3 relative error a linear; on the H200
+            the LM head takes 84 µs against 117 (docs/kernels-decode.md, session 6).
         kv_cache: "f32" (default) or "f16": K and V stored in half precision (rounded as they
             are written, read back into f32 arithmetic): half the cache's memory and half the
             attention's cache reads. Needs `shader-f16` (FeatureError before any GPU memory
@@ -70,7 +74,7 @@ class CausalLM:
     """
 
     def __init__(self, weights: DecoderWeights, *, max_positions: int | None = None, runtime=None,
-                 prefill_activations: str = "f32", kv_cache: str = "f32"):
+                 prefill_activations: str = "f32", decode_activations: str = "f32", kv_cache: str = "f32"):
         if not isinstance(weights, DecoderWeights):
             raise DTypeError("CausalLM", "weights", "a q4gsw.llm.DecoderWeights", describe(weights))
         c = weights.config
@@ -92,7 +96,9 @@ class CausalLM:
         #: the linears a checkpoint keeps in high precision, run by Chain.dense_linear
         self._dense = {id(w): DenseWeight(w) for _, w in _linears(weights) if isinstance(w, np.ndarray)}
         self._prefill: dict[tuple[int, bool, bool], tuple[Chain, GpuTensor]] = {}
+        self._decode: dict[bool, tuple[Chain, GpuTensor]] = {}  # greedy? -> (chain, logits)
         self.prefill_activations = prefill_activations
+        self.decode_activations = decode_activations
         self.weights = weights
         self.config = c
         self.max_positions = max_positions
@@ -119,7 +125,6 @@ class CausalLM:
             self._sampling_params = rt.buffers.create(16, usage.UNIFORM | usage.COPY_DST, "llm/sampling")
             self._ids = _zeros(rt, (max_positions,), "uint32")
             self._generated = _zeros(rt, (max_positions,), "uint32")
-        self._decode: dict[bool, tuple[Chain, GpuTensor]] = {}  # greedy? -> (chain, logits)
 
     @property
     def prefill_activations(self) -> str:
@@ -128,11 +133,24 @@ class CausalLM:
 
     @prefill_activations.setter
     def prefill_activations(self, value: str) -> None:
-        if value not in ("f32", "int8"):
-            raise ArgumentError("CausalLM", "prefill_activations", "'f32' or 'int8'", describe(value))
-        self._prefill_activations = value
-        for chain, _ in self._prefill.values():  # recorded with the other kind
+        self._prefill_activations = _check_activations("prefill_activations", value)
+        self._release_chains()  # recorded with the other kind
+
+    @property
+    def decode_activations(self) -> str:
+        """"f32" or "int8": how decode steps and prompts under INT8_PREFILL_ROWS tokens run their linears."""
+        return self._decode_activations
+
+    @decode_activations.setter
+    def decode_activations(self, value: str) -> None:
+        self._decode_activations = _check_activations("decode_activations", value)
+        self._release_chains()
+
+    def _release_chains(self) -> None:
+        """Drop every recorded chain (they are recorded again on next use)."""
+        for chain, _ in [*self._decode.values(), *self._prefill.values()]:
             chain.release()
+        self._decode.clear()
         self._prefill.clear()
 
     # --- recording ---------------------------------------------------------------------------
@@ -145,7 +163,7 @@ class CausalLM:
         decode = rows == 1 and not all_logits
         splits = ceil_div(self.max_positions, DECODE_SPLIT_KEYS) if decode else 1
         chain = Chain(runtime=self.runtime, label=f"llm/{'decode' if decode else 'prefill'}")
-        act = self.prefill_activations if rows >= INT8_PREFILL_ROWS else "f32"
+        act = self.prefill_activations if rows >= INT8_PREFILL_ROWS else self.decode_activations
 
         def linear(x, w, bias=None):
             if isinstance(w, np.ndarray):  # kept dense by the checkpoint
@@ -327,10 +345,7 @@ class CausalLM:
 
     def release(self) -> None:
         """Free the chains, caches and weights' GPU copies now."""
-        for chain, _ in [*self._decode.values(), *self._prefill.values()]:
-            chain.release()
-        self._decode.clear()
-        self._prefill.clear()
+        self._release_chains()
         for _, w in _linears(self.weights):
             self.runtime.weights.release(self._dense.get(id(w), w))
 
@@ -354,7 +369,8 @@ def _zeros(runtime, shape, dtype: str = "float32") -> GpuTensor:
 
 
 def load_model(path, *, group_size: int = 128, max_positions: int | None = None, keep_dense=None,
-               progress=None, runtime=None, prefill_activations: str = "f32", kv_cache: str = "f32") -> CausalLM:
+               progress=None, runtime=None, prefill_activations: str = "f32", decode_activations: str = "f32",
+               kv_cache: str = "f32") -> CausalLM:
     """A causal LM held on the GPU, from a Hugging Face checkpoint directory (float weights
     quantized at load), a q4gsw model directory (save_checkpoint) or a GGUF file with Q4_0
     weights. See q4gsw.llm.load_checkpoint and CausalLM (kv_cache="f16": a half-precision KV
@@ -371,4 +387,11 @@ def load_model(path, *, group_size: int = 128, max_positions: int | None = None,
     ops.kv_cache_dtype("load_model", kv_cache, runtime.caps)
     weights = load_checkpoint(path, group_size=group_size, keep_dense=keep_dense, progress=progress)
     return CausalLM(weights, max_positions=max_positions, runtime=runtime, prefill_activations=prefill_activations,
-                    kv_cache=kv_cache)
+                    decode_activations=decode_activations, kv_cache=kv_cache)
+
+
+def _check_activations(name: str, value) -> str:
+    """value if it is "f32" or "int8", else ArgumentError naming `name`."""
+    if value not in ("f32", "int8"):
+        raise ArgumentError("CausalLM", name, "'f32' or 'int8'", describe(value))
+    return value

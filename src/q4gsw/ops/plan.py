@@ -79,9 +79,10 @@ def plan_linear(runtime, fn: str, weight, p: Problem, x_buf, out_buf, bias_buf, 
             placeholder of 4 bytes when p.has_bias is False.
         kernel: as choose_kernel.
         weight_key: what the runtime keeps the weight's GPU copy for (default: the weight).
-        activations: "f32" (default) or "int8" (as choose_kernel). With "int8" the plan owns
-            two scratch buffers (x as int8, its scales) and its first dispatch quantizes x,
-            followed in the same compute pass by the first chunk's GEMM.
+        activations: "f32" (default) or "int8" (as choose_kernel). With "int8" and a GEMM kernel
+            (spec.separate_quantize) the plan owns two scratch buffers (x as int8, its scales)
+            and its first dispatch quantizes x, followed in the same compute pass by the first
+            chunk's GEMM; decode_int8 quantizes x inside its own dispatch.
     Returns:
         the LinearPlan; run its dispatches (e.g. runtime.submit.submit), then release() it.
     """
@@ -90,7 +91,7 @@ def plan_linear(runtime, fn: str, weight, p: Problem, x_buf, out_buf, bias_buf, 
     dispatches = []
     try:
         head, x_bufs = None, (x_buf,)
-        if spec.activations == "int8":
+        if spec.separate_quantize:
             head, x_bufs = _quantize_dispatch(runtime, spec, p, x_buf, owned)
         for chunk in runtime.weights.chunks(weight, key=weight_key):
             dispatches.append(_chunk_dispatch(runtime, spec, p, chunk, x_bufs, out_buf, bias_buf, owned))

@@ -60,6 +60,11 @@ def bench_llm(presets=("llama-3-8b",), *, contexts=(128, 1024, 4096), new_tokens
             f"{entry['floor_tokens_per_s']:.0f} tokens/s; setup {entry['setup_s']:.1f} s")
         entry["decode"] = [_decode(lm, rng, c, new_tokens, floor_s, log) for c in contexts
                            if c + new_tokens <= max_positions]
+        lm.decode_activations = "int8"  # the opt-in int8 decode (decode_int8), same contexts
+        log("  decode with int8 activations:")
+        entry["decode_int8"] = [_decode(lm, rng, c, new_tokens, floor_s, log) for c in contexts
+                                if c + new_tokens <= max_positions]
+        lm.decode_activations = "f32"
         prompt = rng.integers(0, config.vocab_size, prefill_tokens)
         lm.generate(prompt, 1, eos_token_ids=())  # records this length's chain
         rates = []
@@ -160,14 +165,18 @@ def markdown(result: dict) -> str:
                   f"({_fmt(m['kv_cache_bytes_per_token'] / 1024 if 'kv_cache_bytes_per_token' in m else None)} KiB "
                   f"a position)", "",
                   "| context | q4gsw tokens/s | ms/token (wall) | GPU ms | host encode ms | GPU busy | % of floor | "
-                  "torch int4 compiled tokens/s | torch eager tokens/s |",
-                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "q4gsw int8-activation decode tokens/s (GPU ms) | torch int4 compiled tokens/s | "
+                  "torch eager tokens/s |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         torch_rates = {r["context"]: r for r in t.get("contexts", [])}
+        int8_rates = {r["context"]: r for r in m.get("decode_int8", [])}
         for r in m["decode"]:
             tr = torch_rates.get(r["context"], {})
+            ir = int8_rates.get(r["context"])
+            int8 = f"{ir['tokens_per_s']:.1f} ({ir['gpu_ms']:.2f})" if ir else "–"
             lines.append(f"| {r['context']} | {r['tokens_per_s']:.1f} | {r['wall_ms']:.2f} | {r['gpu_ms']:.2f} | "
                          f"{r['encode_ms']:.2f} | {100 * r['gpu_busy']:.0f} % | {100 * r['of_floor']:.0f} % | "
-                         f"{_fmt(tr.get('tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
+                         f"{int8} | {_fmt(tr.get('tokens_per_s'))} | {_fmt(tr.get('eager_tokens_per_s'))} |")
         p = m["prefill"]
         lines += ["", f"Prefill of {p['tokens']} tokens: **{p['tokens_per_s']:.0f} tokens/s** (q4gsw, f32 activations; "
                   f"{_fmt(p.get('int8_tokens_per_s'))} with int8 activations); torch: "
