@@ -397,3 +397,47 @@ class DecodeInt8(Decode):
         """Workgroup memory the kernel declares (partial sums only)."""
         wg, features = self.workgroup_size(p), self.features(p)
         return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
+
+
+class DecodeInt8Batch(DecodeInt8):
+    """decode_int8 for a block of 2, 4 or 8 rows of x a workgroup (decode_int8_batch.wgsl): each
+    weight word is loaded and turned into bytes once for the block, 8 dot4I8Packed per weight row
+    and row of x. Setting: features_per_workgroup (weight rows a workgroup; the partial sums hold
+    that times the block's rows). Needs the `subgroup` feature."""
+
+    file = "decode_int8_batch"
+    baseline = True  # until measured (session 6 probe)
+
+    def __init__(self, reduction: str = "subgroup", partial_capacity: int = 32768,
+                 features_per_workgroup: int | None = None, *_ignored):
+        super().__init__("subgroup", partial_capacity, features_per_workgroup)
+        self.name = self.file
+
+    def x_rows(self, p: Problem) -> int:
+        """Rows of x a workgroup (X_ROWS): 2, 4 or 8."""
+        return 2 if p.m <= 2 else 4 if p.m <= 4 else 8
+
+    def features(self, p: Problem) -> int:
+        """Weight rows a workgroup (ROWS): the setting (default 32), a multiple of 4, cut until the
+        block's partial sums (ROWS * X_ROWS rows) fit workgroup memory and 2 WG."""
+        wg, xr = self.workgroup_size(p), self.x_rows(p)
+        cap = min(self.partial_capacity // wg, 2 * wg) // xr
+        wanted = self.features_per_workgroup or 32
+        return max(self.features_per_step, min(wanted, cap) // self.features_per_step * self.features_per_step)
+
+    def tiles(self, p):
+        return ceil_div(p.n, self.features(p)), ceil_div(p.m, self.x_rows(p))
+
+    def loop_trips(self, p):
+        rows, xr = self.features(p), self.x_rows(p)
+        return rows // self.features_per_step * (xr + 2) + xr + 2 * rows * xr + self.workgroup_size(p)
+
+    def constants(self, p):
+        rows, xr = self.features(p), self.x_rows(p)
+        return (("ROWS", rows), ("X_ROWS", xr), ("FEATURES", rows * xr), ("WG", self.workgroup_size(p)))
+
+    def predicted_seconds(self, p):
+        return cost.decode_int8_batch_seconds(p, self.x_rows(p))
+
+    def workgroup_bytes(self, p: Problem) -> int:
+        return 4 * self.features(p) * self.x_rows(p) * self.workgroup_size(p) // 4
