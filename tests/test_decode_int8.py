@@ -1,6 +1,5 @@
-"""Tests of decode_int8 and decode_int8_batch (q4gsw.kernels.decode.DecodeInt8, DecodeInt8Batch:
-small M with 8-bit activations in one dispatch, x quantized per 32 k inside the kernel; the batch
-kernel takes blocks of 2, 4 or 8 rows of x a workgroup): fresh random data, poisoned outputs, odd and
+"""Tests of decode_int8 (q4gsw.kernels.decode.DecodeInt8: small M with 8-bit activations in one
+dispatch, x quantized per 32 k inside the kernel): fresh random data, poisoned outputs, odd and
 edge shapes, both reductions and every row count, against the float64 product of x quantized as
 quantize_activations(x, 32) quantizes it; NaN and zero rows; the routing among int8 kernels."""
 
@@ -12,7 +11,7 @@ import numpy as np
 import pytest
 
 import q4gsw
-from q4gsw.kernels import INT8_KERNELS, KERNELS, DecodeInt8, DecodeInt8Batch, Problem, select
+from q4gsw.kernels import INT8_KERNELS, KERNELS, DecodeInt8, Problem, select
 from q4gsw.kernels.int8 import linear_int8_reference
 
 from .test_int8 import H200, LAVAPIPE, assert_matches_int8_reference
@@ -27,9 +26,6 @@ SPECS = {
     "subgroup-r32": lambda: DecodeInt8("subgroup", 32768, 32),
     "subgroup-r64": lambda: DecodeInt8("subgroup", 32768, 64),
     "workgroup-r32": lambda: DecodeInt8("workgroup", 4096, 32),
-    "batch": lambda: DecodeInt8Batch(),
-    "batch-r8": lambda: DecodeInt8Batch(features_per_workgroup=8),
-    "batch-r64": lambda: DecodeInt8Batch(features_per_workgroup=64),
 }
 
 
@@ -65,7 +61,7 @@ def test_nan_inf_and_zero_rows(runtime, make_problem):
     case.x[2, 200] = np.inf
     case.x[3] = 0
     case.x[4] = 1e-35
-    for name in ("decode_int8_subgroup", "decode_int8_workgroup", "decode_int8_batch"):
+    for name in ("decode_int8_subgroup", "decode_int8_workgroup"):
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=name, activations="int8")
         assert np.isnan(y[1]).all() and np.isnan(y[2]).all(), name
         np.testing.assert_array_equal(y[3], case.bias)

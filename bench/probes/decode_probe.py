@@ -72,11 +72,6 @@ def int8(reduction="subgroup", **settings):
     return lambda caps: INT8_KERNELS[f"decode_int8_{reduction}"].bind(caps).with_settings(settings)
 
 
-def int8_batch(**settings):
-    """decode_int8_batch (activations="int8")."""
-    return lambda caps: INT8_KERNELS["decode_int8_batch"].bind(caps).with_settings(settings)
-
-
 #: The int8-activation decode (session 6), timed beside the f32 variants at every M.
 INT8_VARIANTS = [
     ("int8", "decode_int8_subgroup, default rows (x quantized per 32 k in registers, dot4I8Packed)", int8()),
@@ -84,10 +79,6 @@ INT8_VARIANTS = [
     ("int8-r32", "decode_int8, 32 rows a workgroup", int8(features_per_workgroup=32)),
     ("int8-r64", "decode_int8, 64 rows a workgroup", int8(features_per_workgroup=64)),
     ("int8-w", "decode_int8_workgroup (workgroup-memory reduction)", int8("workgroup")),
-    ("i8b", "decode_int8_batch (blocks of 2/4/8 rows of x a workgroup), 32 weight rows", int8_batch()),
-    ("i8b-r16", "decode_int8_batch, 16 weight rows", int8_batch(features_per_workgroup=16)),
-    ("i8b-r8", "decode_int8_batch, 8 weight rows", int8_batch(features_per_workgroup=8)),
-    ("i8b-r64", "decode_int8_batch, 64 weight rows", int8_batch(features_per_workgroup=64)),
 ]
 
 
@@ -155,12 +146,6 @@ INT8_PREDICTIONS = {(1, 4096, 4096): (10, 12), (1, 4096, 14336): (16, 20), (1, 1
                     (2, 4096, 14336): (22, 28), (4, 4096, 14336): (30, 40), (8, 4096, 14336): (50, 65)}
 for _shape, _range in INT8_PREDICTIONS.items():
     PREDICTIONS.setdefault(_shape, {})["int8"] = _range
-#: decode_int8_batch, written before its first H200 run: one load and unpack per block, the
-#: reduction once per row of x and step (subgroupAdd of a vec4).
-for _shape, _range in {(2, 4096, 14336): (17, 21), (4, 4096, 14336): (20, 26), (8, 4096, 14336): (26, 36),
-                       (2, 14336, 4096): (18, 22), (8, 14336, 4096): (28, 38),
-                       (8, 4096, 128256): (200, 260)}.items():
-    PREDICTIONS.setdefault(_shape, {})["i8b"] = _range
 
 
 #: Seconds of sustained work (every entry in turn) before a shape's timed rounds, and the GPU
@@ -280,7 +265,9 @@ def probe_shape(rt, m: int, k: int, n: int, repeats: int, rng, log, clocks, only
                 entry["rel_error"] = rel_error(y, ref)
                 if spec.activations == "int8":  # against its own reference; the f32 error is reported
                     entry["rel_error_f32"] = entry["rel_error"]
-                    entry["rel_error"] = rel_error(y, linear_int8_reference(x, checked, x_group=spec.x_group_size(p)))
+                    # the device's 127 / amax may be 1-3 ulp off numpy's (WGSL allows 2.5; tests/test_int8.py)
+                    entry["rel_error"] = min(rel_error(y, linear_int8_reference(x, checked, x_group=spec.x_group_size(p),
+                                                                                reciprocal_ulps=u)) for u in range(-3, 4))
                 if not entry["rel_error"] < 1e-4:
                     entry["skipped"] = f"wrong result: rel. error {entry['rel_error']:.2e} on {len(rows)} features"
                     continue

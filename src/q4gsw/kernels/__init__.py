@@ -1,7 +1,7 @@
 """The linear_q4gsw kernels: WGSL files, their specs (problem -> decisions), the cost model
 and the pure choice among them (f32 activations, or int8 ones: kernels/int8.py)."""
 
-from .decode import Decode, DecodeBatch, DecodeInt8, DecodeInt8Batch, DecodeNarrow
+from .decode import Decode, DecodeBatch, DecodeInt8, DecodeNarrow
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket
@@ -9,6 +9,6 @@ from .select import INT8_KERNELS, KERNELS, REGISTRIES, TILED_PRESETS, check_acti
 from .spec import LLVMPIPE_LOOP_BUDGET, KernelSpec
 from .tiled import Tiled, TiledSplit
 
-__all__ = ["Decode", "DecodeBatch", "DecodeInt8", "DecodeInt8Batch", "DecodeNarrow", "General", "INT8_KERNELS", "KERNELS", "KernelSpec", "LLVMPIPE_LOOP_BUDGET",
+__all__ = ["Decode", "DecodeBatch", "DecodeInt8", "DecodeNarrow", "General", "INT8_KERNELS", "KERNELS", "KernelSpec", "LLVMPIPE_LOOP_BUDGET",
            "Problem", "REGISTRIES", "Rowwise", "TILED_PRESETS", "Tiled", "TiledInt8", "TiledSplit",
            "check_activations", "select", "tuning_bucket"]

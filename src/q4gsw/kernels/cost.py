@@ -103,15 +103,6 @@ def decode_int8_seconds(p: Problem) -> float:
     return SECONDS_FIXED + DECODE_INT8_SECONDS_PER_MAC * p.m * p.n * p.k
 
 
-#: decode_int8_batch per block of 2, 4 or 8 rows of x, per weight element: a prediction before
-#: any GPU run (one load and byte unpack per block; 8 dot4I8Packed per row of x and weight row).
-DECODE_INT8_BATCH_SECONDS_PER_WEIGHT = {2: 1.7e-13, 4: 2.0e-13, 8: 2.8e-13}
-
-
-def decode_int8_batch_seconds(p: Problem, x_rows: int) -> float:
-    return SECONDS_FIXED + DECODE_INT8_BATCH_SECONDS_PER_WEIGHT[x_rows] * ceil_div(p.m, x_rows) * p.n * p.k
-
-
 def tiled_int8_seconds(p: Problem, tile_m: int, k_step: int, split: int, tile_n: int = 128) -> float:
     """The quantize pass, the GEMM's waves of tiles over its steps, and the split's reduction
     (a tile of 64 features is costed as one of 128: not fitted)."""

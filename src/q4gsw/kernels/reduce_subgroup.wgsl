@@ -5,8 +5,9 @@
 //   store_partials(p, r, inv): adds p[i], this invocation's share of row r + i (i < 4).
 //   reduce_partials(inv):       between the two barriers (nothing to do here).
 //   row_total(row, inv) -> f32: after them, the workgroup's sum for `row`.
-// Each subgroup adds its invocations' shares with subgroupAdd, and its first invocation
-// adds one value per row into the subgroup's own slot (no other invocation touches it, so
+// Each subgroup adds its invocations' shares by shuffles that leave each lane one row after two
+// levels (a transposed reduction), and one invocation per row adds the row's value into the
+// subgroup's own slot (no other invocation touches it, so
 // no barrier is needed before the final one); a row's total is the sum over subgroups.
 
 struct Invocation {
@@ -26,14 +27,20 @@ fn clear_partials(inv: Invocation) {
 }
 
 fn store_partials(p: vec4<f32>, r: u32, inv: Invocation) {
-  let s = subgroupAdd(p);
-  if (inv.lane == 0u) {
-    let groups = (WG + inv.lanes - 1u) / inv.lanes;
-    let sg = inv.lid / inv.lanes;
-    partial[r * groups + sg] += s.x;
-    partial[(r + 1u) * groups + sg] += s.y;
-    partial[(r + 2u) * groups + sg] += s.z;
-    partial[(r + 3u) * groups + sg] += s.w;
+  // Transposed: the first two exchange levels halve the values a lane carries (vec4 -> vec2 ->
+  // one), so the four rows cost 2 + 1 + log2(lanes / 4) shuffles where subgroupAdd(vec4) takes
+  // 4 log2(lanes). Then lane q * lanes / 4 (q < 4) holds row r + q's sum over the subgroup.
+  let groups = (WG + inv.lanes - 1u) / inv.lanes;
+  let sg = inv.lid / inv.lanes;
+  let half = inv.lanes / 2u;
+  let quarter = inv.lanes / 4u;
+  let upper = (inv.lane & half) != 0u;   // keeps rows 2, 3 (else 0, 1)
+  let pair = select(p.xy, p.zw, upper) + subgroupShuffleXor(select(p.zw, p.xy, upper), half);
+  let odd = (inv.lane & quarter) != 0u;  // keeps the second of its pair
+  var s = select(pair.x, pair.y, odd) + subgroupShuffleXor(select(pair.y, pair.x, odd), quarter);
+  for (var d = quarter / 2u; d > 0u; d >>= 1u) { s += subgroupShuffleXor(s, d); }
+  if ((inv.lane & (quarter - 1u)) == 0u) {
+    partial[(r + select(0u, 2u, upper) + select(0u, 1u, odd)) * groups + sg] += s;
   }
 }
 

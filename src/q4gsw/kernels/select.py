@@ -4,7 +4,7 @@ select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
 from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
-from .decode import Decode, DecodeBatch, DecodeInt8, DecodeInt8Batch, DecodeNarrow
+from .decode import Decode, DecodeBatch, DecodeInt8, DecodeNarrow
 from .bcast_int8 import BcastInt8
 from .general import General, Rowwise
 from .int8 import TiledInt8
@@ -44,7 +44,7 @@ KERNELS: dict[str, KernelSpec] = {
 #: (_k128, 128-k steps with one buffer, is a setting now, not a preset.)
 INT8_KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
-    for spec in (DecodeInt8("subgroup", 32768), DecodeInt8("workgroup", 4096), DecodeInt8Batch(), TiledInt8(),
+    for spec in (DecodeInt8("subgroup", 32768), DecodeInt8("workgroup", 4096), TiledInt8(),
                  TiledInt8("tiled_int8_k32", k_step=32, baseline=True),
                  TiledInt8("tiled_int8_1buf", double_buffer=False, baseline=True),
                  TiledInt8("tiled_int8_m64", x_rows_per_tile=64, baseline=True),
