@@ -27,7 +27,7 @@ import pytest
 
 import q4gsw
 from q4gsw import cli
-from q4gsw.kernels import KERNELS, Problem, select
+from q4gsw.kernels import INT8_KERNELS, KERNELS, Problem, select
 from q4gsw.kernels.dense import DENSE_KERNELS, DenseProblem
 from q4gsw.kernels.decode import DecodeNarrow
 from q4gsw.runtime.dispatch import fold_grid
@@ -109,6 +109,9 @@ def shipped_kernel_keys() -> list[KernelKey]:
             split = Problem(64, 256, 4096, 64, True)
             keys += [spec.key(split), spec.reduce_key(split)]
         else:
+            keys.append(spec.key(wide))
+    for spec in INT8_KERNELS.values():  # decode_int8 with either reduction (the int8 GEMMs: at their defaults below)
+        if spec.name.startswith("decode_int8"):
             keys.append(spec.key(wide))
     for spec in DENSE_KERNELS.values():  # mixed precision: each dense kernel with both weight storages
         keys += [spec.key(DenseProblem(m, 256, 512, dtype, True)) for dtype in ("float32", "float16")

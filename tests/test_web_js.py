@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from q4gsw.kernels import KERNELS, Problem, select
+from q4gsw.kernels import INT8_KERNELS, KERNELS, Problem, select
 from q4gsw.errors import UnsupportedShapeError
 from q4gsw.web.export import routing
 
@@ -70,6 +70,14 @@ def routed():
     return dict(zip(DEVICES, run_node({"routing": jobs})["routing"]))
 
 
+@pytest.fixture(scope="module")
+def routed_int8():
+    """{device: [what kernels.js made of each of PROBLEMS with activations "int8"]}."""
+    jobs = [{"costs": routing(), "caps": {**caps, "maxInvocations": 1024}, "problems": PROBLEMS, "activations": "int8"}
+            for caps in DEVICES.values()]
+    return dict(zip(DEVICES, run_node({"routing": jobs})["routing"]))
+
+
 class TestKernelsJs:
     @pytest.mark.parametrize("device", list(DEVICES))
     def test_specs_match_python(self, routed, device):
@@ -105,6 +113,35 @@ class TestKernelsJs:
             except UnsupportedShapeError as exc:
                 want = {"error": f"UnsupportedShapeError: {exc}"}
             assert got["select"] == want, p
+
+    @pytest.mark.parametrize("device", list(DEVICES))
+    def test_int8_specs_and_choice_match_python(self, routed_int8, device):
+        """kernels.js's int8 kernels (decode_int8 only) decide as Python's DecodeInt8 for every
+        problem; the int8 choice is select(activations="int8")'s wherever that is decode_int8,
+        and an UnsupportedShapeError naming decode_int8's reasons where Python takes an int8 GEMM
+        (M > 8, K past 32768), which q4gsw.js does not have."""
+        caps = python_caps(DEVICES[device])
+        specs = [spec.bind(caps) for spec in INT8_KERNELS.values() if spec.name.startswith("decode_int8")]
+        chosen = 0
+        for (m, n, k, gs, bias), got in zip(PROBLEMS, routed_int8[device]):
+            p = Problem(m, n, k, gs, bias)
+            assert list(got["specs"]) == [spec.name for spec in specs]
+            for spec in specs:
+                js = got["specs"][spec.name]
+                assert js["reason"] == spec.supports(p, caps), (spec.name, p)
+                if js["reason"] is None:
+                    assert (js["key"], js["tiles"], js["split"]) == (str(spec.key(p)), list(spec.tiles(p)), 1), (spec.name, p)
+                    assert math.isclose(js["predicted"], spec.predicted_seconds(p), rel_tol=1e-12)
+            try:
+                want = select(p, caps, activations="int8").name
+            except UnsupportedShapeError:
+                want = None
+            if want is not None and want.startswith("decode_int8"):
+                assert got["select"] == {"kernel": want, "fallbacks": []}, p
+                chosen += 1
+            else:
+                assert got["select"]["error"].startswith("UnsupportedShapeError: no kernel runs"), (p, got["select"])
+        assert chosen > 100
 
     def test_routes_around_the_device(self):
         """Over 256 invocations (SwiftShader) decode is skipped and listed, general stands in for

@@ -314,6 +314,36 @@ class TestModelHarness:
         assert sum(d["key"].startswith("llm/attention_combine") for d in decode) == CONFIGS["llama"].num_layers
         assert _lanes(harness[0]["prefill"]) == _lanes(python_chain(t.model, len(t.prompt)))
 
+    def test_int8_decode(self, tiny, harness):
+        """decodeActivations "int8": the decode chain is Python's with decode_activations="int8"
+        (decode_int8 for every linear but the LM head, same grids and params); the logits of a prompt of
+        DECODE_INT8_ROWS tokens are Python's int8 ones within what a flipped rounding of the
+        quantized x moves (the browser's 127 / amax may differ by an ulp) and within int8
+        error of the f32 model's; the greedy ids are Python's."""
+        from q4gsw.llm.model import DECODE_INT8_ROWS
+
+        t = tiny["llama"]
+        report = harness[0]
+        int8 = q4gsw.load_model(t.checkpoint, group_size=GROUP_SIZE, max_positions=MAX_POSITIONS,
+                                decode_activations="int8")
+        try:
+            decode = report["int8Decode"]
+            assert decode == python_chain(int8, 1)
+            linears = [d["key"] for d in decode if d["key"].startswith("linear_q4gsw/")]
+            # every linear but the LM head (f32 activations always: exact logits of h)
+            assert len(linears) > 1 and all(key.startswith("linear_q4gsw/decode_int8") for key in linears[:-1])
+            assert not linears[-1].startswith("linear_q4gsw/decode_int8")
+            prompt = t.prompt[:DECODE_INT8_ROWS]
+            got = np.frombuffer(base64.b64decode(report["int8Logits"]), np.float32).reshape(len(prompt), -1)
+            want = int8.logits(prompt)
+            scale = np.abs(want).max()
+            assert np.abs(got - want).max() <= 2e-3 * scale
+            exact = t.model.logits(prompt)
+            assert 0 < np.abs(got - exact).max() / np.abs(exact).max() < 5e-2
+            assert report["int8Greedy"] == int8.generate(t.prompt, NEW_TOKENS, eos_token_ids=())
+        finally:
+            int8.release()
+
     def test_cache(self, tiny, harness):
         """The first load fetches every file, the second reads them from the Cache API and
         generates the same ids; no data file is requested twice."""
@@ -344,7 +374,8 @@ class TestModelHarness:
         errors = harness[0]["errors"]
         expected = {"max_positions": ("ArgumentError", "maxPositions"), "id_range": ("ArgumentError", "inputIds"),
                     "too_long": ("ShapeError", "inputIds"), "max_new_tokens": ("ArgumentError", "maxNewTokens"),
-                    "top_k_greedy": ("ArgumentError", "temperature"), "binding": ("SizeLimitError", "bundle")}
+                    "top_k_greedy": ("ArgumentError", "temperature"), "binding": ("SizeLimitError", "bundle"),
+                    "decode_activations": ("ArgumentError", "decodeActivations")}
         for name, (cls, argument) in expected.items():
             assert (errors[name]["name"], errors[name]["argument"]) == (cls, argument), (name, errors[name])
 

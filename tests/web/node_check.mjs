@@ -1,6 +1,6 @@
 // Runs q4gsw.js's pure modules under node for tests/test_web_js.py: reads a job (JSON) on stdin,
 // writes what kernels.js (routing) and tokenizer.js make of it on stdout (JSON).
-//   {"static": "<dir of the modules>", "routing": [{"costs", "caps", "broken", "problems": [[m, n, k, gs, bias]]}],
+//   {"static": "<dir of the modules>", "routing": [{"costs", "caps", "broken", "activations", "problems": [[m, n, k, gs, bias]]}],
 //    "tokenizers": [{"path", "texts": [...], "decode": [[ids]]}]}
 import { readFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
@@ -10,12 +10,12 @@ const url = (name) => pathToFileURL(`${job.static}/${name}`).href;
 const { Router, problem } = await import(url("kernels.js"));
 const { Tokenizer } = await import(url("tokenizer.js"));
 
-function route({ costs, caps, broken = {}, problems }) {
+function route({ costs, caps, broken = {}, problems, activations = "f32" }) {
   const router = new Router(costs, caps, new Map(Object.entries(broken)));
   return problems.map(([m, n, k, gs, bias]) => {
     const p = problem(m, n, k, gs, bias);
     const specs = {};
-    for (const spec of router.kernels) {
+    for (const spec of router.registry(activations)) {
       const reason = spec.supports(p, caps);
       const entry = { reason };
       if (reason === null) {
@@ -27,7 +27,7 @@ function route({ costs, caps, broken = {}, problems }) {
     }
     let select;
     try {
-      const { spec, fallbacks } = router.select(p);
+      const { spec, fallbacks } = router.select(p, null, activations);
       select = { kernel: spec.name, fallbacks };
     } catch (err) {
       select = { error: `${err.name}: ${err.message}` };

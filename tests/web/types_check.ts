@@ -1,7 +1,7 @@
 // Compiled (never run) by tests/test_web_package.py with `tsc --noEmit --strict`: a web
 // developer's use of q4gsw.js, typed through q4gsw.d.ts.
 import {
-  BundleError, CausalLM, Chain, DeviceLostError, FeatureError, GpuTensor, IntegrityError, KvCache, Q4gswError,
+  Activations, BundleError, CausalLM, Chain, DeviceLostError, FeatureError, GpuTensor, IntegrityError, KvCache, Q4gswError,
   SentenceEncoder, WordPieceTokenizer, cosineSimilarity, createRuntime, encoderOps, loadBundle, loadModel,
   loadSentenceEncoder, ops,
 } from "q4gsw";
@@ -11,7 +11,9 @@ export async function generate(prompt: string): Promise<string> {
   let model: CausalLM;
   const kvCache: KvCache = runtime.caps.features.has("shader-f16") ? "f16" : "f32";
   try {
-    model = await loadModel("./", { runtime, maxPositions: 256, kvCache, onProgress: (p) => console.log(p.phase, p.loaded, p.total) });
+    const decodeActivations: Activations = "int8";
+    model = await loadModel("./", { runtime, maxPositions: 256, kvCache, decodeActivations,
+      onProgress: (p) => console.log(p.phase, p.loaded, p.total) });
   } catch (err) {
     if (err instanceof FeatureError) return `needs ${err.feature} for ${err.argument}`;
     if (err instanceof IntegrityError) return `corrupt: ${err.file}`;
@@ -23,7 +25,7 @@ export async function generate(prompt: string): Promise<string> {
   const out: number[] = await model.generate(ids, 16, { temperature: 0.7, topK: 40, seed: 1, onToken: (id, i) => console.log(i, id) });
   const rate: number = model.lastStats.decodeTokensPerSecond;
   const cacheBytes: number = model.kvCacheBytesPerToken * model.maxPositions;
-  console.log(model.kvCache, cacheBytes);
+  console.log(model.kvCache, model.decodeActivations, cacheBytes);
   const logits: Float32Array = await model.logits(ids);
   console.log(rate, logits.length);
   return tokenizer ? tokenizer.decode(out) : out.join(" ");
@@ -36,7 +38,7 @@ export async function layer(x: Float32Array): Promise<number> {
   const cpu = await runtime.linear(x, weight, { bias });
   const first: Float32Array = cpu.out;
   const xt: GpuTensor = runtime.tensor(x, [1, weight.inFeatures]);
-  const gpu = await runtime.linear(xt, weight, { output: "gpu" });
+  const gpu = await runtime.linear(xt, weight, { output: "gpu", activations: "int8" });
   const onGpu: GpuTensor = gpu.out;
   const chain = new Chain(runtime, { source: bundle });
   const h = await chain.linear(xt, weight);

@@ -31,12 +31,13 @@ def open_model(path: str | None, random: str | None, *, group_size: int, max_pos
     return load_model(path, group_size=group_size, progress=True, **options)
 
 
-def stream(model: CausalLM, ids: list[int], max_new_tokens: int, *, out=sys.stdout, warm_up: bool = True,
+def stream(model: CausalLM, ids: list[int], max_new_tokens: int, *, out=None, warm_up: bool = True,
            **sampling) -> list[int]:
     """model.generate, printing each token as it comes (text through the tokenizer when the
     model has one, else ids), then one line of prefill and decode tokens/s. With warm_up, a
     two-token generate of the same prompt runs first, unprinted, so that the rates do not
-    count the driver's first-use shader compilation."""
+    count the driver's first-use shader compilation. out: default the sys.stdout of the call."""
+    out = out or sys.stdout
     if warm_up:
         model.generate(ids, min(2, max_new_tokens), **sampling)
     text = model.tokenizer is not None
@@ -62,9 +63,10 @@ def stream(model: CausalLM, ids: list[int], max_new_tokens: int, *, out=sys.stdo
     return new
 
 
-def run_demo(tokens: int = 48, seed: int = 0, out=sys.stdout) -> list[int]:
+def run_demo(tokens: int = 48, seed: int = 0, out=None) -> list[int]:
     """Write a small random Llama checkpoint (config.json, model.safetensors, tokenizer.json),
     load it with q4gsw.load_model (quantized at load), and stream a greedy continuation."""
+    out = out or sys.stdout
     with tempfile.TemporaryDirectory(prefix="q4gsw-demo-") as folder:
         config = write_random_checkpoint(folder, DEMO_CONFIG, seed=seed)
         out.write(f"wrote a random {config.architecture} checkpoint ({config.num_layers} layers, hidden "

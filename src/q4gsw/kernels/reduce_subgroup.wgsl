@@ -26,21 +26,26 @@ fn clear_partials(inv: Invocation) {
   }
 }
 
+// s plus lane (lane ^ mask)'s s where that lane is in the subgroup (mask < lanes). The shuffle runs
+// in uniform control flow with a constant mask whatever the subgroup size (Tint's uniformity
+// analysis sees inv.lanes as non-uniform: Invocation also holds per-invocation values).
+fn add_lane(s: f32, mask: u32, lanes: u32) -> f32 {
+  return s + select(0.0, subgroupShuffleXor(s, mask), mask < lanes);
+}
+
 fn store_partials(p: vec4<f32>, r: u32, inv: Invocation) {
-  // Transposed: the first two exchange levels halve the values a lane carries (vec4 -> vec2 ->
-  // one), so the four rows cost 2 + 1 + log2(lanes / 4) shuffles where subgroupAdd(vec4) takes
-  // 4 log2(lanes). Then lane q * lanes / 4 (q < 4) holds row r + q's sum over the subgroup.
-  let groups = (WG + inv.lanes - 1u) / inv.lanes;
-  let sg = inv.lid / inv.lanes;
-  let half = inv.lanes / 2u;
-  let quarter = inv.lanes / 4u;
-  let upper = (inv.lane & half) != 0u;   // keeps rows 2, 3 (else 0, 1)
-  let pair = select(p.xy, p.zw, upper) + subgroupShuffleXor(select(p.zw, p.xy, upper), half);
-  let odd = (inv.lane & quarter) != 0u;  // keeps the second of its pair
-  var s = select(pair.x, pair.y, odd) + subgroupShuffleXor(select(pair.y, pair.x, odd), quarter);
-  for (var d = quarter / 2u; d > 0u; d >>= 1u) { s += subgroupShuffleXor(s, d); }
-  if ((inv.lane & (quarter - 1u)) == 0u) {
-    partial[(r + select(0u, 2u, upper) + select(0u, 1u, odd)) * groups + sg] += s;
+  // Transposed: two exchange levels (masks 2, then 1) halve the values a lane carries (vec4 ->
+  // vec2 -> one), so that lane L holds row r + (L & 3); the higher lane bits are then added one
+  // shuffle each: 3 + 5 shuffles where subgroupAdd of the vec4 takes 4 log2(lanes).
+  let upper = (inv.lane & 2u) != 0u;  // keeps rows 2, 3 (else 0, 1)
+  let pair = select(p.xy, p.zw, upper) + subgroupShuffleXor(select(p.zw, p.xy, upper), 2u);
+  let odd = (inv.lane & 1u) != 0u;    // keeps the second of its pair
+  var s = select(pair.x, pair.y, odd) + subgroupShuffleXor(select(pair.y, pair.x, odd), 1u);
+  s = add_lane(add_lane(add_lane(add_lane(add_lane(s, 4u, inv.lanes), 8u, inv.lanes), 16u, inv.lanes),
+                        32u, inv.lanes), 64u, inv.lanes);
+  if (inv.lane < 4u) {
+    let groups = (WG + inv.lanes - 1u) / inv.lanes;
+    partial[(r + inv.lane) * groups + inv.lid / inv.lanes] += s;
   }
 }
 

@@ -27,6 +27,9 @@ DEFAULT_MAX_POSITIONS = 4096
 DECODE_SPLIT_KEYS = ops.ATTENTION_WG
 #: Prompts from this many tokens on run int8 activations when the model is made with them.
 INT8_PREFILL_ROWS = 16
+#: The decode step and prompts of up to this many tokens run decode_activations (decode_int8's
+#: largest M); prompts between this and INT8_PREFILL_ROWS run f32.
+DECODE_INT8_ROWS = 8
 #: Prefill chains kept, by prompt length.
 PREFILL_CHAINS = 2
 
@@ -61,10 +64,10 @@ class CausalLM:
         prefill_activations: "f32" (exact, default) or "int8": prompts of at least
             INT8_PREFILL_ROWS tokens run their linears with x quantized to int8 on the GPU
             (q4gsw.linear(activations="int8"): about 2x the f32 GEMM's speed, ~6e-3 relative error).
-        decode_activations: "f32" (exact, default) or "int8": the decode steps (and prompts
-            shorter than INT8_PREFILL_ROWS) run their linears with int8 activations: decode_int8,
-            x quantized per 32 k inside the kernel, ~5e-3 relative error a linear; on the H200
-            the LM head takes 84 µs against 117 (docs/kernels-decode.md, session 6).
+        decode_activations: "f32" (exact, default) or "int8": decode steps and prompts of up to
+            DECODE_INT8_ROWS tokens run their linears on decode_int8 (x quantized per 32 k in the
+            kernel, ~5e-3 relative error; H200: 18 µs against 23 at 4096 x 14336, session 6).
+            The LM head always runs f32 activations (exact logits of the last hidden state).
         kv_cache: "f32" (default) or "f16": K and V stored in half precision (rounded as they
             are written, read back into f32 arithmetic): half the cache's memory and half the
             attention's cache reads. Needs `shader-f16` (FeatureError before any GPU memory
@@ -138,7 +141,7 @@ class CausalLM:
 
     @property
     def decode_activations(self) -> str:
-        """"f32" or "int8": how decode steps and prompts under INT8_PREFILL_ROWS tokens run their linears."""
+        """"f32" or "int8": how decode steps and prompts of up to DECODE_INT8_ROWS tokens run their linears."""
         return self._decode_activations
 
     @decode_activations.setter
@@ -148,10 +151,10 @@ class CausalLM:
 
     def _release_chains(self) -> None:
         """Drop every recorded chain (they are recorded again on next use)."""
-        for chain, _ in [*self._decode.values(), *self._prefill.values()]:
-            chain.release()
-        self._decode.clear()
-        self._prefill.clear()
+        for cache in (self._decode, self._prefill):
+            for chain, _ in cache.values():
+                chain.release()
+            cache.clear()
 
     # --- recording ---------------------------------------------------------------------------
 
@@ -163,7 +166,8 @@ class CausalLM:
         decode = rows == 1 and not all_logits
         splits = ceil_div(self.max_positions, DECODE_SPLIT_KEYS) if decode else 1
         chain = Chain(runtime=self.runtime, label=f"llm/{'decode' if decode else 'prefill'}")
-        act = self.prefill_activations if rows >= INT8_PREFILL_ROWS else self.decode_activations
+        act = (self.prefill_activations if rows >= INT8_PREFILL_ROWS
+               else self.decode_activations if rows <= DECODE_INT8_ROWS else "f32")
 
         def linear(x, w, bias=None):
             if isinstance(w, np.ndarray):  # kept dense by the checkpoint
@@ -185,7 +189,7 @@ class CausalLM:
             norm = self._final_norm if last else self._attn_norms[i + 1]
             h = ops.add_rms_norm(chain, x, d, norm, eps=c.rms_norm_eps,
                                  first_row=rows - 1 if last and not all_logits else 0)
-        logits = linear(h, w.lm_head) if isinstance(w.lm_head, np.ndarray) else chain.linear(h, w.lm_head)
+        logits = linear(h, w.lm_head) if isinstance(w.lm_head, np.ndarray) else chain.linear(h, w.lm_head)  # f32 x
         if choose is not None:
             if choose.greedy:
                 ops.argmax(chain, logits, self._ids, self._generated, self._state)
@@ -391,7 +395,6 @@ def load_model(path, *, group_size: int = 128, max_positions: int | None = None,
 
 
 def _check_activations(name: str, value) -> str:
-    """value if it is "f32" or "int8", else ArgumentError naming `name`."""
-    if value not in ("f32", "int8"):
+    if value not in ("f32", "int8"):  # else ArgumentError naming the option
         raise ArgumentError("CausalLM", name, "'f32' or 'int8'", describe(value))
     return value

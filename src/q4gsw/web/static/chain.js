@@ -2,7 +2,7 @@
 // against GpuTensors -- every output, params buffer, pipeline and bind group made while
 // recording -- and replays them in one compute pass and one submit, allocating nothing.
 
-import { DTypeError, Q4gswError, ShaderError, ShapeError, SizeLimitError, describe } from "./errors.js";
+import { ArgumentError, DTypeError, Q4gswError, ShaderError, ShapeError, SizeLimitError, describe } from "./errors.js";
 import { KernelKey, PARAMS_FIELDS, foldGrid, problem, reduceWorkgroups, withN } from "./kernels.js";
 import { GpuTensor, GpuWeight, PackedWeight } from "./tensor.js";
 
@@ -104,11 +104,14 @@ export class Chain {
    * split-K kernel's reduce_splits right after it.
    * @param {GpuTensor} x (..., K) float32.
    * @param {PackedWeight|GpuWeight} weight
-   * @param {{bias?: GpuTensor|null, kernel?: string|null}} options kernel: force one by name.
+   * @param {{bias?: GpuTensor|null, kernel?: string|null, activations?: "f32"|"int8"}} options
+   *     kernel: force one by name; activations: "f32" (default) or "int8" (x quantized to int8
+   *     per 32 k inside decode_int8, M <= 8: q4gsw.linear(activations="int8") at decode sizes).
    * @returns {Promise<GpuTensor>} (..., N).
    */
-  async linear(x, weight, { bias = null, kernel = null } = {}) {
+  async linear(x, weight, { bias = null, kernel = null, activations = "f32" } = {}) {
     const fn = "Chain.linear";
+    if (activations !== "f32" && activations !== "int8") throw new ArgumentError(fn, "activations", "\"f32\" or \"int8\"", describe(activations));
     x = this.tensor(fn, "x", x);
     if (weight instanceof PackedWeight) weight = this.runtime.gpuWeight(weight);
     if (!(weight instanceof GpuWeight)) throw new DTypeError(fn, "weight", "a PackedWeight or GpuWeight", describe(weight));
@@ -118,7 +121,7 @@ export class Chain {
     if (bias !== null && (this.tensor(fn, "bias", bias).size !== n)) throw new ShapeError(fn, "bias", `shape (${n},) (the weight's out_features)`, describe(bias));
     const m = x.size / k;
     const p = problem(m, n, k, weight.groupSize, bias !== null);
-    const { spec, fallbacks, parts } = await planLinear(this.runtime, fn, p, weight, this.source, kernel);
+    const { spec, fallbacks, parts } = await planLinear(this.runtime, fn, p, weight, this.source, kernel, activations);
     const out = this.output([...x.shape.slice(0, -1), n]);
     const biasBuf = bias ? bias.buffer : this._zeroBuffer();
     for (const { chunk, cp, key, pipeline, reduce } of parts) {
@@ -244,10 +247,10 @@ export class Chain {
  * browser's routing): checks sizes first; a kernel the browser fails to compile is
  * recorded as broken and routed around (unless it was asked for: its ShaderError is thrown).
  */
-export async function planLinear(runtime, fn, p, weight, source, kernel = null) {
+export async function planLinear(runtime, fn, p, weight, source, kernel = null, activations = "f32") {
   const router = runtime.router(source.manifest.routing);
   for (;;) {
-    const { spec, fallbacks } = router.select(p, kernel);
+    const { spec, fallbacks } = router.select(p, kernel, activations);
     checkSizes(runtime, fn, p, spec);
     try {
       const parts = await Promise.all(weight.chunks.map(async (chunk) => {

@@ -62,6 +62,7 @@ export class CostModel {
     const faster = p.m === 1 && p.n * p.k <= this.c.narrow_max_weights && !onCpu;
     return this.decode(p) * (faster ? this.c.narrow_speedup : this.c.narrow_slowdown);
   }
+  decodeInt8(p) { return this.c.seconds_fixed + this.c.decode_int8_seconds_per_mac * p.m * p.n * p.k; }
   decodeBatch(p, xRows, split) {
     const perBlock = this.c.batch_seconds_per_block_mac[String(xRows)];
     return this.c.seconds_fixed + perBlock * ceilDiv(p.m, xRows) * p.n * p.k + this.split(p, split);
@@ -163,6 +164,28 @@ export class DecodeNarrow extends Decode {
   wantedFeatures() { return 8; }
   files() { return ["decode_narrow", "unpack", `reduce_${this.reduction}`]; }
   predictedSeconds(p) { return this.cost.narrow(p, this.onCpu); }
+}
+
+/**
+ * decode_int8.wgsl: small M with 8-bit activations in one dispatch, x quantized per 32 k inside the
+ * kernel (kernels/decode.py DecodeInt8; activations "int8").
+ */
+export class DecodeInt8 extends Decode {
+  constructor(cost, reduction, partialCapacity, onCpu) {
+    super(cost, reduction, partialCapacity);
+    this.name = `decode_int8_${reduction}`;
+    this.activations = "int8";
+    this.onCpu = onCpu;
+    this.maxM = 8;
+    this.xSlotBytes = 0;
+  }
+  wantedFeatures(p) {
+    if (p.m >= 2 || this.cost.longGrid(p)) return 32;
+    return p.n * p.k <= this.cost.c.narrow_max_weights && !this.onCpu ? 8 : 16;
+  }
+  constants(p) { return [["FEATURES", this.features(p)], ["WG", this.invocations(p)]]; }
+  files() { return ["decode_int8", `reduce_${this.reduction}`]; }
+  predictedSeconds(p) { return this.cost.decodeInt8(p); }
 }
 
 /** decode_batch.wgsl: blocks of 2, 4 or 8 rows of x, K split past 8192 (kernels/decode.py DecodeBatch). */
@@ -271,12 +294,29 @@ export class Router {
       new DecodeBatch(this.cost, caps.subgroupMinSize, caps.maxWorkgroupStorage),
       new Tiled(this.cost), new TiledSplit(this.cost), new General(this.cost),
     ];
+    /** The 8-bit-activation kernels q4gsw.js has (select.py INT8_KERNELS' decode_int8 only: no int8 GEMM here). */
+    this.int8Kernels = [new DecodeInt8(this.cost, "subgroup", capacity.subgroup, Boolean(caps.isCpu)),
+      new DecodeInt8(this.cost, "workgroup", capacity.workgroup, Boolean(caps.isCpu))];
   }
 
-  /** The kernel `name` (UnsupportedShapeError for an unknown one). */
-  kernel(name) {
-    const spec = this.kernels.find((s) => s.name === name);
-    if (!spec) throw new UnsupportedShapeError(`unknown kernel ${JSON.stringify(name)}; known: ${this.kernels.map((s) => s.name).join(", ")}`);
+  /** The kernels computing with `activations` ("f32" or "int8"). */
+  registry(activations) {
+    if (activations === "f32") return this.kernels;
+    if (activations === "int8") return this.int8Kernels;
+    throw new UnsupportedShapeError(`activations: expected "f32" or "int8", got ${JSON.stringify(activations)}`);
+  }
+
+  /** The kernel `name` among those computing with `activations` (UnsupportedShapeError for an unknown one). */
+  kernel(name, activations = "f32") {
+    const kernels = this.registry(activations);
+    const spec = kernels.find((s) => s.name === name);
+    if (!spec) {
+      const other = activations === "f32" ? "int8" : "f32";
+      if (this.registry(other).some((s) => s.name === name)) {
+        throw new UnsupportedShapeError(`kernel '${name}' computes with ${other} activations, not ${activations} (pass activations "${other}")`);
+      }
+      throw new UnsupportedShapeError(`unknown kernel ${JSON.stringify(name)}; known for ${activations} activations: ${kernels.map((s) => s.name).join(", ")}`);
+    }
     return spec;
   }
 
@@ -296,13 +336,14 @@ export class Router {
    * first fallback (general), as kernels.select() chooses. A kernel this device cannot run
    * is skipped; should the cost model prefer a decode kernel that is skipped, general (a
    * mat-vec like decode) stands in rather than a 128-row tile computing 1 useful row.
+   * activations: "f32" (the default kernels) or "int8" (decode_int8 only: M <= 8).
    * @returns {{spec: Spec, fallbacks: {kernel: string, reason: string}[]}} fallbacks: the
    *     kernels ranked ahead of the chosen one that suit p's shape but not this device.
    */
-  select(p, name = null) {
+  select(p, name = null, activations = "f32") {
     const shape = `M=${p.m} N=${p.n} K=${p.k} group_size=${p.groupSize}`;
     if (name !== null && name !== undefined) {
-      const spec = this.kernel(name);
+      const spec = this.kernel(name, activations);
       const reason = spec.supports(p, this.caps) || this.deviceReason(spec, p);
       if (reason) throw new UnsupportedShapeError(`kernel '${name}' cannot run ${shape}: ${reason}`);
       return { spec, fallbacks: [] };
@@ -312,7 +353,7 @@ export class Router {
     let best = null;
     let preferred = null;  // the choice on a device without the browser's limits
     let fallback = null;
-    for (const spec of this.kernels) {
+    for (const spec of this.registry(activations)) {
       const reason = spec.supports(p, this.caps);
       if (reason) { reasons.push(`${spec.name}: ${reason}`); continue; }
       const device = this.deviceReason(spec, p);
@@ -333,8 +374,9 @@ export class Router {
       && !(best && isDecode(best.spec)) && fallback) chosen = fallback;
     if (chosen) {
       // the kernels ranked ahead of the chosen one that this device cannot run
+      const order = this.registry(activations);
       const ahead = (s) => s.seconds !== null && (chosen.seconds === null || s.seconds < chosen.seconds
-        || (s.seconds === chosen.seconds && this.kernels.indexOf(s.spec) < this.kernels.indexOf(chosen.spec)));
+        || (s.seconds === chosen.seconds && order.indexOf(s.spec) < order.indexOf(chosen.spec)));
       return { spec: chosen.spec, fallbacks: skipped.filter(ahead).map((s) => ({ kernel: s.spec.name, reason: s.reason })) };
     }
     throw new UnsupportedShapeError(`no kernel runs ${shape}: ${reasons.join("; ")}`);

@@ -13,6 +13,8 @@ import { Tokenizer } from "./tokenizer.js";
 export const DECODE_SPLIT_KEYS = ops.ATTENTION_WG;
 /** KV-cache options (loadModel's kvCache) -> the caches' GpuTensor dtype (model.py kv_cache). */
 export const KV_CACHES = Object.freeze({ f32: "float32", f16: "float16" });
+/** Prompts of up to this many tokens (and the decode step) run decodeActivations: decode_int8's max M. */
+export const DECODE_INT8_ROWS = 8;
 /** Prefill chains kept, by prompt length. */
 export const PREFILL_CHAINS = 2;
 /** Mappable 4-byte buffers that tokens are read back through (steps in flight at most). */
@@ -81,15 +83,18 @@ class TokenStream {
 
 /** A Llama-family decoder on the GPU: weights uploaded once, a KV cache of maxPositions. Made by loadModel(). */
 export class CausalLM {
-  constructor(runtime, bundle, { weights, tensors }, { maxPositions, kvCache = "f32" }) {
+  constructor(runtime, bundle, { weights, tensors }, { maxPositions, kvCache = "f32", decodeActivations = "f32" }) {
     const c = bundle.manifest.model;
     kvCacheDtype("CausalLM", kvCache, runtime);
+    checkDecodeActivations("CausalLM", decodeActivations);
     this.runtime = runtime;
     this.bundle = bundle;
     this.config = c;
     this.maxPositions = maxPositions;
     /** "f32" or "f16": how the KV cache stores K and V. */
     this.kvCache = kvCache;
+    /** "f32" or "int8": how the decode step and prompts of up to DECODE_INT8_ROWS tokens run their linears. */
+    this.decodeActivations = decodeActivations;
     this.lastStats = new GenerateStats();
     const tensor = (name) => {
       if (!tensors.has(name)) throw new BundleError(`manifest: tensor ${name} is missing`);
@@ -132,23 +137,25 @@ export class CausalLM {
     const decode = rows === 1 && !allLogits;
     const splits = decode ? Math.ceil(this.maxPositions / DECODE_SPLIT_KEYS) : 1;
     const chain = new Chain(this.runtime, { source: this.bundle, label: `llm/${decode ? "decode" : "prefill"}` });
+    const activations = rows <= DECODE_INT8_ROWS ? this.decodeActivations : "f32";
+    const linear = (x, weight, bias = null) => chain.linear(x, weight, { bias, activations });
     const eps = c.rms_norm_eps;
     const x = await ops.embedRows(chain, this.ids, this.embed, rows);
     let h = await ops.addRmsNorm(chain, x, null, this.layers[0].attnNorm, { eps });
     for (let i = 0; i < this.layers.length; i++) {
       const layer = this.layers[i];
-      const qkv = await chain.linear(h, layer.qkv, { bias: layer.qkvBias });
+      const qkv = await linear(h, layer.qkv, layer.qkvBias);
       const q = await ops.ropeKv(chain, qkv, this.cosSin, this.state, this.kCache[i], this.vCache[i],
         { qHeads: c.num_heads, kvHeads: c.num_kv_heads, headDim: c.head_dim });
       const a = await ops.attention(chain, q, this.kCache[i], this.vCache[i], this.state, { kvHeads: c.num_kv_heads,
         headDim: c.head_dim, splits, splitKeys: DECODE_SPLIT_KEYS, window: layer.window });
-      h = await ops.addRmsNorm(chain, x, await chain.linear(a, layer.o, { bias: layer.oBias }), layer.mlpNorm, { eps });
-      const d = await chain.linear(await ops.swiglu(chain, await chain.linear(h, layer.gateUp)), layer.down);
+      h = await ops.addRmsNorm(chain, x, await linear(a, layer.o, layer.oBias), layer.mlpNorm, { eps });
+      const d = await linear(await ops.swiglu(chain, await linear(h, layer.gateUp)), layer.down);
       const lastLayer = i === this.layers.length - 1;
       const norm = lastLayer ? this.finalNorm : this.layers[i + 1].attnNorm;
       h = await ops.addRmsNorm(chain, x, d, norm, { eps, firstRow: lastLayer && !allLogits ? rows - 1 : 0 });
     }
-    const logits = await chain.linear(h, this.lmHead);
+    const logits = await chain.linear(h, this.lmHead);  // f32 activations always, as model.py (exact logits)
     if (choose) {
       if (choose.greedy) await ops.argmax(chain, logits, this.ids, this.generated, this.state);
       else await ops.sample(chain, logits, this.ids, this.generated, this.state, this.samplingParams);
@@ -318,23 +325,36 @@ export function kvCacheDtype(fn, kvCache, runtime = null) {
   return KV_CACHES[kvCache];
 }
 
+/** decodeActivations if it is "f32" or "int8", else ArgumentError naming it (model.py decode_activations). */
+export function checkDecodeActivations(fn, decodeActivations) {
+  if (decodeActivations !== "f32" && decodeActivations !== "int8") {
+    throw new ArgumentError(fn, "decodeActivations", "\"f32\" or \"int8\"", describe(decodeActivations));
+  }
+  return decodeActivations;
+}
+
 /**
  * Load a model bundle (`q4gsw export-web --model`) onto the GPU (ready to generate: the
  * decode step is recorded and its kernels compiled).
  * @param {string|URL} base the bundle folder's URL.
  * @param {{runtime?: Runtime, maxPositions?: number, cache?: boolean|string, kvCache?: "f32"|"f16",
+ *     decodeActivations?: "f32"|"int8",
  *     onProgress?: (p: {phase: "fetch"|"compile", loaded?: number, total?: number, file?: string}) => void}} options
  *     maxPositions: the KV cache's positions (prompt + new tokens), at most the bundle's
  *     (its RoPE table); cache: the Cache API cache files are kept in (see openBundle);
  *     kvCache: "f32" (default) or "f16" (K and V stored in half precision, read into f32
  *     arithmetic: half the cache's memory and reads; needs `shader-f16`, else FeatureError
- *     before anything is fetched).
+ *     before anything is fetched); decodeActivations: "f32" (default) or "int8" (the decode
+ *     step's linears, and those of prompts of up to DECODE_INT8_ROWS tokens, quantize x to
+ *     int8 per 32 k inside decode_int8: Python's decode_activations="int8"; Python also runs
+ *     prompts of 9-15 tokens with int8 GEMMs, which q4gsw.js does not have: f32 here).
  * @returns {Promise<CausalLM>}
  */
 export async function loadModel(base, { runtime = null, maxPositions = null, cache = true, kvCache = "f32",
-  onProgress = () => {} } = {}) {
+  decodeActivations = "f32", onProgress = () => {} } = {}) {
   const fn = "loadModel";
   kvCacheDtype(fn, kvCache);
+  checkDecodeActivations(fn, decodeActivations);
   const bundle = await openBundle(base, { cache });
   if (bundle.kind !== "model") throw new BundleError(`loadModel reads a "model" bundle; this one holds ${bundle.kind} (use loadBundle)`);
   const c = bundle.manifest.model;
@@ -350,7 +370,7 @@ export async function loadModel(base, { runtime = null, maxPositions = null, cac
   runtime = runtime || await createRuntime();
   kvCacheDtype(fn, kvCache, runtime);
   const data = await bundle.loadData({ runtime, onProgress: (p) => onProgress({ phase: "fetch", ...p }) });
-  const model = new CausalLM(runtime, bundle, data, { maxPositions, kvCache });
+  const model = new CausalLM(runtime, bundle, data, { maxPositions, kvCache, decodeActivations });
   onProgress({ phase: "compile" });
   await model.decodeChain(true);
   return model;

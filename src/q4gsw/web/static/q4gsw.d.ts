@@ -163,9 +163,12 @@ export interface Fallback {
 export class Router {
   constructor(costs: Record<string, unknown>, caps: RouterCaps, broken?: Map<string, string>);
   readonly kernels: KernelSpec[];
+  /** The 8-bit-activation kernels (decode_int8_subgroup, decode_int8_workgroup). */
+  readonly int8Kernels: KernelSpec[];
   readonly broken: Map<string, string>;
-  kernel(name: string): KernelSpec;
-  select(p: Problem, name?: string | null): { spec: KernelSpec; fallbacks: Fallback[] };
+  registry(activations: Activations): KernelSpec[];
+  kernel(name: string, activations?: Activations): KernelSpec;
+  select(p: Problem, name?: string | null, activations?: Activations): { spec: KernelSpec; fallbacks: Fallback[] };
 }
 
 // --------------------------------------------------------------------------------- runtime
@@ -200,6 +203,8 @@ export interface LinearOptions {
   m?: number;
   /** Force a kernel by name (default: chosen by the cost model). */
   kernel?: string | null;
+  /** "int8": x quantized to int8 per 32 k inside decode_int8 (M <= 8); default "f32". */
+  activations?: Activations;
   /** Where `out` is returned: default "gpu" for a GpuTensor x, else "cpu". */
   output?: "cpu" | "gpu";
   timing?: boolean;
@@ -260,7 +265,7 @@ export class Chain {
   detach(tensor: GpuTensor): GpuTensor;
   record(name: string | KernelKey, constants: [string, number | boolean][], buffers: GPUBuffer[], workgroups: number,
     options?: { family?: string; files?: string[] | null }): Promise<void>;
-  linear(x: GpuTensor, weight: PackedWeight | GpuWeight, options?: { bias?: GpuTensor | null; kernel?: string | null }): Promise<GpuTensor>;
+  linear(x: GpuTensor, weight: PackedWeight | GpuWeight, options?: { bias?: GpuTensor | null; kernel?: string | null; activations?: Activations }): Promise<GpuTensor>;
   encode(encoder: GPUCommandEncoder, options?: { timestampWrites?: GPUComputePassTimestampWrites }): void;
   commandBuffer(options?: { copies?: [GPUBuffer, number, GPUBuffer, number, number][] }): GPUCommandBuffer;
   run(options?: { timing?: boolean }): Promise<Timing | null>;
@@ -373,6 +378,8 @@ export class CausalLM {
   readonly maxPositions: number;
   /** How the KV cache stores K and V. */
   readonly kvCache: KvCache;
+  /** How the decode step (and prompts of up to DECODE_INT8_ROWS tokens) run their linears. */
+  readonly decodeActivations: Activations;
   /** Bytes of KV cache a position takes (K and V of every layer). */
   readonly kvCacheBytesPerToken: number;
   readonly lastStats: GenerateStats;
@@ -391,12 +398,17 @@ export interface ModelProgress extends Partial<LoadProgress> {
 /** "f16": K and V in half precision (half the memory and reads; needs shader-f16, else FeatureError). */
 export type KvCache = "f32" | "f16";
 export const KV_CACHES: Readonly<Record<KvCache, DType>>;
+/** "int8": x quantized to int8 on the GPU before the int4 products (~5e-3 relative error a linear). */
+export type Activations = "f32" | "int8";
+/** Prompts of up to this many tokens run the model's decodeActivations (decode_int8's largest M). */
+export const DECODE_INT8_ROWS: number;
 
 export function loadModel(base: string | URL, options?: {
   runtime?: Runtime | null;
   maxPositions?: number | null;
   cache?: boolean | string;
   kvCache?: KvCache;
+  decodeActivations?: Activations;
   onProgress?: (p: ModelProgress) => void;
 }): Promise<CausalLM>;
 

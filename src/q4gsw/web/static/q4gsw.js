@@ -33,7 +33,7 @@ export { RAISED_LIMITS, Runtime, WANTED_FEATURES, browserEnables, createRuntime 
 export { Chain } from "./chain.js";
 export { Bundle, CACHE_NAME, FORMAT, VERSION, loadBundle, openBundle, sha256Hex } from "./bundle.js";
 export * as ops from "./ops.js";
-export { CausalLM, GenerateStats, KV_CACHES, loadModel } from "./model.js";
+export { CausalLM, DECODE_INT8_ROWS, GenerateStats, KV_CACHES, loadModel } from "./model.js";
 export { Tokenizer, UnsupportedTokenizerError } from "./tokenizer.js";
 export { WordPieceTokenizer } from "./wordpiece.js";
 export * as encoderOps from "./encoder_ops.js";

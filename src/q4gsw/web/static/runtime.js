@@ -285,7 +285,9 @@ export class Runtime {
    * @param {Float32Array|GpuTensor} x (M, K) row-major; a GpuTensor stays on the GPU.
    * @param {PackedWeight|GpuWeight} weight from loadBundle() (its bundle holds the kernels).
    * @param {{bias?: Float32Array|GpuTensor|null, m?: number, kernel?: string|null,
-   *     output?: "cpu"|"gpu", timing?: boolean}} options output: where `out` is returned
+   *     activations?: "f32"|"int8", output?: "cpu"|"gpu", timing?: boolean}} options
+   *     activations: "f32" (default) or "int8" (x quantized to int8 per 32 k inside decode_int8,
+   *     M <= 8: q4gsw.linear(activations="int8") at decode sizes); output: where `out` is returned
    *     (default: "gpu" for a GpuTensor x, else "cpu"); timing (default true for a
    *     Float32Array x): GPU time from timestamp queries where the device has
    *     `timestamp-query`, else wall clock from submit to onSubmittedWorkDone.
@@ -294,8 +296,10 @@ export class Runtime {
    *     fallbacks: {kernel: string, reason: string}[]}>} fallbacks: kernels that suit the
    *     shape but not this device (over its limits, or rejected by its compiler), skipped.
    */
-  async linear(x, weight, { bias = null, m = undefined, kernel = null, output = undefined, timing = undefined } = {}) {
+  async linear(x, weight, { bias = null, m = undefined, kernel = null, activations = "f32", output = undefined,
+    timing = undefined } = {}) {
     const fn = "linear";
+    if (activations !== "f32" && activations !== "int8") throw new ArgumentError(fn, "activations", '"f32" or "int8"', describe(activations));
     if (!(weight instanceof PackedWeight || weight instanceof GpuWeight)) {
       throw new DTypeError(fn, "weight", "a q4gsw PackedWeight or GpuWeight", describe(weight));
     }
@@ -324,7 +328,7 @@ export class Runtime {
     const source = weight.bundle;
     if (!source) throw new ArgumentError(fn, "weight", "a weight from loadBundle() (its bundle holds the kernels)", "one without a bundle");
     if (rows === 0) {
-      if (kernel !== null) this.router(source.manifest.routing).kernel(kernel);  // throws for an unknown name
+      if (kernel !== null) this.router(source.manifest.routing).kernel(kernel, activations);  // throws for an unknown name
       return { out: output === "gpu" ? null : new Float32Array(0), m: 0, n, kernel: null, key: null, grid: [0, 0, 0], timing: null, fallbacks: [] };
     }
     this.checkAlive();
@@ -332,7 +336,7 @@ export class Runtime {
     try {
       const xt = onGpu ? new GpuTensor(this, x.buffer, [rows, k], x.dtype) : chain.constant(x, [rows, k]);
       const biasArg = bias instanceof Float32Array ? chain.constant(bias, [n]) : bias;
-      const out = await chain.linear(xt, weight, { bias: biasArg, kernel });
+      const out = await chain.linear(xt, weight, { bias: biasArg, kernel, activations });
       const time = await chain.run({ timing: timing ?? !onGpu });
       const first = chain.dispatches[0];
       const result = { m: rows, n, kernel: chain.linears[0].kernel, key: first.key, grid: first.grid, timing: time,
