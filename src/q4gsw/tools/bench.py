@@ -258,20 +258,36 @@ def markdown(result: dict) -> str:
                   "ORT WebGPU: onnxruntime-webgpu's MatMulNBits (bits 4, block = group size, symmetric) with "
                   "accuracy_level 4 (int8 activations, DP4A) and 0 (fp32), GPU µs from its profiler, and its "
                   "error against the same float64 reference as ours.", "",
-                  "| M | K | N | best q4gsw | µs | TFLOP/s | dense fp32 WGSL µs | dense fp32 WGSL TFLOP/s | tinygemm int4 µs | cuBLAS fp16 µs | cuBLAS fp32 (no TF32) µs | ORT WebGPU int8 µs (rel. error) | ORT WebGPU fp32 µs |",
-                  "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| M | K | N | best q4gsw (f32 x) | µs | TFLOP/s | q4gsw int8 x µs (rel. error) | dense fp32 WGSL µs | "
+                  "dense fp32 WGSL TFLOP/s | tinygemm int4 µs | cuBLAS fp16 µs | cuBLAS fp32 (no TF32) µs | "
+                  "ORT WebGPU int8 µs (rel. error) | ORT WebGPU fp32 µs |",
+                  "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for y in result["yardsticks"]:
-            mine = [r for r in result["rows"] if (r["m"], r["k"], r["n"]) == (y["m"], y["k"], y["n"])]
-            best = min(mine, key=lambda r: r["median_us"]) if mine else None
+            best = _best(result, y, "f32")
+            int8 = _best(result, y, "int8")
             dense = y["dense_f32_wgsl"].get("median_us")
             dense_tflops = 2 * y["m"] * y["k"] * y["n"] / dense / 1e6 if dense else None
             fmt = lambda v: f"{v:.1f}" if isinstance(v, (int, float)) else "–"
             lines.append(f"| {y['m']} | {y['k']} | {y['n']} | {best['kernel'] if best else '–'} | "
                          f"{fmt(best['median_us']) if best else '–'} | {fmt(best['tflop_per_s']) if best else '–'} | "
+                         f"{_with_error(int8)} | "
                          f"{fmt(dense)} | {fmt(dense_tflops)} | {fmt(y.get('tinygemm_int4_us'))} | "
                          f"{fmt(y.get('cublas_fp16_us'))} | {fmt(y.get('cublas_fp32_us'))} | "
                          f"{_ort_cell(y, 'acc4_fp32', True)} | {_ort_cell(y, 'acc0_fp32', False)} |")
     return "\n".join(lines) + "\n"
+
+
+def _best(result: dict, shape: dict, activations: str) -> dict | None:
+    """The fastest row of `result` at shape's (M, K, N) among kernels computing with `activations`
+    (rows from before the int8 path count as f32), or None."""
+    rows = [r for r in result["rows"] if (r["m"], r["k"], r["n"]) == (shape["m"], shape["k"], shape["n"])
+            and r.get("activations", "f32") == activations]
+    return min(rows, key=lambda r: r["median_us"]) if rows else None
+
+
+def _with_error(row: dict | None) -> str:
+    """'µs (rel. error)' of a result row, '–' for None."""
+    return f"{row['median_us']:.1f} ({row['rel_error']:.1e})" if row else "–"
 
 
 def _ort_cell(yardstick: dict, row: str, with_error: bool) -> str:
@@ -296,16 +312,16 @@ def _plain_read_table(result: dict) -> list[str]:
              "copies as the kernels rotate; timed as the kernels are. 'routed': the kernel "
              "q4gsw.linear picks for the shape on this device (tuning cache included).", "",
              "| M | K | N | bytes | plain read µs | GB/s | chained µs | routed kernel | routed µs "
-             "| routed / plain read | best kernel | best / plain read |",
-             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|"]
+             "| routed / plain read | best kernel (f32 x) | best / plain read | best int8-x kernel / plain read |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---:|"]
     for y in entries:
-        mine = [r for r in result["rows"] if (r["m"], r["k"], r["n"]) == (y["m"], y["k"], y["n"])]
-        best = min(mine, key=lambda r: r["median_us"]) if mine else None
+        best, int8 = _best(result, y, "f32"), _best(result, y, "int8")
         lines.append(
             f"| {y['m']} | {y['k']} | {y['n']} | {y['plain_read_bytes']} | {fmt(y['plain_read_us'])} | "
             f"{fmt(y['plain_read_gb_per_s'])} | {fmt(y.get('plain_read_chained_us'))} | "
             f"{y.get('routed_kernel') or '–'} | {fmt(y.get('routed_us'))} | {ratio(y.get('routed_over_plain_read'))} | "
-            f"{best['kernel'] if best else '–'} | {ratio(best['median_us'] / y['plain_read_us']) if best else '–'} |")
+            f"{best['kernel'] if best else '–'} | {ratio(best['median_us'] / y['plain_read_us']) if best else '–'} | "
+            f"{ratio(int8['median_us'] / y['plain_read_us']) if int8 else '–'} |")
     return lines
 
 
