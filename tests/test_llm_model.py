@@ -190,23 +190,31 @@ class TestBadInput:
             CausalLM(tiny_weights(), max_positions=129)
 
 
+def int8_model(option: dict, ids, label: str, seed: int):
+    """(f32 model, model made with `option`, f32 logits of ids) of tiny random weights: the
+    second runs ids' linears through `label` (profile) with logits within int8 activation error
+    of the f32 model's."""
+    weights = tiny_weights(seed, hidden_size=64, intermediate_size=128)
+    exact = CausalLM(weights, max_positions=64)
+    int8 = CausalLM(weights, max_positions=64, **option)
+    ref = exact.logits(ids)
+    with q4gsw.profile() as prof:
+        got = int8.logits(ids)
+    assert label in {r["label"] for r in prof.rows()}
+    err = float(np.abs(got - ref).max() / np.abs(ref).max())
+    assert 0 < err < 5e-2, err
+    return exact, int8, ref
+
+
 class TestInt8Prefill:
     def test_prefill_linears_run_int8(self, runtime, rng):
         """prefill_activations="int8" runs a long prompt's linears through the int8 route
         (bcast_int8_k64: profile labels), and its logits stay within int8 activation error of
-        the f32 model's."""
-        weights = tiny_weights(11, hidden_size=64, intermediate_size=128)
-        exact = CausalLM(weights, max_positions=64)
-        int8 = CausalLM(weights, max_positions=64, prefill_activations="int8")
+        the f32 model's; short prompts stay f32."""
         ids = rng.integers(0, 96, 20)
-        ref = exact.logits(ids)
+        exact, int8, _ = int8_model({"prefill_activations": "int8"}, ids, "linear_q4gsw/bcast_int8", 11)
         with q4gsw.profile() as prof:
-            got = int8.logits(ids)
-        assert "linear_q4gsw/bcast_int8" in {r["label"] for r in prof.rows()}
-        err = float(np.abs(got - ref).max() / np.abs(ref).max())
-        assert 0 < err < 5e-2, err
-        with q4gsw.profile() as prof:
-            int8.logits(ids[:5])  # short prompts stay f32
+            int8.logits(ids[:5])
         assert not any("int8" in r["label"] for r in prof.rows())
         exact.release()
         int8.release()
@@ -215,16 +223,8 @@ class TestInt8Prefill:
         """decode_activations="int8" runs the decode steps' (and short prompts') linears through
         decode_int8 (profile labels), within int8 activation error of the f32 model's logits;
         switching back records f32 chains again."""
-        weights = tiny_weights(12, hidden_size=64, intermediate_size=128)
-        exact = CausalLM(weights, max_positions=64)
-        int8 = CausalLM(weights, max_positions=64, decode_activations="int8")
         ids = rng.integers(0, 96, 5)
-        ref = exact.logits(ids)
-        with q4gsw.profile() as prof:
-            got = int8.logits(ids)
-        assert "linear_q4gsw/decode_int8_subgroup" in {r["label"] for r in prof.rows()}
-        err = float(np.abs(got - ref).max() / np.abs(ref).max())
-        assert 0 < err < 5e-2, err
+        exact, int8, ref = int8_model({"decode_activations": "int8"}, ids, "linear_q4gsw/decode_int8_subgroup", 12)
         with q4gsw.profile() as prof:
             int8.generate(ids, 3, eos_token_ids=())
         assert "linear_q4gsw/decode_int8_subgroup" in {r["label"] for r in prof.rows()}

@@ -62,6 +62,26 @@ def run_node(job: dict) -> dict:
     return json.loads(done.stdout)
 
 
+def assert_specs_match(got: dict, specs: list, p: Problem, caps) -> int:
+    """kernels.js's view of p (got["specs"]) has every spec of `specs`, in order, with Python's
+    reason and, where it runs p, Python's key, tiles, split, reduction key and predicted time.
+    Returns how many specs run p."""
+    assert list(got["specs"]) == [spec.name for spec in specs]
+    runs = 0
+    for spec in specs:
+        js = got["specs"][spec.name]
+        assert js["reason"] == spec.supports(p, caps), (spec.name, p)
+        if js["reason"] is None:
+            split = spec.split(p)
+            assert (js["key"], js["tiles"], js["split"]) == (str(spec.key(p)), list(spec.tiles(p)), split), (spec.name, p)
+            assert js["reduce"] == (str(spec.reduce_key(p)) if split > 1 else None)
+            want = spec.predicted_seconds(p)
+            assert (js["predicted"] is None) == (want is None)
+            assert want is None or math.isclose(js["predicted"], want, rel_tol=1e-12)
+            runs += 1
+    return runs
+
+
 @pytest.fixture(scope="module")
 def routed():
     """{device: [what kernels.js made of each of PROBLEMS]}."""
@@ -85,21 +105,8 @@ class TestKernelsJs:
         Python spec's, for every problem of the grid."""
         caps = python_caps(DEVICES[device])
         specs = [spec.bind(caps) for spec in KERNELS.values() if not spec.baseline]
-        checked = 0
-        for (m, n, k, gs, bias), got in zip(PROBLEMS, routed[device]):
-            p = Problem(m, n, k, gs, bias)
-            assert list(got["specs"]) == [spec.name for spec in specs]
-            for spec in specs:
-                js = got["specs"][spec.name]
-                assert js["reason"] == spec.supports(p, caps), (spec.name, p)
-                if js["reason"] is None:
-                    split = spec.split(p)
-                    assert (js["key"], js["tiles"], js["split"]) == (str(spec.key(p)), list(spec.tiles(p)), split), (spec.name, p)
-                    assert js["reduce"] == (str(spec.reduce_key(p)) if split > 1 else None)
-                    want = spec.predicted_seconds(p)
-                    assert (js["predicted"] is None) == (want is None)
-                    assert want is None or math.isclose(js["predicted"], want, rel_tol=1e-12)
-                    checked += 1
+        checked = sum(assert_specs_match(got, specs, Problem(*problem), caps)
+                      for problem, got in zip(PROBLEMS, routed[device]))
         assert checked > len(PROBLEMS)
 
     @pytest.mark.parametrize("device", list(DEVICES))
@@ -125,13 +132,7 @@ class TestKernelsJs:
         chosen = 0
         for (m, n, k, gs, bias), got in zip(PROBLEMS, routed_int8[device]):
             p = Problem(m, n, k, gs, bias)
-            assert list(got["specs"]) == [spec.name for spec in specs]
-            for spec in specs:
-                js = got["specs"][spec.name]
-                assert js["reason"] == spec.supports(p, caps), (spec.name, p)
-                if js["reason"] is None:
-                    assert (js["key"], js["tiles"], js["split"]) == (str(spec.key(p)), list(spec.tiles(p)), 1), (spec.name, p)
-                    assert math.isclose(js["predicted"], spec.predicted_seconds(p), rel_tol=1e-12)
+            assert_specs_match(got, specs, p, caps)
             try:
                 want = select(p, caps, activations="int8").name
             except UnsupportedShapeError:
