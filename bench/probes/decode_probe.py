@@ -324,8 +324,9 @@ GS_SHAPES = [(1, 4096, 4096), (1, 4096, 14336), (1, 14336, 4096), (1, 4096, 1282
 GROUP_SIZES = (32, 64, 128, 256)
 
 
-def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks) -> dict:
-    """The route at each group size on one shape (own weights each), round-robin."""
+def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks, activations: str = "f32") -> dict:
+    """The route (for `activations`) at each group size on one shape (own weights each), round-robin;
+    errors against the float64 reference (the exact one for int8 too: ~5e-3)."""
     t0 = time.perf_counter()
     x = rng.standard_normal((m, k)).astype(np.float32)
     entries, works = [], []
@@ -334,7 +335,7 @@ def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks)
             weight = random_weight(rng, n, k, gs)
             work = Workload.rotating(rt, weight, x)
             works.append(work)
-            spec = choose_kernel(rt, "probe", Problem(m, n, k, gs))
+            spec = choose_kernel(rt, "probe", Problem(m, n, k, gs), activations=activations)
             rows = check_rows(rng, n)
             ref = linear_reference(x, PackedWeight(weight.weights[rows], weight.scales[:, rows], gs, in_features=k))
             ds = work.dispatches(spec)
@@ -359,7 +360,7 @@ def probe_group_sizes(rt, m: int, k: int, n: int, rounds: int, rng, log, clocks)
     log(f"  group sizes M={m} K={k} N={n}: " + ", ".join(
         f"{e['name']} {e['median_us']:.1f} µs ({e['over_gs128']:.2f}x, {e['kernel']}, err {e['rel_error']:.1e})"
         for e in entries) + f"; {time.perf_counter() - t0:.1f} s")
-    return {"m": m, "k": k, "n": n, "entries": entries}
+    return {"m": m, "k": k, "n": n, "activations": activations, "entries": entries}
 
 
 def to_f32(v: dict) -> str:
@@ -413,8 +414,9 @@ def markdown(report: dict) -> str:
                   "| M × K × N | " + " | ".join(f"gs {g} µs (× gs 128)" for g in GROUP_SIZES) + " |",
                   "|---|" + "---:|" * len(GROUP_SIZES)]
         for s in report["group_sizes"]:
-            cells = [f"{e['median_us']:.1f} ({e['over_gs128']:.2f}×) {e['kernel']}" for e in s["entries"]]
-            lines.append(f"| {s['m']} × {s['k']} × {s['n']} | " + " | ".join(cells) + " |")
+            cells = [f"{e['median_us']:.1f} ({e['over_gs128']:.2f}×) {e['kernel']}, err {e['rel_error']:.1e}"
+                     for e in s["entries"]]
+            lines.append(f"| {s['m']} × {s['k']} × {s['n']} ({s.get('activations', 'f32')} x) | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -425,6 +427,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="small shapes, 5 repeats (a smoke test on lavapipe)")
     ap.add_argument("--no-group-sizes", action="store_true", help="skip the group-size sweep")
     ap.add_argument("--shapes", default=None, help="MxKxN,... instead of the default list")
+    ap.add_argument("--group-size-activations", choices=("f32", "int8"), default="f32",
+                    help="the route of which activations the group-size sweep times; default: %(default)s")
     ap.add_argument("--variants", default=None, help="NAME,... of the variants to time (the route always)")
     ap.add_argument("--budget-s", type=float, default=170.0,
                     help="start no new shape after this many seconds; default: %(default)s")
@@ -479,7 +483,8 @@ def run(args, clocks):
                 log("time budget reached: group sizes not all run")
                 break
             try:
-                report.setdefault("group_sizes", []).append(probe_group_sizes(rt, m, k, n, repeats, rng, log, clocks))
+                report.setdefault("group_sizes", []).append(
+                    probe_group_sizes(rt, m, k, n, repeats, rng, log, clocks, args.group_size_activations))
             except Exception as exc:
                 log(f"  group sizes M={m} K={k} N={n} failed: {type(exc).__name__}: {exc}")
                 traceback.print_exc()
