@@ -36,6 +36,7 @@ from q4gsw.runtime.weights import features_per_chunk
 from q4gsw.web.export import STATIC_FILES, WebLayer, export_web, load_npz_layer, random_layer
 
 from .browser import BrowserUnavailable, PageFailed, PageRun, run_page, serve, wait_for_report
+from .test_int8 import assert_matches_int8_reference
 from .utils import assert_matches_reference, fake_capabilities, random_problem, tolerance
 
 HARNESS = Path(__file__).parent / "web" / "harness.html"
@@ -61,6 +62,8 @@ CASES = [
     ("split-weight-M3", "tall", 3, None, False, None, True),
     ("deep-M1", "deep", 1, None, False, None, False),
 ]
+#: Cases run with activations "int8" (decode_int8 routed, as Python routes them): (id, layer, M, bias).
+INT8_CASES = [("int8-decode-M3", "wide", 3, True), ("int8-decode-M1-two-chunks", "tall", 1, False)]
 #: What q4gsw.js skips for "deep" at M=1 (and why): general stands in for decode.
 DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_narrow_subgroup": 544, "decode_batch": 544}
 
@@ -304,6 +307,12 @@ def browser_run(bundle, layers):
         inputs[case_id] = x
         cases.append({"id": case_id, "layer": layer, "m": m, "kernel": kernel, "bias": bias,
                       "x": f"cases/{case_id}.bin", "max_workgroups_per_dimension": fold, "gpu": gpu})
+    for case_id, layer, m, bias in INT8_CASES:
+        x = rng.standard_normal((m, layers[layer].weight.in_features)).astype(np.float32)
+        (bundle / "cases" / f"{case_id}.bin").write_bytes(x.tobytes())
+        inputs[case_id] = x
+        cases.append({"id": case_id, "layer": layer, "m": m, "kernel": None, "bias": bias, "x": f"cases/{case_id}.bin",
+                      "max_workgroups_per_dimension": None, "gpu": False, "activations": "int8"})
     (bundle / "cases.json").write_text(json.dumps(cases))
     (bundle / "compile").mkdir(exist_ok=True)
     compile_list = []
@@ -365,6 +374,26 @@ class TestBrowser:
             if kernel is None:
                 assert got["kernel"] == select(p, caps).name
 
+    @pytest.mark.parametrize("case", INT8_CASES, ids=[c[0] for c in INT8_CASES])
+    def test_int8_matches_python(self, browser_run, layers, manifest, case):
+        """activations "int8": q4gsw.js routes decode_int8 as Python's select() does for the
+        browser's capabilities (same key), and its result is the float64 product of x quantized
+        per 32 k (within the tolerance that allows the device's 127 / amax an ulp or three)."""
+        case_id, layer_name, m, with_bias = case
+        got = browser_run.case(case_id)
+        assert got["error"] is None, got["error"]
+        layer = layers[layer_name]
+        w = layer.weight
+        bias = layer.bias if with_bias else None
+        x = browser_run.inputs[case_id]
+        y_js = np.frombuffer(base64.b64decode(got["out"]), np.float32).reshape(m, w.out_features)
+        caps = browser_caps(browser_run.report["caps"])
+        p = Problem(m, w.out_features, w.in_features, w.group_size, with_bias)
+        spec = select(p, caps, activations="int8")
+        assert got["kernel"] == spec.name and got["kernel"].startswith("decode_int8")
+        assert got["key"] == str(spec.key(p.with_n(manifest["weights"][layer_name]["chunks"][0]["n"])))
+        assert_matches_int8_reference(y_js, x, w, bias, x_group=32)
+
     def test_grids_fold(self, browser_run):
         """Each case with a lowered limit ran on a grid folded over it (y > 1)."""
         for case_id, *_, fold, _gpu in CASES:
@@ -407,7 +436,7 @@ class TestBrowser:
     def test_progress_reported(self, browser_run):
         """The page reported a step for the runtime, every case, every kernel compiled and the lost device."""
         steps = [what for what, _ in browser_run.page.events if not what.startswith("GET ")]
-        assert steps == (["runtime"] + [f"case {c[0]}" for c in CASES]
+        assert steps == (["runtime"] + [f"case {c[0]}" for c in CASES] + [f"case {c[0]}" for c in INT8_CASES]
                          + [f"compile {k['label']}" for k in browser_run.kernels] + ["device lost"])
 
 
