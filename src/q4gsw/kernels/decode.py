@@ -1,6 +1,7 @@
 """The decode kernel specs (small M at read bandwidth): Decode (decode.wgsl, one row of x a
-workgroup), DecodeNarrow (decode_narrow.wgsl, its 8-byte-load variant, not routed) and
-DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup)."""
+workgroup), DecodeNarrow (decode_narrow.wgsl, its 8-byte-load variant, routed for M = 1 on GPUs
+up to 2^24 weights), DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup) and
+DecodeInt8 (decode_int8.wgsl: decode's layout with 8-bit activations, activations="int8")."""
 
 from __future__ import annotations
 

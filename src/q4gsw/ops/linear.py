@@ -28,11 +28,13 @@ def linear(x, weight: PackedWeight, bias=None, *, kernel=None, activations: str 
             activations="int8") or as a KernelSpec with settings (e.g.
             TiledSplit(x_rows_per_tile=64, split=4)); default: chosen.
         activations: "f32" (default): x is used as it is. "int8": x is quantized on the GPU to
-            symmetric int8, one scale per (row, group of group_size k), and multiplied with
-            int8 dot products (ExecuTorch's linear_dq8ca_q4gsw; kernels/int8.py). Faster at
-            large M where the adapter has integer dot products, at a relative error of about
-            1e-2 instead of 1e-6 (docs/kernels-prefill.md). Needs K and group_size multiples
-            of 32. Never chosen unless asked for.
+            symmetric int8 and multiplied with int8 dot products (ExecuTorch's
+            linear_dq8ca_q4gsw): at M <= 8 by decode_int8 in one dispatch, one scale per (row,
+            32 k); above, by a quantize dispatch (one scale per (row, group of group_size k))
+            and an int8 GEMM (kernels/int8.py). Faster where the adapter has integer dot
+            products, at a relative error of about 5e-3 instead of 5e-7 (docs/kernels-decode.md,
+            docs/kernels-prefill.md). Needs K and group_size multiples of 32. Never chosen
+            unless asked for.
     Returns:
         (..., N) float32, an ndarray (a CPU torch.Tensor when x is a torch.Tensor).
     Raises:
@@ -49,8 +51,9 @@ def linear_dq8ca_q4gsw(x, weights, weight_scales, group_size: int, bias=None, *,
     ExecuTorch's op takes x already quantized per token (asymmetric int8, with
     input_scale / input_zero_point and the weight sums for the zero-point correction); its
     reference implementation returns linear_q4gsw(x, weights, weight_scales, group_size).
-    Here the quantization is symmetric, per (token, group of group_size k): finer than a scale
-    per token, no zero point to correct, and its error is measured in docs/kernels-prefill.md.
+    Here the quantization is symmetric, per (token, group of group_size k) in the GEMMs and per
+    (token, 32 k) at M <= 8 (decode_int8): finer than a scale per token, no zero point to
+    correct; its error is measured in docs/kernels-prefill.md and docs/kernels-decode.md.
     """
     return _linear_q4gsw("linear_dq8ca_q4gsw", x, weights, weight_scales, group_size, bias, kernel, "int8")
 

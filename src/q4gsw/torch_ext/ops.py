@@ -108,7 +108,8 @@ def linear_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
 
 def linear_dq8ca_q4gsw_op(x, weights, weight_scales, group_size: int, bias=None):
     """torch.ops.q4gsw.linear_dq8ca_q4gsw: linear_q4gsw_op with x quantized to int8 on the GPU
-    (symmetric, one scale per (row, group of group_size k)); same arguments and result.
+    (symmetric; one scale per (row, 32 k) at M <= 8, per (row, group of group_size k) above); same
+    arguments and result.
     Needs K and group_size multiples of 32."""
     return torch.ops.q4gsw.linear_dq8ca_q4gsw(x, weights, weight_scales, group_size, bias)
 
