@@ -33,8 +33,6 @@ SETTINGS = [
     dict(k_step=128, features_per_tile=128, split=2),
     dict(k_step=128, x_group=32, double_buffer=False),
     dict(k_step=128, double_buffer=False),
-    dict(rows_per_invocation=2, k_step=64),              # 128-row tiles: two rows an invocation
-    dict(rows_per_invocation=2, double_buffer=False, split=2, x_group=32),
 ]
 
 

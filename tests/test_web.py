@@ -113,11 +113,9 @@ def shipped_kernel_keys() -> list[KernelKey]:
             keys += [spec.key(split), spec.reduce_key(split)]
         else:
             keys.append(spec.key(wide))
-    for spec in INT8_KERNELS.values():  # decode_int8 with either reduction, bcast_int8's 128-row tiles
-        if spec.name.startswith("decode_int8"):  # (the int8 GEMMs otherwise: at their defaults below)
+    for spec in INT8_KERNELS.values():  # decode_int8 with either reduction (the int8 GEMMs: at their defaults below)
+        if spec.name.startswith("decode_int8"):
             keys.append(spec.key(wide))
-        elif spec.name == "bcast_int8_k64_m128":
-            keys.append(spec.key(Problem(256, 256, 512, 64, True)))
     for spec in DENSE_KERNELS.values():  # mixed precision: each dense kernel with both weight storages
         keys += [spec.key(DenseProblem(m, 256, 512, dtype, True)) for dtype in ("float32", "float16")
                  for m in ((1,) if spec.name == "gemv" else (64,))]

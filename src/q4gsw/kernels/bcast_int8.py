@@ -21,26 +21,22 @@ class BcastInt8(TiledInt8):
         double_buffer: the next step's loads issued before the products and two buffers (default
             True), or ONNX Runtime's load, barrier, products, barrier;
         split: workgroups per tile along K, 1..16 (default: the least predicted time);
-        x_group: None (the weight's group size) or 32;
-        rows_per_invocation: 1 (default: 64-row tiles) or 2 (128-row tiles, each weight word read
-            from workgroup memory serving two rows; 64 features a tile and k steps up to 64).
+        x_group: None (the weight's group size) or 32.
     """
 
     kernel = "bcast_int8"
 
     def __init__(self, name: str = "bcast_int8", *, k_step: int | None = None, double_buffer: bool = True,
                  split: int | None = None, x_group: int | None = None, features_per_tile: int = 64,
-                 rows_per_invocation: int = 1, baseline: bool = True, memory_limit: int | None = None,
-                 invocation_limit: int | None = None, **_ignored):
-        super().__init__(name, x_rows_per_tile=64 * rows_per_invocation, k_step=k_step, double_buffer=double_buffer,
-                         split=split, x_group=x_group, features_per_tile=features_per_tile, baseline=baseline,
+                 baseline: bool = True, memory_limit: int | None = None, invocation_limit: int | None = None,
+                 **_ignored):
+        super().__init__(name, x_rows_per_tile=64, k_step=k_step, double_buffer=double_buffer, split=split,
+                         x_group=x_group, features_per_tile=features_per_tile, baseline=baseline,
                          memory_limit=memory_limit, invocation_limit=invocation_limit)
-        self.rows_per_invocation = rows_per_invocation
 
     def _copy(self, **changes) -> "BcastInt8":
         args = dict(k_step=self.k_step, double_buffer=self.double_buffer, split=self.fixed_split,
-                    x_group=self.x_group, features_per_tile=self.features_per_tile,
-                    rows_per_invocation=self.rows_per_invocation, baseline=self.baseline,
+                    x_group=self.x_group, features_per_tile=self.features_per_tile, baseline=self.baseline,
                     memory_limit=self.memory_limit, invocation_limit=self.invocation_limit)
         args.update({k: v for k, v in changes.items() if k in args})
         return BcastInt8(self.name, **args)
@@ -48,22 +44,18 @@ class BcastInt8(TiledInt8):
     def settings(self):
         return {k: v for k, v in (("k_step", self.k_step), ("double_buffer", self.double_buffer),
                                   ("split", self.fixed_split), ("x_group", self.x_group),
-                                  ("features_per_tile", self.features_per_tile),
-                                  ("rows_per_invocation", None if self.rows_per_invocation == 1 else 2))
-                if v is not None}
+                                  ("features_per_tile", self.features_per_tile)) if v is not None}
 
     def with_settings(self, settings):
         k_step = settings.get("k_step", self.k_step)
         split = settings.get("split", self.fixed_split)
         x_group = settings.get("x_group", self.x_group)
         cols = settings.get("features_per_tile", self.features_per_tile)
-        rpi = settings.get("rows_per_invocation", self.rows_per_invocation)
         if (k_step not in (None, 32, 64, 128) or x_group not in (None, 32) or cols not in (64, 128)
-                or rpi not in (1, 2) or (split is not None and not 1 <= int(split) <= self.max_split)):
+                or (split is not None and not 1 <= int(split) <= self.max_split)):
             return self
         return self._copy(k_step=k_step, double_buffer=bool(settings.get("double_buffer", self.double_buffer)),
-                          split=None if split is None else int(split), x_group=x_group, features_per_tile=cols,
-                          rows_per_invocation=rpi)
+                          split=None if split is None else int(split), x_group=x_group, features_per_tile=cols)
 
     def variants(self, p):
         return [self._copy(k_step=k, double_buffer=d, split=s, features_per_tile=n)
@@ -71,7 +63,7 @@ class BcastInt8(TiledInt8):
                 if s <= max(1, p.k // k // 4)]
 
     def tile_rows(self, p):
-        return 64 * self.rows_per_invocation
+        return 64
 
     def predicted_seconds(self, p):
         """tiled_int8's prediction (its default settings on this device) times
@@ -90,7 +82,7 @@ class BcastInt8(TiledInt8):
         steps = ceil_div(p.k, self.step(p))
         if self.fixed_split is not None:
             return max(1, min(self.fixed_split, steps))
-        tiles = ceil_div(p.n, self.features_per_tile) * ceil_div(p.m, self.tile_rows(p))
+        tiles = ceil_div(p.n, self.features_per_tile) * ceil_div(p.m, 64)
         s = 1
         if tiles >= cost.TILED_TILES_PER_WAVE:
             return s
@@ -103,9 +95,8 @@ class BcastInt8(TiledInt8):
         return ceil_div(ceil_div(p.k, bk), self.split(p)) * (bk // 32 + 2) + 2
 
     def constants(self, p):
-        rows = (("TILE_M", 128),) if self.rows_per_invocation == 2 else ()  # (the default key unchanged)
         return (("TILE_N", self.features_per_tile), ("BK", self.step(p)), ("DOUBLE", self.double_buffer),
-                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32), ("STEP_SCALES", self.step_scales(p)), *rows)
+                ("SPLIT", self.split(p)), ("XG32", self.x_group == 32), ("STEP_SCALES", self.step_scales(p)))
 
     def step_scales(self, p) -> bool:
         """Scales once a step: the step lies in one group of x and of the weight."""
@@ -118,17 +109,15 @@ class BcastInt8(TiledInt8):
             return f"group_size={p.group_size} is not a multiple of 32"
         if self.invocation_limit is not None and self.invocation_limit < 256:
             return f"256 invocations a workgroup, past the adapter's {self.invocation_limit}"
-        if self.rows_per_invocation == 2 and (self.features_per_tile != 64 or self.step(p) > 64):
-            return "two rows an invocation need 64 features a tile and k steps of at most 64"
-        need = workgroup_bytes(self.features_per_tile, self.step(p), self.double_buffer, self.tile_rows(p))
+        need = workgroup_bytes(self.features_per_tile, self.step(p), self.double_buffer)
         if self.memory_limit is not None and need > self.memory_limit:
-            return (f"{self.tile_rows(p)} x {self.features_per_tile} tiles of {self.step(p)} k"
+            return (f"64 x {self.features_per_tile} tiles of {self.step(p)} k"
                     f"{', double-buffered' if self.double_buffer else ''} need {need} bytes of workgroup "
                     f"memory, past the adapter's {self.memory_limit}")
         return None
 
 
-def workgroup_bytes(tile_n: int, bk: int, double_buffer: bool, tile_m: int = 64) -> int:
+def workgroup_bytes(tile_n: int, bk: int, double_buffer: bool) -> int:
     """bcast_int8.wgsl's workgroup memory: Xs, Ws and Ss, per buffer."""
     chunks = bk // 32
-    return 16 * (2 if double_buffer else 1) * chunks * (2 * tile_m + 2 * tile_n + (tile_m + tile_n) // 4)
+    return 16 * (2 if double_buffer else 1) * chunks * (2 * 64 + 2 * tile_n + (64 + tile_n) // 4)

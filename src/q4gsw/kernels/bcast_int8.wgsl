@@ -4,11 +4,8 @@
 // workgroups per SM, one row of x per invocation held in registers, the weights read from workgroup
 // memory as broadcasts, the scales applied at every 32-k chunk so that no i32 sum outlives a chunk.
 //   out[m, n] = sum over 32-k chunks c of xs[g(c)][m] * ws[g(c)][n] * f32(sum over k in c of xq[m, k] * (u[n, k] - 8))
-// A workgroup of 256 invocations computes a TILE_M-row (64, or 128: TWO rows an invocation) x
-// TILE_N (64 or 128) tile, BK (32, 64 or 128) k a step.
-// Invocation i owns row i % 64 (and row i % 64 + 64 with 128-row tiles: each weight word read from
-// workgroup memory then serves both rows; needs TILE_N = 64) and FPT = TILE_N / 4 consecutive
-// features from (i / 64) * FPT: the
+// A workgroup of 256 invocations computes a 64-row x TILE_N (64 or 128) tile, BK (32, 64 or 128) k a step.
+// Invocation i owns row i % 64 and FPT = TILE_N / 4 consecutive features from (i / 64) * FPT: the
 // 32 (or 16) invocations of one subgroup share their features, so every weight read is one address
 // for the whole subgroup (a broadcast), and the x reads of a chunk are two vec4 per invocation.
 // Workgroup memory per step and buffer:
@@ -30,7 +27,7 @@
 //
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
-// Overrides: HAS_BIAS, TILE_M (64 or 128), TILE_N (64 or 128), BK (32, 64 or 128), DOUBLE, SPLIT, XG32 (x scale per 32 k),
+// Overrides: HAS_BIAS, TILE_N (64 or 128), BK (32, 64 or 128), DOUBLE, SPLIT, XG32 (x scale per 32 k),
 // STEP_SCALES.
 
 override HAS_BIAS: bool = false;
@@ -41,9 +38,8 @@ override DOUBLE: bool = true;
 override XG32: bool = false;
 override STEP_SCALES: bool = false;
 
-override TILE_M: u32 = 64u;                 // 64, or 128: two rows an invocation (TWO_ROWS)
 const WG: u32 = 256u;
-const ROWS: u32 = 64u;                       // rows of the tile one row of invocations covers
+const TILE_M: u32 = 64u;
 override NBUF: u32 = select(1u, 2u, DOUBLE);
 override CHUNKS: u32 = BK / 32u;            // 32-k chunks a step
 override FPT: u32 = TILE_N / 4u;            // features an invocation: 16 or 32
@@ -90,17 +86,6 @@ fn chain8(a0: vec4<u32>, a1: vec4<u32>, b0: vec4<u32>, b1: vec4<u32>) -> i32 {
   s += dot4I8Packed(a1.z, b1.z);
   s += dot4I8Packed(a1.w, b1.w);
   return s;
-}
-
-// Four consecutive features' chunk sums for two rows of x (a: a0, a1; b: b0, b1), each weight
-// word read once for both.
-struct Pair { a: vec4<i32>, b: vec4<i32>, }
-
-fn quad2(a0: vec4<u32>, a1: vec4<u32>, b0: vec4<u32>, b1: vec4<u32>, w: u32) -> Pair {
-  let w0 = Ws[w];      let w1 = Ws[w + 1u]; let w2 = Ws[w + 2u]; let w3 = Ws[w + 3u];
-  let w4 = Ws[w + 4u]; let w5 = Ws[w + 5u]; let w6 = Ws[w + 6u]; let w7 = Ws[w + 7u];
-  return Pair(vec4<i32>(chain8(a0, a1, w0, w1), chain8(a0, a1, w2, w3), chain8(a0, a1, w4, w5), chain8(a0, a1, w6, w7)),
-              vec4<i32>(chain8(b0, b1, w0, w1), chain8(b0, b1, w2, w3), chain8(b0, b1, w4, w5), chain8(b0, b1, w6, w7)));
 }
 
 // Four consecutive features' chunk sums; w: the Ws index (in vec4) of the first feature's half 0.
@@ -201,9 +186,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let split = tile / tiles_per_split;
   let n0 = (tile % tiles_per_split % params.n_tiles) * TILE_N;
   let m0 = (tile % tiles_per_split / params.n_tiles) * TILE_M;
-  let row = lid % ROWS;           // and row + 64 with 128-row tiles
-  let f0 = (lid / ROWS) * FPT;    // the first of this invocation's features in the tile
-  let two = TILE_M == 2u * ROWS;
+  let row = lid % TILE_M;
+  let f0 = (lid / TILE_M) * FPT;  // the first of this invocation's features in the tile
 
   var acc0 = vec4<f32>(0.0); var acc1 = acc0; var acc2 = acc0; var acc3 = acc0;
   var acc4 = acc0; var acc5 = acc0; var acc6 = acc0; var acc7 = acc0;
@@ -238,27 +222,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
       let a0 = Xs[2u * bc * TILE_M + row];
       let a1 = Xs[(2u * bc + 1u) * TILE_M + row];
       let w = (bc * TILE_N + f0) * 2u;
-      if (two) {  // rows row and row + 64 share every weight read; t4..t7 / acc4..7 hold row + 64
-        let b0 = Xs[2u * bc * TILE_M + row + ROWS];
-        let b1 = Xs[(2u * bc + 1u) * TILE_M + row + ROWS];
-        let q0 = quad2(a0, a1, b0, b1, w);       let q1 = quad2(a0, a1, b0, b1, w + 8u);
-        let q2 = quad2(a0, a1, b0, b1, w + 16u); let q3 = quad2(a0, a1, b0, b1, w + 24u);
-        if (STEP_SCALES) {
-          t0 += q0.a; t1 += q1.a; t2 += q2.a; t3 += q3.a;
-          t4 += q0.b; t5 += q1.b; t6 += q2.b; t7 += q3.b;
-          continue;
-        }
-        let sc = bc * SC;
-        let sx = Ss[sc + row / 4u][row % 4u];
-        let sy = Ss[sc + (row + ROWS) / 4u][row % 4u];
-        let sw = sc + (TILE_M + f0) / 4u;
-        let s0 = Ss[sw]; let s1 = Ss[sw + 1u]; let s2 = Ss[sw + 2u]; let s3 = Ss[sw + 3u];
-        acc0 = fma(vec4<f32>(q0.a), sx * s0, acc0); acc1 = fma(vec4<f32>(q1.a), sx * s1, acc1);
-        acc2 = fma(vec4<f32>(q2.a), sx * s2, acc2); acc3 = fma(vec4<f32>(q3.a), sx * s3, acc3);
-        acc4 = fma(vec4<f32>(q0.b), sy * s0, acc4); acc5 = fma(vec4<f32>(q1.b), sy * s1, acc5);
-        acc6 = fma(vec4<f32>(q2.b), sy * s2, acc6); acc7 = fma(vec4<f32>(q3.b), sy * s3, acc7);
-        continue;
-      }
       if (STEP_SCALES) {
         t0 += quad(a0, a1, w); t1 += quad(a0, a1, w + 8u);
         t2 += quad(a0, a1, w + 16u); t3 += quad(a0, a1, w + 24u);
@@ -288,11 +251,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
       let sw = sc + (TILE_M + f0) / 4u;
       acc0 = fma(vec4<f32>(t0), sx * Ss[sw], acc0); acc1 = fma(vec4<f32>(t1), sx * Ss[sw + 1u], acc1);
       acc2 = fma(vec4<f32>(t2), sx * Ss[sw + 2u], acc2); acc3 = fma(vec4<f32>(t3), sx * Ss[sw + 3u], acc3);
-      if (two) {
-        let sy = Ss[sc + (row + ROWS) / 4u][row % 4u];
-        acc4 = fma(vec4<f32>(t4), sy * Ss[sw], acc4); acc5 = fma(vec4<f32>(t5), sy * Ss[sw + 1u], acc5);
-        acc6 = fma(vec4<f32>(t6), sy * Ss[sw + 2u], acc6); acc7 = fma(vec4<f32>(t7), sy * Ss[sw + 3u], acc7);
-      }
       if (FPT == 32u) {
         acc4 = fma(vec4<f32>(t4), sx * Ss[sw + 4u], acc4); acc5 = fma(vec4<f32>(t5), sx * Ss[sw + 5u], acc5);
         acc6 = fma(vec4<f32>(t6), sx * Ss[sw + 6u], acc6); acc7 = fma(vec4<f32>(t7), sx * Ss[sw + 7u], acc7);
@@ -306,10 +264,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>,
   let c0 = n0 + f0;
   store4(split, r, c0, acc0); store4(split, r, c0 + 4u, acc1);
   store4(split, r, c0 + 8u, acc2); store4(split, r, c0 + 12u, acc3);
-  if (two) {
-    store4(split, r + ROWS, c0, acc4); store4(split, r + ROWS, c0 + 4u, acc5);
-    store4(split, r + ROWS, c0 + 8u, acc6); store4(split, r + ROWS, c0 + 12u, acc7);
-  }
   if (FPT == 32u) {
     store4(split, r, c0 + 16u, acc4); store4(split, r, c0 + 20u, acc5);
     store4(split, r, c0 + 24u, acc6); store4(split, r, c0 + 28u, acc7);

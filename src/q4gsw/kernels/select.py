@@ -40,8 +40,7 @@ KERNELS: dict[str, KernelSpec] = {
 #: so that one run can compare them. bcast_int8* (bcast_int8.wgsl) are
 #: ONNX Runtime's DP4A shape (64-row tiles, 1 row x 16 features an invocation, broadcast weight
 #: reads, scales every 32 k): _ort in its order (one buffer, loads at the step's start), the
-#: default with loads one step ahead and two buffers, _k64 with 64-k steps, _n128 with 32 features,
-#: _k64_m128 with 64-k steps and two rows an invocation (128-row tiles; session 6).
+#: default with loads one step ahead and two buffers, _k64 with 64-k steps, _n128 with 32 features.
 #: (_k128, 128-k steps with one buffer, is a setting now, not a preset.)
 INT8_KERNELS: dict[str, KernelSpec] = {
     spec.name: spec
@@ -57,8 +56,7 @@ INT8_KERNELS: dict[str, KernelSpec] = {
                  BcastInt8(),
                  BcastInt8("bcast_int8_ort", double_buffer=False),
                  BcastInt8("bcast_int8_k64", k_step=64, baseline=False),
-                 BcastInt8("bcast_int8_n128", features_per_tile=128),
-                 BcastInt8("bcast_int8_k64_m128", k_step=64, rows_per_invocation=2))
+                 BcastInt8("bcast_int8_n128", features_per_tile=128))
 }
 #: activations -> the registry of kernels that compute with them.
 REGISTRIES = {"f32": KERNELS, "int8": INT8_KERNELS}
