@@ -522,6 +522,37 @@ class TestDecodeVariants:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
+    @pytest.mark.parametrize("name", ["decode_subgroup", "decode_workgroup"])
+    @pytest.mark.parametrize(("features", "unpack"), [(None, "imad"), (8, "shift"), (32, "imad")])
+    @pytest.mark.parametrize(("m", "n", "k", "gs", "with_bias"), [
+        (2, 37, 2048, 32, True),     # odd N, N not a multiple of the rows a workgroup
+        (3, 70, 3104, 64, False),    # odd M: the last block's second row is past M (not written)
+        (1, 33, 4160, 128, True),    # M = 1: the second row clamps to the first
+        (8, 130, 1056, 256, False),  # four blocks
+        (5, 9, 32, 32, True),        # one word per row
+    ])
+    def test_two_rows_of_x(self, runtime, make_problem, name, features, unpack, m, n, k, gs, with_bias):
+        """x_rows=2: a workgroup takes two rows of x, each nibble unpacked once for both."""
+        case = make_problem(m, n, k, gs, bias=with_bias)
+        spec = KERNELS[name].bind(runtime.caps).with_settings(
+            {"x_rows": 2, "features_per_workgroup": features, "unpack": unpack})
+        assert spec.x_rows == 2
+        p = Problem(m, n, k, gs, with_bias)
+        reason = spec.supports(p, runtime.caps)
+        if reason:
+            pytest.skip(reason)
+        assert spec.tiles(p)[1] == -(-m // 2)
+        y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
+        assert_matches_reference(y, case.x, case.pw, case.bias)
+
+    def test_two_rows_refused_where_not_built(self):
+        """x_rows=2 is refused with K split, x staged or decode_narrow, with the reason."""
+        p = Problem(2, 64, 2048, 64)
+        for spec in (KERNELS["decode_subgroup"].with_settings({"x_rows": 2, "k_per_workgroup": 1024}),
+                     KERNELS["decode_subgroup"].with_settings({"x_rows": 2, "x_staged": True}),
+                     KERNELS["decode_narrow_subgroup"].with_settings({"x_rows": 2})):
+            assert "x_rows=2" in spec.supports(p, None)
+
     @pytest.mark.parametrize(("reduction", "capacity"), [("subgroup", 32768), ("workgroup", 4096)])
     @pytest.mark.parametrize(("kpw", "features", "unpack"), [
         (None, None, "shift"), (None, 64, "imad"), (1024, 32, "auto"), (2048, 8, "shift")])

@@ -120,6 +120,10 @@ MB_VARIANTS = [
     ("r32", "decode, 32 rows", decode(features_per_workgroup=32)),
     ("n32", "decode_narrow, 32 rows, per row of x", narrow(features_per_workgroup=32)),
     ("s1k-r32", "decode split K 1024, 32 rows, per row of x", decode(k_per_workgroup=1024, features_per_workgroup=32)),
+    ("x2", "decode with two rows of x a workgroup (each nibble unpacked once for both), default rows",
+     decode(x_rows=2)),
+    ("x2-r8", "decode, two rows of x, 8 weight rows", decode(x_rows=2, features_per_workgroup=8)),
+    ("x2-r32", "decode, two rows of x, 32 weight rows", decode(x_rows=2, features_per_workgroup=32)),
 ]
 
 #: Predictions written before any H200 run (docs/kernels-decode.md, session 4), µs: (low, high).
@@ -139,6 +143,10 @@ PREDICTIONS = {
     (4, 4096, 14336): {"route": (50, 54), "batch-r32": (45, 52), "batch-r64": (44, 54)},
     (8, 4096, 14336): {"route": (67, 71), "batch-r64": (60, 70)},
 }
+#: Session 6, written before the first H200 run of decode with two rows of x a workgroup (x_rows=2).
+for _shape, _range in {(2, 4096, 14336): (24, 30), (4, 4096, 14336): (35, 45), (8, 4096, 14336): (60, 75),
+                       (2, 14336, 4096): (24, 31), (2, 4096, 128256): (130, 160)}.items():
+    PREDICTIONS.setdefault(_shape, {})["x2"] = _range
 #: Session 6, written before the first H200 run of decode_int8 (docs/kernels-decode.md): the f32
 #: unpack's issue gone, what is left is decode's memory pattern.
 INT8_PREDICTIONS = {(1, 4096, 4096): (10, 12), (1, 4096, 14336): (16, 20), (1, 14336, 4096): (17, 21),

@@ -62,8 +62,9 @@ class Decode(KernelSpec):
     file = "decode"
 
     def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
-                 unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False):
+                 unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False, x_rows: int = 1):
         self.reduction = reduction
+        self.x_rows = x_rows  # rows of x a workgroup: 1, or 2 (X_ROWS: each nibble unpacked once for both)
         self.name = f"{self.file}_{reduction}"
         self.partial_capacity = partial_capacity  # FEATURES * WG bound from workgroup memory
         self.features_per_workgroup = features_per_workgroup  # None: 32 on a long grid with subgroups, else 16
@@ -79,14 +80,17 @@ class Decode(KernelSpec):
         settings = {"features_per_workgroup": self.features_per_workgroup, "unpack": self.unpack}
         if self.k_per_workgroup is not None or self.x_staged:
             settings.update(k_per_workgroup=self.k_per_workgroup, x_staged=self.x_staged)
+        if self.x_rows != 1:
+            settings["x_rows"] = self.x_rows
         return settings
 
     def with_settings(self, settings):
         tuned = decode_settings(settings, self.features_per_workgroup, self.unpack)
         split = split_settings(settings, self.k_per_workgroup, self.x_staged)
-        if tuned is None or split is None:
+        x_rows = settings.get("x_rows", self.x_rows)
+        if tuned is None or split is None or x_rows not in (1, 2):
             return self
-        return type(self)(self.reduction, self.partial_capacity, *tuned, *split)
+        return type(self)(self.reduction, self.partial_capacity, *tuned, *split, x_rows=x_rows)
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl). "auto": the multiply-add unpack, on every shape: on the H200
@@ -112,7 +116,7 @@ class Decode(KernelSpec):
         """Output features per workgroup (FEATURES): a multiple of 4 within workgroup memory, at
         most 2 WG (each invocation stores up to two rows; WG with the workgroup reduction)."""
         wg = self.workgroup_size(p)
-        cap = min(self.partial_capacity // wg, wg if self.reduction == "workgroup" else 2 * wg)
+        cap = min(self.partial_capacity // wg, wg if self.reduction == "workgroup" else 2 * wg) // self.x_rows
         # 32 on a long grid only with the subgroup reduction: the workgroup one's partial sums
         # (16 KiB at 32 features) cut residency (LM head 140 -> 196 µs on the H100)
         wanted = self.features_per_workgroup or (32 if cost.long_grid(p) and self.reduction == "subgroup" else 16)
@@ -120,18 +124,21 @@ class Decode(KernelSpec):
         return max(step, min(wanted, cap) // step * step)
 
     def tiles(self, p):
-        return ceil_div(p.n, self.features(p)), p.m * self.split(p)
+        return ceil_div(p.n, self.features(p)), ceil_div(p.m, self.x_rows) * self.split(p)
 
     def loop_trips(self, p):
         wg, features = self.workgroup_size(p), self.features(p)
-        return features // self.features_per_step + 2 * features + wg
+        return features // self.features_per_step + 2 * features * self.x_rows + wg
 
     def constants(self, p):
-        constants = (("FEATURES", self.features(p)), ("WG", self.workgroup_size(p)), ("UNPACK_IMAD", self.unpack_imad(p)))
+        constants = (("FEATURES", self.features(p) * self.x_rows), ("WG", self.workgroup_size(p)),
+                     ("UNPACK_IMAD", self.unpack_imad(p)))
         if self.split(p) > 1:
             constants += (("SPLIT", self.split(p)),)
         if self.x_staged:
             constants += (("X_STAGED", True),)
+        if self.x_rows != 1:
+            constants += (("X_ROWS", self.x_rows),)
         return constants
 
     def key(self, p):
@@ -151,11 +158,13 @@ class Decode(KernelSpec):
             return f"group_size={p.group_size} is not a multiple of {kpi}"
         if p.k > kpi * 1024 * self.split(p):
             return f"K={p.k} > {kpi * 1024 * self.split(p)} ({kpi} k per invocation, 1024 invocations)"
+        if self.x_rows != 1 and (self.file != "decode" or self.k_per_workgroup is not None or self.x_staged):
+            return "x_rows=2 is a setting of decode.wgsl without k_per_workgroup and x_staged"
         return None
 
     def workgroup_bytes(self, p: Problem) -> int:
         """Workgroup memory the kernel declares (partial sums; x when staged, else one slot)."""
-        wg, features = self.workgroup_size(p), self.features(p)
+        wg, features = self.workgroup_size(p), self.features(p) * self.x_rows
         partials = features * wg // 4 if self.reduction == "subgroup" else features * wg + wg
         return 4 * partials + 16 * (9 * wg if self.x_staged else 1)
 

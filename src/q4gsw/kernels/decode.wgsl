@@ -15,7 +15,9 @@
 // file and unpack.wgsl, supply `Invocation`, clear_partials, store_partials,
 // reduce_partials and row_total.
 // M rows of x are separate workgroups, m varying fastest so the workgroups that read the
-// same weight rows run together (L2 serves the repeats).
+// same weight rows run together (L2 serves the repeats); with X_ROWS = 2 (a variant) a workgroup
+// takes two rows of x (16 more vec4 registers), each nibble unpacked once for both, and FEATURES
+// counts (row of x, weight row) pairs: FEATURES / 2 weight rows.
 // Split K (SPLIT > 1, a variant; the route runs SPLIT = 1): the SPLIT workgroups of a tile each
 // own a contiguous share of the row's vec4 words (ceil(K / 32 / SPLIT) <= WG) and write their
 // partial sums into slice `split` of a buffer bound as `out` (compact rows, slice size
@@ -29,8 +31,9 @@
 //
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
-// Overrides: WG (>= K/32/SPLIT, multiple of 32), FEATURES (output features per workgroup), UNPACK_IMAD (which
-// integer ops unpack: see unpack.wgsl), SPLIT (workgroups per tile along K), X_STAGED, HAS_BIAS.
+// Overrides: WG (>= K/32/SPLIT, multiple of 32), FEATURES (output features per workgroup, times X_ROWS),
+// UNPACK_IMAD (which integer ops unpack: see unpack.wgsl), SPLIT (workgroups per tile along K),
+// X_STAGED, HAS_BIAS, X_ROWS (1, or 2 without SPLIT and X_STAGED).
 
 override WG: u32 = 128u;
 override FEATURES: u32 = 16u;
@@ -38,6 +41,7 @@ override UNPACK_IMAD: bool = false;
 override SPLIT: u32 = 1u;
 override X_STAGED: bool = false;
 override HAS_BIAS: bool = false;
+override X_ROWS: u32 = 1u;
 const RB: u32 = 4u;
 
 struct Params {
@@ -80,6 +84,22 @@ fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32
   return (v.x + v.y) + (v.z + v.w);
 }
 
+// dot32 of the same word for two rows of x (x, y): each nibble unpacked once for both.
+fn dot32x2(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32>,
+           x4: vec4<f32>, x5: vec4<f32>, x6: vec4<f32>, x7: vec4<f32>,
+           y0: vec4<f32>, y1: vec4<f32>, y2: vec4<f32>, y3: vec4<f32>,
+           y4: vec4<f32>, y5: vec4<f32>, y6: vec4<f32>, y7: vec4<f32>) -> vec2<f32> {
+  var l = lo4(w.x); var h = hi4(w.x);
+  var vx = fma(h, x1, l * x0);           var vy = fma(h, y1, l * y0);
+  l = lo4(w.y); h = hi4(w.y);
+  vx = fma(h, x3, fma(l, x2, vx));       vy = fma(h, y3, fma(l, y2, vy));
+  l = lo4(w.z); h = hi4(w.z);
+  vx = fma(h, x5, fma(l, x4, vx));       vy = fma(h, y5, fma(l, y4, vy));
+  l = lo4(w.w); h = hi4(w.w);
+  vx = fma(h, x7, fma(l, x6, vx));       vy = fma(h, y7, fma(l, y6, vy));
+  return vec2<f32>((vx.x + vx.y) + (vx.z + vx.w), (vy.x + vy.y) + (vy.z + vy.w));
+}
+
 // (workgroup_id and num_workgroups are separate parameters, not members of Invocation:
 // a struct holding per-invocation values is non-uniform as a whole, and the WGSL
 // uniformity analysis of browsers then rejects the barriers after the early return.)
@@ -87,9 +107,11 @@ fn dot32(w: vec4<u32>, x0: vec4<f32>, x1: vec4<f32>, x2: vec4<f32>, x3: vec4<f32
 fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
   let tile = wid.x + wid.y * nwg.x;
   if (tile >= params.tiles) { return; }
-  let m = tile % params.m;
-  let split = (tile / params.m) % SPLIT;
-  let n0 = (tile / params.m / SPLIT) * FEATURES;
+  let rows = FEATURES / X_ROWS;  // weight rows of the workgroup; FEATURES counts (row of x, row) pairs
+  let blocks = (params.m + X_ROWS - 1u) / X_ROWS;
+  let m = (tile % blocks) * X_ROWS;
+  let split = (tile / blocks) % SPLIT;
+  let n0 = (tile / blocks / SPLIT) * rows;
   let words = params.k / 32u;          // vec4<u32> per weight row
   let words_per_split = (words + SPLIT - 1u) / SPLIT;
   let word = split * words_per_split + inv.lid;  // the vec4 of every row this invocation owns
@@ -128,10 +150,19 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
   }
   let xs = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
   let x_sum = select(0.0, xs.x + xs.y + xs.z + xs.w, owns_k);
+  // X_ROWS = 2: the next row of x (clamped to the last; a row past M is never written)
+  let yb = (min(m + 1u, params.m - 1u) * params.k) / 4u + 8u * c;
+  var y0 = vec4<f32>(0.0); var y1 = y0; var y2 = y0; var y3 = y0; var y4 = y0; var y5 = y0; var y6 = y0; var y7 = y0;
+  if (X_ROWS == 2u) {
+    y0 = x[yb];      y1 = x[yb + 1u]; y2 = x[yb + 2u]; y3 = x[yb + 3u];
+    y4 = x[yb + 4u]; y5 = x[yb + 5u]; y6 = x[yb + 6u]; y7 = x[yb + 7u];
+  }
+  let ys = y0 + y1 + y2 + y3 + y4 + y5 + y6 + y7;
+  let y_sum = select(0.0, ys.x + ys.y + ys.z + ys.w, owns_k);
   let scale_base = ((32u * c) / params.group_size) * params.scale_stride;
   clear_partials(inv);
 
-  for (var r = 0u; r < FEATURES; r += RB) {
+  for (var r = 0u; r < rows; r += RB) {
     let n_a = min(n0 + r, last_row);
     let n_b = min(n0 + r + 1u, last_row);
     let n_c = min(n0 + r + 2u, last_row);
@@ -146,31 +177,44 @@ fn main(inv: Invocation, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_wor
                     scale_at(scale_base + n_c), scale_at(scale_base + n_d));
     }
     // the next step's rows (the last step re-reads its own rows: cache hits)
-    let r_next = min(r + RB, FEATURES - RB);
+    let r_next = min(r + RB, rows - RB);
     let next_a = weights[min(n0 + r_next, last_row) * words + c];
     let next_b = weights[min(n0 + r_next + 1u, last_row) * words + c];
     let next_c = weights[min(n0 + r_next + 2u, last_row) * words + c];
     let next_d = weights[min(n0 + r_next + 3u, last_row) * words + c];
-    let d = vec4<f32>(dot32(w_a, x0, x1, x2, x3, x4, x5, x6, x7),
-                      dot32(w_b, x0, x1, x2, x3, x4, x5, x6, x7),
-                      dot32(w_c, x0, x1, x2, x3, x4, x5, x6, x7),
-                      dot32(w_d, x0, x1, x2, x3, x4, x5, x6, x7));
-    store_partials(select(vec4<f32>(0.0), s * (16.0 * d - 24.0 * x_sum), owns_k), r, inv);
+    if (X_ROWS == 2u) {
+      let pa = dot32x2(w_a, x0, x1, x2, x3, x4, x5, x6, x7, y0, y1, y2, y3, y4, y5, y6, y7);
+      let pb = dot32x2(w_b, x0, x1, x2, x3, x4, x5, x6, x7, y0, y1, y2, y3, y4, y5, y6, y7);
+      let pc = dot32x2(w_c, x0, x1, x2, x3, x4, x5, x6, x7, y0, y1, y2, y3, y4, y5, y6, y7);
+      let pd = dot32x2(w_d, x0, x1, x2, x3, x4, x5, x6, x7, y0, y1, y2, y3, y4, y5, y6, y7);
+      let d = vec4<f32>(pa.x, pb.x, pc.x, pd.x);
+      let e = vec4<f32>(pa.y, pb.y, pc.y, pd.y);
+      store_partials(select(vec4<f32>(0.0), s * (16.0 * d - 24.0 * x_sum), owns_k), r, inv);
+      store_partials(select(vec4<f32>(0.0), s * (16.0 * e - 24.0 * y_sum), owns_k), rows + r, inv);
+    } else {
+      let d = vec4<f32>(dot32(w_a, x0, x1, x2, x3, x4, x5, x6, x7),
+                        dot32(w_b, x0, x1, x2, x3, x4, x5, x6, x7),
+                        dot32(w_c, x0, x1, x2, x3, x4, x5, x6, x7),
+                        dot32(w_d, x0, x1, x2, x3, x4, x5, x6, x7));
+      store_partials(select(vec4<f32>(0.0), s * (16.0 * d - 24.0 * x_sum), owns_k), r, inv);
+    }
     w_a = next_a; w_b = next_b; w_c = next_c; w_d = next_d;
   }
   workgroupBarrier();
   reduce_partials(inv);
   workgroupBarrier();
-  if (inv.lid < FEATURES) { store_row(inv.lid, n0, m, split, inv); }
-  if (FEATURES > WG && inv.lid + WG < FEATURES) { store_row(inv.lid + WG, n0, m, split, inv); }
+  if (inv.lid < FEATURES) { store_row(inv.lid, n0, m, split, rows, inv); }
+  if (FEATURES > WG && inv.lid + WG < FEATURES) { store_row(inv.lid + WG, n0, m, split, rows, inv); }
 }
 
-// The workgroup's total for its output feature f (row n0 + f), into out (its slice `split` with SPLIT > 1).
-fn store_row(f: u32, n0: u32, m: u32, split: u32, inv: Invocation) {
-  let n = n0 + f;
-  if (n < params.n) {
+// The workgroup's total for its partial row f: output feature n0 + f % rows of row of x
+// m + f / rows, into out (its slice `split` with SPLIT > 1).
+fn store_row(f: u32, n0: u32, m: u32, split: u32, rows: u32, inv: Invocation) {
+  let n = n0 + f % rows;
+  let row = m + f / rows;
+  if (n < params.n && row < params.m) {
     var total = row_total(f, inv);
     if (HAS_BIAS && SPLIT == 1u) { total += bias[params.out_offset + n]; }  // else reduce_splits adds it
-    out[split * params.split_stride + m * params.out_stride + params.out_offset + n] = total;
+    out[split * params.split_stride + row * params.out_stride + params.out_offset + n] = total;
   }
 }
