@@ -545,6 +545,18 @@ class TestDecodeVariants:
         y = q4gsw.linear(case.x, case.pw, case.bias, kernel=spec)
         assert_matches_reference(y, case.x, case.pw, case.bias)
 
+    def test_two_rows_routing(self):
+        """decode_x2_subgroup (two rows of x a workgroup, 32 weight rows) is routed for M = 2-6
+        (3.2e-13 s a block of two rows and weight: the H200 probe of session 6), decode_batch's
+        blocks of 8 from M = 7, decode for M = 1."""
+        gpu = fake_capabilities(adapter_type="DiscreteGPU")
+        for m, name in ((1, "decode_subgroup"), (2, "decode_x2_subgroup"), (4, "decode_x2_subgroup"),
+                        (6, "decode_x2_subgroup"), (7, "decode_batch"), (8, "decode_batch")):
+            spec = q4gsw.kernels.select(Problem(m, 4096, 14336, 128), gpu)
+            assert spec.name == name, m
+        spec = q4gsw.kernels.select(Problem(2, 4096, 14336, 128), gpu)
+        assert spec.features(Problem(2, 4096, 14336, 128)) == 32 and dict(spec.constants(Problem(2, 4096, 14336, 128)))["X_ROWS"] == 2
+
     def test_two_rows_refused_where_not_built(self):
         """x_rows=2 is refused with K split, x staged or decode_narrow, with the reason."""
         p = Problem(2, 64, 2048, 64)
@@ -584,7 +596,7 @@ class TestDecodeVariants:
         assert q4gsw.kernels.select(Problem(1, 2048, 8192, 128), gpu).name == "decode_narrow_subgroup"
         assert q4gsw.kernels.select(Problem(1, 4097, 4096, 128), gpu).name == "decode_subgroup"
         assert q4gsw.kernels.select(Problem(1, 14336, 4096, 128), gpu).name == "decode_subgroup"
-        assert q4gsw.kernels.select(Problem(2, 4096, 4096, 128), gpu).name == "decode_batch"
+        assert q4gsw.kernels.select(Problem(2, 4096, 4096, 128), gpu).name == "decode_x2_subgroup"
         assert q4gsw.kernels.select(Problem(1, 4096, 4096, 128), cpu).name == "decode_subgroup"
         assert q4gsw.kernels.select(Problem(1, 70, 3088, 16), gpu).name == "decode_narrow_subgroup"
 

@@ -81,10 +81,10 @@ class TestSelect:
                 assert chosen.name == "general"
 
     def test_default_routes(self):
-        """Where the H100 benchmarks put each kernel (bench/results/2026-11-25-h100-s2b-llama.md,
-        -s3-small-m.md)."""
+        """Where the benchmarks put each kernel (H100: bench/results/2026-11-25-h100-s2b-llama.md,
+        -s3-small-m.md; H200, M = 2 and 4: -s6-decode-x2-probe.md)."""
         route = {m: select(Problem(m, 14336, 4096, 128), UNLIMITED).name for m in (1, 2, 4, 8, 512)}
-        assert route == {1: "decode_subgroup", 2: "decode_batch", 4: "decode_batch", 8: "decode_batch",
+        assert route == {1: "decode_subgroup", 2: "decode_x2_subgroup", 4: "decode_x2_subgroup", 8: "decode_batch",
                          512: "tiled"}
         assert select(Problem(32, 4096, 4096, 128), UNLIMITED).name == "decode_batch"
         assert select(Problem(128, 4096, 4096, 128), UNLIMITED).name == "tiled_split"

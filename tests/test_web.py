@@ -65,7 +65,8 @@ CASES = [
 #: Cases run with activations "int8" (decode_int8 routed, as Python routes them): (id, layer, M, bias).
 INT8_CASES = [("int8-decode-M3", "wide", 3, True), ("int8-decode-M1-two-chunks", "tall", 1, False)]
 #: What q4gsw.js skips for "deep" at M=1 (and why): general stands in for decode.
-DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_narrow_subgroup": 544, "decode_batch": 544}
+DEEP_FALLBACKS = {"decode_subgroup": 288, "decode_workgroup": 288, "decode_narrow_subgroup": 544,
+                  "decode_x2_subgroup": 288, "decode_batch": 544}
 
 
 def _require_browser() -> bool:

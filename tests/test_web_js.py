@@ -161,6 +161,7 @@ class TestKernelsJs:
             {"kernel": "decode_subgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
             {"kernel": "decode_workgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
             {"kernel": "decode_narrow_subgroup", "reason": "needs 896 invocations per workgroup, the device has 256"},
+            {"kernel": "decode_x2_subgroup", "reason": "needs 448 invocations per workgroup, the device has 256"},
             {"kernel": "decode_batch", "reason": "needs 896 invocations per workgroup, the device has 256"}]
         assert fits == {"kernel": "decode_subgroup", "fallbacks": []}
         assert batch["kernel"] == "general"

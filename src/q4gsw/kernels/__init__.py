@@ -1,7 +1,8 @@
 """The linear_q4gsw kernels: WGSL files, their specs (problem -> decisions), the cost model
 and the pure choice among them (f32 activations, or int8 ones: kernels/int8.py)."""
 
-from .decode import Decode, DecodeBatch, DecodeInt8, DecodeNarrow
+from .decode import Decode, DecodeBatch, DecodeNarrow
+from .decode_int8 import DecodeInt8
 from .general import General, Rowwise
 from .int8 import TiledInt8
 from .problem import Problem, tuning_bucket

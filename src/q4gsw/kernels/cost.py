@@ -39,6 +39,16 @@ def decode_seconds(p: Problem) -> float:
     return SECONDS_FIXED + DECODE_SECONDS_PER_MAC * p.m * p.n * p.k
 
 
+#: decode with two rows of x a workgroup (decode_x2_subgroup), per block of 2 rows per weight
+#: element, fitted to the H200 probe of session 6 (bench/results/2026-11-29-h200-s6-decode-x2-probe.md):
+#: 3.0-3.4e-13 past the fixed cost at M = 2 / 4 / 8 on the 31 MB shapes and the LM head.
+X2_SECONDS_PER_BLOCK_MAC = 3.2e-13
+
+
+def decode_x2_seconds(p: Problem) -> float:
+    return SECONDS_FIXED + X2_SECONDS_PER_BLOCK_MAC * ceil_div(p.m, 2) * p.n * p.k
+
+
 #: decode_narrow (8 rows a workgroup, one trip to memory an invocation) against decode on the
 #: H200 (bench/results/2026-11-29-h200-s5-decode-probe.md): 0.90x on the 8-9 MB M = 1 shapes
 #: (N * K = 2^24: 4096 warps, one wave), 1.07-1.42x on 31 MB and 1.31x on the LM head.

@@ -1,7 +1,8 @@
 """The decode kernel specs (small M at read bandwidth): Decode (decode.wgsl, one row of x a
-workgroup), DecodeNarrow (decode_narrow.wgsl, its 8-byte-load variant, routed for M = 1 on GPUs
-up to 2^24 weights), DecodeBatch (decode_batch.wgsl, blocks of 2-8 rows of x a workgroup) and
-DecodeInt8 (decode_int8.wgsl: decode's layout with 8-bit activations, activations="int8")."""
+workgroup, or two: decode_x2_subgroup, routed for M = 2-6), DecodeNarrow (decode_narrow.wgsl, its
+8-byte-load variant, routed for M = 1 on GPUs up to 2^24 weights) and DecodeBatch
+(decode_batch.wgsl, blocks of 2-8 rows of x a workgroup). Decode's layout with 8-bit activations
+is DecodeInt8 (decode_int8.py)."""
 
 from __future__ import annotations
 
@@ -47,8 +48,9 @@ class Decode(KernelSpec):
     workgroup takes FEATURES output features of one row of x.
 
     Two variants differ only in how a feature's partial sums are added across invocations:
-    decode_subgroup (subgroupAdd; needs the `subgroup` feature) and decode_workgroup
-    (workgroup memory; any adapter).
+    decode_subgroup (subgroup shuffles; needs the `subgroup` feature) and decode_workgroup
+    (workgroup memory; any adapter). x_rows=2 (decode_x2_subgroup, a registered kernel): a
+    workgroup takes two rows of x, each nibble unpacked once for both (32 weight rows by default).
 
     Two settings that routing leaves off (variants for measurement, docs/kernels-decode.md):
     k_per_workgroup splits K over workgroups of that many k (partial sums added by a
@@ -65,7 +67,7 @@ class Decode(KernelSpec):
                  unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False, x_rows: int = 1):
         self.reduction = reduction
         self.x_rows = x_rows  # rows of x a workgroup: 1, or 2 (X_ROWS: each nibble unpacked once for both)
-        self.name = f"{self.file}_{reduction}"
+        self.name = f"{self.file}_{'x2_' if x_rows == 2 else ''}{reduction}"
         self.partial_capacity = partial_capacity  # FEATURES * WG bound from workgroup memory
         self.features_per_workgroup = features_per_workgroup  # None: 32 on a long grid with subgroups, else 16
         self.unpack = unpack  # "shift" | "imad" | "auto": imad on a long grid
@@ -118,8 +120,10 @@ class Decode(KernelSpec):
         wg = self.workgroup_size(p)
         cap = min(self.partial_capacity // wg, wg if self.reduction == "workgroup" else 2 * wg) // self.x_rows
         # 32 on a long grid only with the subgroup reduction: the workgroup one's partial sums
-        # (16 KiB at 32 features) cut residency (LM head 140 -> 196 µs on the H100)
-        wanted = self.features_per_workgroup or (32 if cost.long_grid(p) and self.reduction == "subgroup" else 16)
+        # (16 KiB at 32 features) cut residency (LM head 140 -> 196 µs on the H100); 32 with two
+        # rows of x (H200, session 6: 29.7 against 32.4 µs at 2 x 4096 x 14336, 47.2 against 51.5 at M = 4)
+        long = cost.long_grid(p) and self.reduction == "subgroup"
+        wanted = self.features_per_workgroup or (32 if long or self.x_rows == 2 else 16)
         step = self.features_per_step
         return max(step, min(wanted, cap) // step * step)
 
@@ -146,6 +150,8 @@ class Decode(KernelSpec):
                          files=(self.file, "unpack", f"reduce_{self.reduction}"))
 
     def predicted_seconds(self, p):
+        if self.x_rows == 2:
+            return cost.decode_x2_seconds(p)
         return cost.decode_seconds(p) + cost.split_seconds(p, self.split(p))
 
     def _shape_reason(self, p):
@@ -334,77 +340,4 @@ class DecodeBatch(KernelSpec):
             return (f"needs {self.workgroup_bytes(p, self.features(p))} bytes of workgroup memory "
                     f"(subgroups of {self.min_lanes}), the device has {self.storage_limit}")
         return reason
-
-
-class DecodeInt8(Decode):
-    """Small M with 8-bit activations (activations="int8"), in one dispatch (decode_int8.wgsl):
-    decode's layout (32 k an invocation, 16-byte weight loads, 4 rows a step), each invocation
-    quantizing its own 32 k of x in registers (one int8 scale per row of x and 32 k: the
-    `x_group=32` of the int8 GEMMs) and summing int4 x int8 products with dot4I8Packed: 5 ops
-    per 8 weights where decode's f32 unpack takes 24. Names: decode_int8_subgroup (routed where
-    the device has subgroups), decode_int8_workgroup. Setting: features_per_workgroup."""
-
-    activations = "int8"
-    file = "decode_int8"
-    max_m = 8  # measured up to 8 rows of x (one workgroup each); the int8 GEMMs take more
-    x_group = 32  # k per activation scale, fixed by the kernel (one invocation's share)
-    separate_quantize = False  # the plan adds no quantize dispatch
-    on_cpu = False  # the device's (bind)
-
-    def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None, *_ignored):
-        super().__init__(reduction, partial_capacity, features_per_workgroup)
-
-    def bind(self, caps):
-        if caps is None or caps.is_cpu == self.on_cpu:
-            return self
-        bound = type(self)(self.reduction, self.partial_capacity, self.features_per_workgroup)
-        bound.on_cpu = caps.is_cpu
-        return bound
-
-    def features(self, p: Problem) -> int:
-        """As Decode's, with defaults from the H200 (session 6 probe): 32 rows for M >= 2 and on a
-        long grid (LM head 84.0 µs; M = 2 / 4 / 8 at 4096 x 14336: 22.8 / 35.6 / 59.4 against
-        26.6 / 42.6 / 75.3 with 16), 8 for M = 1 on a GPU up to 2^24 weights (one wave: 11.6-12.1
-        against 12.5-13.1 µs), else 16."""
-        if self.features_per_workgroup is None:
-            small = p.n * p.k <= cost.NARROW_MAX_WEIGHTS and not self.on_cpu
-            wanted = 32 if p.m >= 2 or cost.long_grid(p) else 8 if small else 16
-            return self.with_settings({"features_per_workgroup": wanted}).features(p)
-        return super().features(p)
-
-    def variants(self, p):
-        return [self.with_settings({"features_per_workgroup": f}) for f in TUNED_FEATURES
-                if f * self.workgroup_size(p) <= self.partial_capacity or f == 8]
-
-    def settings(self):
-        return {"features_per_workgroup": self.features_per_workgroup}
-
-    def with_settings(self, settings):
-        tuned = decode_settings({"features_per_workgroup": settings.get("features_per_workgroup",
-                                                                          self.features_per_workgroup)},
-                                self.features_per_workgroup, "auto")
-        if tuned is None:
-            return self
-        bound = type(self)(self.reduction, self.partial_capacity, tuned[0])
-        bound.on_cpu = self.on_cpu
-        return bound
-
-    def x_group_size(self, p: Problem) -> int:
-        """k per activation scale: 32."""
-        return self.x_group
-
-    def constants(self, p):
-        return (("FEATURES", self.features(p)), ("WG", self.workgroup_size(p)))
-
-    def key(self, p):
-        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)),
-                         files=(self.file, f"reduce_{self.reduction}"))
-
-    def predicted_seconds(self, p):
-        return cost.decode_int8_seconds(p)
-
-    def workgroup_bytes(self, p: Problem) -> int:
-        """Workgroup memory the kernel declares (partial sums only)."""
-        wg, features = self.workgroup_size(p), self.features(p)
-        return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
 

@@ -4,7 +4,8 @@ select(problem, caps) -> KernelSpec (pure: no GPU calls)."""
 from __future__ import annotations
 
 from ..errors import UnsupportedShapeError
-from .decode import Decode, DecodeBatch, DecodeInt8, DecodeNarrow
+from .decode import Decode, DecodeBatch, DecodeNarrow
+from .decode_int8 import DecodeInt8
 from .bcast_int8 import BcastInt8
 from .general import General, Rowwise
 from .int8 import TiledInt8
@@ -30,7 +31,7 @@ TILED_PRESETS: dict[str, KernelSpec] = {
 KERNELS: dict[str, KernelSpec] = {
     **{spec.name: spec
        for spec in (Decode("subgroup", 32768), Decode("workgroup", 4096), DecodeNarrow("subgroup", 32768),
-                    DecodeBatch(), Tiled(), TiledSplit(), General(), Rowwise())},
+                    Decode("subgroup", 32768, x_rows=2), DecodeBatch(), Tiled(), TiledSplit(), General(), Rowwise())},
     **TILED_PRESETS,
 }
 #: The kernels of the 8-bit-activation path (activations="int8"), by name: bcast_int8_k64 (routed

@@ -111,6 +111,7 @@ def routing() -> dict:
         "seconds_fixed": cost.SECONDS_FIXED,
         "decode_seconds_per_mac": cost.DECODE_SECONDS_PER_MAC,
         "decode_int8_seconds_per_mac": cost.DECODE_INT8_SECONDS_PER_MAC,
+        "x2_seconds_per_block_mac": cost.X2_SECONDS_PER_BLOCK_MAC,
         "tiled_seconds_per_k_per_wave": cost.TILED_SECONDS_PER_K_PER_WAVE,
         "tiled64_seconds_per_k_per_wave": cost.TILED64_SECONDS_PER_K_PER_WAVE,
         "tiled_tiles_per_wave": cost.TILED_TILES_PER_WAVE,

@@ -58,6 +58,7 @@ export class CostModel {
   constructor(costs) { this.c = costs; }
   longGrid(p) { return ceilDiv(p.n, 16) >= this.c.long_grid_feature_blocks; }
   decode(p) { return this.c.seconds_fixed + this.c.decode_seconds_per_mac * p.m * p.n * p.k; }
+  decodeX2(p) { return this.c.seconds_fixed + this.c.x2_seconds_per_block_mac * ceilDiv(p.m, 2) * p.n * p.k; }
   narrow(p, onCpu) {
     const faster = p.m === 1 && p.n * p.k <= this.c.narrow_max_weights && !onCpu;
     return this.decode(p) * (faster ? this.c.narrow_speedup : this.c.narrow_slowdown);
@@ -102,12 +103,13 @@ class Spec {
   }
 }
 
-/** decode.wgsl: one row of x a workgroup, FEATURES output features (kernels/decode.py Decode). */
+/** decode.wgsl: one row of x a workgroup (or two: xRows 2, decode_x2_*), FEATURES output features (kernels/decode.py Decode). */
 export class Decode extends Spec {
-  constructor(cost, reduction, partialCapacity) {
+  constructor(cost, reduction, partialCapacity, xRows = 1) {
     super(cost);
     this.reduction = reduction;
-    this.name = `decode_${reduction}`;
+    this.xRows = xRows;
+    this.name = `decode_${xRows === 2 ? "x2_" : ""}${reduction}`;
     this.partialCapacity = partialCapacity;
     this.maxM = 1024;
     this.kPerInvocation = 32;  // one vec4<u32> of a weight row
@@ -115,19 +117,20 @@ export class Decode extends Spec {
     this.xSlotBytes = 16;  // decode.wgsl's x_stage slot
   }
   invocations(p) { return Math.max(32, ceilDiv(p.k, this.kPerInvocation * 32) * 32); }
-  wantedFeatures(p) { return this.cost.longGrid(p) && this.reduction === "subgroup" ? 32 : 16; }
+  wantedFeatures(p) { return (this.cost.longGrid(p) && this.reduction === "subgroup") || this.xRows === 2 ? 32 : 16; }
   features(p) {
     const wg = this.invocations(p);
-    const cap = Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg);
+    const cap = Math.floor(Math.min(Math.floor(this.partialCapacity / wg), this.reduction === "workgroup" ? wg : 2 * wg) / this.xRows);
     const step = this.featuresPerStep;
     return Math.max(step, Math.floor(Math.min(this.wantedFeatures(p), cap) / step) * step);
   }
-  tiles(p) { return [ceilDiv(p.n, this.features(p)), p.m]; }
+  tiles(p) { return [ceilDiv(p.n, this.features(p)), ceilDiv(p.m, this.xRows)]; }
   constants(p) {
-    return [["FEATURES", this.features(p)], ["WG", this.invocations(p)], ["UNPACK_IMAD", true]];
+    return [["FEATURES", this.features(p) * this.xRows], ["WG", this.invocations(p)], ["UNPACK_IMAD", true],
+      ...(this.xRows === 2 ? [["X_ROWS", 2]] : [])];
   }
   files() { return ["decode", "unpack", `reduce_${this.reduction}`]; }
-  predictedSeconds(p) { return this.cost.decode(p); }
+  predictedSeconds(p) { return this.xRows === 2 ? this.cost.decodeX2(p) : this.cost.decode(p); }
   shapeReason(p) {
     const kpi = this.kPerInvocation;
     if (p.m > this.maxM) return `M=${p.m} > ${this.maxM}`;
@@ -138,7 +141,7 @@ export class Decode extends Spec {
   }
   workgroupBytes(p) {
     const wg = this.invocations(p);
-    const f = this.features(p);
+    const f = this.features(p) * this.xRows;
     return 4 * (this.reduction === "subgroup" ? Math.floor(f * wg / 4) : f * wg + wg) + this.xSlotBytes;
   }
   supports(p, caps) {
@@ -291,6 +294,7 @@ export class Router {
     this.kernels = [
       new Decode(this.cost, "subgroup", capacity.subgroup), new Decode(this.cost, "workgroup", capacity.workgroup),
       new DecodeNarrow(this.cost, "subgroup", capacity.subgroup, Boolean(caps.isCpu)),
+      new Decode(this.cost, "subgroup", capacity.subgroup, 2),
       new DecodeBatch(this.cost, caps.subgroupMinSize, caps.maxWorkgroupStorage),
       new Tiled(this.cost), new TiledSplit(this.cost), new General(this.cost),
     ];
