@@ -66,6 +66,28 @@ class TestCache:
 
 
 class TestTune:
+    def test_int8_tuned_apart(self, runtime, tmp_path, monkeypatch, rng):
+        """tune(activations="int8") times only int8 kernels, caches them in the "_a8" bucket
+        beside an f32 entry of the same shape, and linear(activations="int8") runs the winner."""
+        monkeypatch.setenv("Q4GSW_CACHE_DIR", str(tmp_path))
+        runtime.forget_tuning()
+        m, k, n = 3, 256, 40
+        f32 = tune([(m, k, n)], group_size=64, repeats=2, log=lambda *_: None)
+        int8 = tune([(m, k, n)], group_size=64, repeats=2, activations="int8", log=lambda *_: None)
+        p = Problem(m, n, k, 64)
+        assert set(int8) == {tuning_bucket(p, "int8")} and set(f32) == {tuning_bucket(p)}
+        assert int8[tuning_bucket(p, "int8")]["kernel"] in q4gsw.kernels.INT8_KERNELS
+        assert set(runtime.tuned) >= {tuning_bucket(p), tuning_bucket(p, "int8")}
+        pw = q4gsw.quantize(rng.standard_normal((n, k)).astype(np.float32), 64)
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        spec = select(p, runtime.caps, tuned=runtime.tuned, activations="int8")
+        assert spec.name == int8[tuning_bucket(p, "int8")]["kernel"]
+        with q4gsw.profile() as prof:
+            y = q4gsw.linear(x, pw, activations="int8")
+        assert spec.key(p).label in {r["label"] for r in prof.rows()}
+        exact = q4gsw.linear_reference(x, pw)
+        assert np.abs(y - exact).max() < 5e-2 * np.abs(exact).max()
+
     def test_writes_cache_and_linear_uses_it(self, runtime, tmp_path, monkeypatch, rng):
         """tune() caches a winner per bucket; linear() then runs that kernel, correctly."""
         monkeypatch.setenv("Q4GSW_CACHE_DIR", str(tmp_path))

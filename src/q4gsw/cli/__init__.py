@@ -191,7 +191,7 @@ def _tune(args) -> int:
                        f"{str(folder)!r} ({why})")
     from ..tools.tune import tune
 
-    tune(args.shapes, group_size=args.group_size, repeats=args.repeats)
+    tune(args.shapes, group_size=args.group_size, repeats=args.repeats, activations=args.activations)
     return 0
 
 
@@ -239,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="elements of K per scale (default: %(default)s)")
     t.add_argument("--repeats", type=_positive_int, default=20,
                    help="timed runs per configuration; the median is compared (default: %(default)s)")
+    t.add_argument("--activations", choices=("f32", "int8"), default="f32",
+                   help="tune the kernels of f32 or of int8 activations (activations='int8': cached apart) "
+                        "(default: %(default)s)")
     t.set_defaults(func=_tune)
 
     d = sub.add_parser("demo", help="a Llama-shaped stack of quantized layers: accuracy and profile",

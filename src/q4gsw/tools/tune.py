@@ -7,7 +7,7 @@ import statistics
 import numpy as np
 
 from ..errors import Q4gswError
-from ..kernels import KERNELS, Problem, tuning_bucket
+from ..kernels import REGISTRIES, Problem, check_activations, tuning_bucket
 from ..ops.plan import check_sizes
 from ..runtime import get_runtime
 from ..runtime.timing import time_dispatch
@@ -15,17 +15,20 @@ from ..runtime.tuning_cache import write_cache
 from .workload import Workload, parse_shapes, random_weight
 
 
-def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, log=print) -> dict:
+def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, activations: str = "f32",
+         log=print) -> dict:
     """For each (M, K, N): time each supported kernel's variants (GPU timestamps, median,
     weight rotation past L2 as in the benchmark), write the fastest into the tuning cache
-    and return {bucket: entry}. Baseline kernels are not candidates."""
+    and return {bucket: entry}. Baseline kernels are not candidates. activations: "f32", or
+    "int8" (the int8-activation kernels, cached in their own buckets: tuning_bucket(p, "int8"))."""
+    kernels = REGISTRIES[check_activations(activations)]
     rt = get_runtime()
     rng = np.random.default_rng(seed)
     entries = {}
     for m, k, n in shapes:
         p = Problem(m, n, k, group_size)
         candidates = []
-        for spec in KERNELS.values():
+        for spec in kernels.values():
             if spec.baseline:
                 continue
             for variant in spec.bind(rt.caps).variants(p):
@@ -47,8 +50,8 @@ def tune(shapes, *, group_size: int = 128, repeats: int = 20, seed: int = 0, log
             log(f"M={m} K={k} N={n} {variant.name} {variant.settings() or ''}: {us:.1f} µs")
         work.release()
         us, best = min(timings, key=lambda t: t[0])
-        entries[tuning_bucket(p)] = {"kernel": best.name, "settings": best.settings(), "us": us,
-                                     "shape": [m, k, n]}
+        entries[tuning_bucket(p, activations)] = {"kernel": best.name, "settings": best.settings(), "us": us,
+                                                  "shape": [m, k, n]}
         log(f"  -> {best.name} {best.settings() or ''}")
     path = write_cache(rt.caps, entries)
     rt.forget_tuning()  # re-read on next use
