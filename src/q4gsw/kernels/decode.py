@@ -62,6 +62,8 @@ class Decode(KernelSpec):
     features_per_step = 4  # decode.wgsl's RB
     k_per_invocation = 32  # one vec4<u32> of a weight row
     file = "decode"
+    declares_x_stage = True  # decode.wgsl's x_stage array (one slot unless x_staged)
+    on_cpu = False  # the device's (bind): the variants whose defaults or costs differ there read it
 
     def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None,
                  unpack: str = "auto", k_per_workgroup: int | None = None, x_staged: bool = False, x_rows: int = 1):
@@ -92,7 +94,16 @@ class Decode(KernelSpec):
         x_rows = settings.get("x_rows", self.x_rows)
         if tuned is None or split is None or x_rows not in (1, 2):
             return self
-        return type(self)(self.reduction, self.partial_capacity, *tuned, *split, x_rows=x_rows)
+        bound = type(self)(self.reduction, self.partial_capacity, *tuned, *split, x_rows=x_rows)
+        bound.on_cpu = self.on_cpu
+        return bound
+
+    def bind(self, caps):
+        if caps is None or caps.is_cpu == self.on_cpu:
+            return self
+        bound = self.with_settings({})
+        bound.on_cpu = caps.is_cpu
+        return bound
 
     def unpack_imad(self, p: Problem) -> bool:
         """UNPACK_IMAD (unpack.wgsl). "auto": the multiply-add unpack, on every shape: on the H200
@@ -169,10 +180,11 @@ class Decode(KernelSpec):
         return None
 
     def workgroup_bytes(self, p: Problem) -> int:
-        """Workgroup memory the kernel declares (partial sums; x when staged, else one slot)."""
+        """Workgroup memory the kernel declares: partial sums, and in decode.wgsl x (staged, or
+        one slot)."""
         wg, features = self.workgroup_size(p), self.features(p) * self.x_rows
         partials = features * wg // 4 if self.reduction == "subgroup" else features * wg + wg
-        return 4 * partials + 16 * (9 * wg if self.x_staged else 1)
+        return 4 * partials + (16 * (9 * wg if self.x_staged else 1) if self.declares_x_stage else 0)
 
     def supports(self, p, caps):
         if self.reduction == "subgroup" and caps is not None and not caps.has_subgroups:
@@ -200,20 +212,7 @@ class DecodeNarrow(Decode):
     features_per_step = 8  # decode_narrow.wgsl's RB
     k_per_invocation = 16  # one vec2<u32> of a weight row
     file = "decode_narrow"
-    on_cpu = False  # the device's (bind)
-
-    def bind(self, caps):
-        if caps is None or caps.is_cpu == self.on_cpu:
-            return self
-        bound = type(self)(self.reduction, self.partial_capacity, self.features_per_workgroup, self.unpack,
-                           self.k_per_workgroup, self.x_staged)
-        bound.on_cpu = caps.is_cpu
-        return bound
-
-    def with_settings(self, settings):
-        tuned = super().with_settings(settings)
-        tuned.on_cpu = self.on_cpu
-        return tuned
+    declares_x_stage = False
 
     def features(self, p: Problem) -> int:
         """As Decode's, 8 by default (one step: every load issued before the first wait)."""
@@ -223,11 +222,6 @@ class DecodeNarrow(Decode):
 
     def predicted_seconds(self, p):
         return cost.narrow_seconds(p, self.on_cpu) + cost.split_seconds(p, self.split(p))
-
-    def workgroup_bytes(self, p: Problem) -> int:
-        """Workgroup memory the kernel declares (partial sums only)."""
-        wg, features = self.workgroup_size(p), self.features(p)
-        return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
 
     def _shape_reason(self, p):
         if self.x_staged:
@@ -340,4 +334,3 @@ class DecodeBatch(KernelSpec):
             return (f"needs {self.workgroup_bytes(p, self.features(p))} bytes of workgroup memory "
                     f"(subgroups of {self.min_lanes}), the device has {self.storage_limit}")
         return reason
-

@@ -22,17 +22,10 @@ class DecodeInt8(Decode):
     max_m = 8  # measured up to 8 rows of x (one workgroup each); the int8 GEMMs take more
     x_group = 32  # k per activation scale, fixed by the kernel (one invocation's share)
     separate_quantize = False  # the plan adds no quantize dispatch
-    on_cpu = False  # the device's (bind)
+    declares_x_stage = False
 
-    def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None, *_ignored):
+    def __init__(self, reduction: str, partial_capacity: int, features_per_workgroup: int | None = None):
         super().__init__(reduction, partial_capacity, features_per_workgroup)
-
-    def bind(self, caps):
-        if caps is None or caps.is_cpu == self.on_cpu:
-            return self
-        bound = type(self)(self.reduction, self.partial_capacity, self.features_per_workgroup)
-        bound.on_cpu = caps.is_cpu
-        return bound
 
     def features(self, p: Problem) -> int:
         """As Decode's, with defaults from the H200 (session 6 probe): 32 rows for M >= 2 and on a
@@ -75,9 +68,3 @@ class DecodeInt8(Decode):
 
     def predicted_seconds(self, p):
         return cost.decode_int8_seconds(p)
-
-    def workgroup_bytes(self, p: Problem) -> int:
-        """Workgroup memory the kernel declares (partial sums only)."""
-        wg, features = self.workgroup_size(p), self.features(p)
-        return 4 * (features * wg // 4 if self.reduction == "subgroup" else features * wg + wg)
-
