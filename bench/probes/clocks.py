@@ -30,6 +30,12 @@ class ClockLog:
             self.proc.wait(timeout=5)
             self.file.close()
 
+    def __enter__(self) -> "ClockLog":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()  # however the probe ends
+
     def samples(self) -> list[tuple[float, float]]:
         """(wall time, SM MHz) of every sample so far."""
         if self.proc is None or not os.path.exists(self.path):

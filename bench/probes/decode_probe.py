@@ -442,11 +442,8 @@ def main():
                     help="start no new shape after this many seconds; default: %(default)s")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
-    clocks = ClockLog(os.path.join(args.out, "decode_variants_probe_clocks.csv"))
-    try:
+    with ClockLog(os.path.join(args.out, "decode_variants_probe_clocks.csv")) as clocks:
         run(args, clocks)
-    finally:
-        clocks.stop()
 
 
 def run(args, clocks):

@@ -588,11 +588,8 @@ def main():
     if args.only:
         keep = set(args.only.split(","))
         VARIANTS[:] = [v for v in VARIANTS if v[0] in keep]
-    clocks = ClockLog(os.path.join(args.out, "prefill_probe_clocks.csv"))
-    try:
+    with ClockLog(os.path.join(args.out, "prefill_probe_clocks.csv")) as clocks:
         run(args, clocks)
-    finally:
-        clocks.stop()
 
 
 def run(args, clocks):
