@@ -40,7 +40,7 @@ DEFAULT_CHUNK_BYTES = 128 << 20
 #: Files copied from web/static into every bundle (the ES modules and the pages).
 STATIC_FILES = ("q4gsw.js", "errors.js", "kernels.js", "tensor.js", "runtime.js", "chain.js", "bundle.js", "ops.js",
                 "model.js", "tokenizer.js", "index.html", "generate.html",
-                "encoder_ops.js", "dense.js", "minilm.js", "wordpiece.js", "embeddings.html")
+                "encoder_ops.js", "dense.js", "minilm.js", "wordpiece.js", "embeddings.html", "page.js")
 _LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 _RESERVED = {"kernels", "data", "manifest.json", "tokenizer.json", *STATIC_FILES}
 
