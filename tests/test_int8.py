@@ -367,5 +367,5 @@ class TestSelectInt8:
         p = Problem(8, 64, 256, 128)
         spec = INT8_KERNELS["tiled_int8"]
         assert spec.quantize_key(p).label == spec.key(p).label == "linear_q4gsw/tiled_int8"
-        assert spec.quantize_key(p).sources == ("quantize_int8",) and spec.key(p).sources == ("tiled_int8",)
+        assert spec.quantize_key(p).sources == ("quantize_int8",) and spec.key(p).sources == ("tiled_int8", "store_tile")
         assert spec.scratch_bytes(p) == (8 * 256, 4 * 8 * 2)

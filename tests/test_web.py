@@ -93,6 +93,7 @@ def browser_caps(caps: dict):
 
 def shipped_kernel_keys() -> list[KernelKey]:
     """The configurations the browser compiles: every linear kernel (decode with both unpacks,
+    decode_int8, the routed int8 GEMMs with their quantize dispatch,
     the dense kernels with fp32 and fp16 weights, rope_kv and attention with f32 and f16 caches,
     and its variants: K split with x staged, decode_narrow; decode_batch with blocks of 2, 4 and
     8 rows of x and with K split; tiled_split with its split and reduction) and every other
@@ -114,9 +115,12 @@ def shipped_kernel_keys() -> list[KernelKey]:
             keys += [spec.key(split), spec.reduce_key(split)]
         else:
             keys.append(spec.key(wide))
-    for spec in INT8_KERNELS.values():  # decode_int8 with either reduction (the int8 GEMMs: at their defaults below)
+    for spec in INT8_KERNELS.values():  # decode_int8 with either reduction; the routed int8 GEMMs and their quantize pass
         if spec.name.startswith("decode_int8"):
             keys.append(spec.key(wide))
+        elif spec.name in ("tiled_int8", "bcast_int8_k64"):
+            prefill, limits = Problem(256, 256, 512, 64, True), fake_capabilities()  # 32 KiB of workgroup memory
+            keys += [spec.bind(limits).key(prefill), spec.quantize_key(prefill)]
     for spec in DENSE_KERNELS.values():  # mixed precision: each dense kernel with both weight storages
         keys += [spec.key(DenseProblem(m, 256, 512, dtype, True)) for dtype in ("float32", "float16")
                  for m in ((1,) if spec.name == "gemv" else (64,))]

@@ -25,6 +25,7 @@
 // workgroup's k range are skipped. Needs K % 32 == 0 and group_size % 32 == 0 (a chunk lies in one
 // group), |a chunk's sum| < 2^31 (always: 32 * 127 * 8).
 //
+// store4 (the output tile's stores): store_tile.wgsl, composed after this file.
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
 // Overrides: HAS_BIAS, TILE_N (64 or 128), BK (32, 64 or 128), DOUBLE, SPLIT, XG32 (x scale per 32 k),
@@ -159,21 +160,6 @@ fn store(lid: u32, b: u32, l: Loads) {
   if (XV + WV > 3u * WG) { store_vec(lid + 3u * WG, b, l.v3); }
   if (SV > WG) { store_scale(lid + WG, b, l.s1); }
   if (SV > 2u * WG) { store_scale(lid + 2u * WG, b, l.s2); }
-}
-
-fn store4(split: u32, row: u32, col: u32, v: vec4<f32>) {
-  if (row >= params.m) { return; }
-  let o = row * params.out_stride + params.out_offset + split * params.split_stride;
-  var r = v;
-  if (HAS_BIAS && SPLIT == 1u) {  // with a split, reduce_splits adds the bias
-    let last = params.n - 1u;
-    r += vec4<f32>(bias[params.out_offset + min(col, last)], bias[params.out_offset + min(col + 1u, last)],
-                   bias[params.out_offset + min(col + 2u, last)], bias[params.out_offset + min(col + 3u, last)]);
-  }
-  if (col < params.n) { out[o + col] = r.x; }
-  if (col + 1u < params.n) { out[o + col + 1u] = r.y; }
-  if (col + 2u < params.n) { out[o + col + 2u] = r.z; }
-  if (col + 3u < params.n) { out[o + col + 3u] = r.w; }
 }
 
 @compute @workgroup_size(WG)

@@ -233,7 +233,7 @@ class TiledInt8(KernelSpec):
                 ("SPLIT", self.split(p)), ("XG32", self.x_group == 32), *extra)
 
     def key(self, p):
-        return KernelKey(self.kernel, (("HAS_BIAS", p.has_bias), *self.constants(p)))
+        return KernelKey(self.kernel, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=(self.kernel, "store_tile"))
 
     def _shape_reason(self, p):
         if p.k % 32:

@@ -28,6 +28,10 @@ class Tiled(KernelSpec):
     def loop_trips(self, p):
         return (p.k // 32) * (32 + 2)
 
+    def key(self, p):
+        # tiled.wgsl (TiledSplit: with other constants; with a split, the reduction adds the bias)
+        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled", "store_tile"))
+
     def _shape_reason(self, p):
         if p.k % 32:
             return f"K={p.k} is not a multiple of 32"
@@ -122,7 +126,3 @@ class TiledSplit(Tiled):
         if limit is not None and self.invocations_per_workgroup > limit:
             return f"{self.invocations_per_workgroup} invocations a workgroup, past the adapter's {limit}"
         return super().supports(p, caps)
-
-    def key(self, p):
-        # tiled.wgsl with other constants (with a split, the reduction adds the bias)
-        return KernelKey(self.name, (("HAS_BIAS", p.has_bias), *self.constants(p)), files=("tiled",))

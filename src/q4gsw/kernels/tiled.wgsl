@@ -16,6 +16,7 @@
 // on load and not written. Loop trips per invocation: K/32 steps x 32 = K.
 // Needs K % 32 == 0, group_size % 32 == 0.
 //
+// store4 (the output tile's stores): store_tile.wgsl, composed after this file.
 // Bindings (group 0): 0 out, 1 x (vec4<f32>), 2 weights (u32), 3 scales, 4 bias,
 //                     5 params: as general.wgsl.
 // Overrides: HAS_BIAS, TILE_M (64 or 128), SPLIT (workgroups per tile along K), PREFETCH, WG (256, or
@@ -54,21 +55,6 @@ fn nibbles(w: u32, h: u32) -> vec4<f32> {
   let s = 16u * h;
   let u = (vec4<u32>(w >> s, w >> (s + 4u), w >> (s + 8u), w >> (s + 12u)) & vec4<u32>(15u)) | vec4<u32>(0x4B000000u);
   return bitcast<vec4<f32>>(u) - vec4<f32>(8388616.0);
-}
-
-fn store4(split: u32, row: u32, col: u32, v: vec4<f32>) {
-  if (row >= params.m) { return; }
-  let o = row * params.out_stride + params.out_offset + split * params.split_stride;
-  var r = v;
-  if (HAS_BIAS && SPLIT == 1u) {  // with a split, reduce_splits adds the bias
-    let last = params.n - 1u;
-    r += vec4<f32>(bias[params.out_offset + min(col, last)], bias[params.out_offset + min(col + 1u, last)],
-                   bias[params.out_offset + min(col + 2u, last)], bias[params.out_offset + min(col + 3u, last)]);
-  }
-  if (col < params.n) { out[o + col] = r.x; }
-  if (col + 1u < params.n) { out[o + col + 1u] = r.y; }
-  if (col + 2u < params.n) { out[o + col + 2u] = r.z; }
-  if (col + 3u < params.n) { out[o + col + 3u] = r.w; }
 }
 
 @compute @workgroup_size(WG)

@@ -25,6 +25,7 @@
 // workgroup's range (K % BK != 0) loads x as 0. Needs K % 32 == 0, group_size % 32 == 0
 // (group boundaries fall on chunk ends), |sum| < 2^31 (group_size <= 2^21).
 //
+// store4 (the output tile's stores): store_tile.wgsl, composed after this file.
 // Bindings (group 0): 0 out, 1 xq (vec4<u32>), 2 weights (vec4<u32>), 3 scales, 4 bias,
 //                     5 params (as tiled.wgsl), 6 xs (f32, [num_groups][M]).
 // Overrides: HAS_BIAS, TILE_M (64 or 128), TILE_N (64 or 128), WG (256, or 512 with TILE_M 128),
@@ -86,21 +87,6 @@ fn dots(a: u32, b: vec4<u32>) -> vec4<i32> {
 // u - 8 per nibble, as signed bytes: bytes of lo_or_hi are u in 0..15.
 fn signed_bytes(u: u32) -> u32 {
   return (u + 0x78787878u) ^ 0x80808080u;
-}
-
-fn store4(split: u32, row: u32, col: u32, v: vec4<f32>) {
-  if (row >= params.m) { return; }
-  let o = row * params.out_stride + params.out_offset + split * params.split_stride;
-  var r = v;
-  if (HAS_BIAS && SPLIT == 1u) {  // with a split, reduce_splits adds the bias
-    let last = params.n - 1u;
-    r += vec4<f32>(bias[params.out_offset + min(col, last)], bias[params.out_offset + min(col + 1u, last)],
-                   bias[params.out_offset + min(col + 2u, last)], bias[params.out_offset + min(col + 3u, last)]);
-  }
-  if (col < params.n) { out[o + col] = r.x; }
-  if (col + 1u < params.n) { out[o + col + 1u] = r.y; }
-  if (col + 2u < params.n) { out[o + col + 2u] = r.z; }
-  if (col + 3u < params.n) { out[o + col + 3u] = r.w; }
 }
 
 // Scale slot i of the step at k0: chunk i / (TILE_M + TILE_N); x-scale of tile row j, or weight

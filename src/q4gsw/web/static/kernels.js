@@ -241,6 +241,7 @@ export class Tiled extends Spec {
   invocations() { return 256; }
   predictedSeconds(p) { return this.cost.tiled(p); }
   tiles(p) { return [ceilDiv(p.n, 128), ceilDiv(p.m, 128)]; }
+  files() { return ["tiled", "store_tile"]; }
   shapeReason(p) {
     if (p.k % 32) return `K=${p.k} is not a multiple of 32`;
     if (p.groupSize % 32) return `group_size=${p.groupSize} is not a multiple of 32`;
@@ -262,7 +263,6 @@ export class TiledSplit extends Tiled {
   predictedSeconds(p) { return this.cost.tiled(p, this.tileRows(p), this.split(p)); }
   tiles(p) { return [ceilDiv(p.n, 128), ceilDiv(p.m, this.tileRows(p)) * this.split(p)]; }
   constants(p) { return [["TILE_M", this.tileRows(p)], ["SPLIT", this.split(p)]]; }
-  files() { return ["tiled"]; }
 }
 
 /** general.wgsl: any shape, a workgroup per (output feature, 4 rows of x) (kernels/general.py). */
