@@ -171,7 +171,10 @@ class TestExportModelWeb:
             assert not (tmp_path / "b").exists()
 
 
-def generate_page(t: Tiny, **extra) -> dict:
+def generate_page_run(t: Tiny, **extra):
+    """generate.html on t's bundle with the prompt, NEW_TOKENS and the query `extra`: (the page
+    run, its report, which may hold an error); skips (or fails under Q4GSW_REQUIRE_BROWSER=1)
+    without a browser or WebGPU device."""
     query = urlencode({"ids": ",".join(map(str, t.prompt)), "max_new_tokens": NEW_TOKENS, "report": "/result",
                        "progress": "/progress", **extra})
     try:
@@ -181,6 +184,12 @@ def generate_page(t: Tiny, **extra) -> dict:
     report = json.loads(page.report)
     if report.get("error", {}).get("name") == "DeviceError":
         _no_browser(report["error"]["message"])
+    return page, report
+
+
+def generate_page(t: Tiny, **extra) -> dict:
+    """generate_page_run's report, which must hold no error."""
+    _, report = generate_page_run(t, **extra)
     assert "error" not in report, report["error"]
     return report
 
@@ -400,15 +409,7 @@ class TestKvCacheF16:
         page reports a FeatureError naming kvCache and shader-f16, raised before any data file
         of the bundle was requested."""
         t = tiny["llama"]
-        query = urlencode({"ids": ",".join(map(str, t.prompt)), "max_new_tokens": NEW_TOKENS, "report": "/result",
-                           "progress": "/progress", "kv_cache": "f16"})
-        try:
-            page = run_page(t.bundle, f"generate.html?{query}")
-        except BrowserUnavailable as exc:
-            _no_browser(exc)
-        report = json.loads(page.report)
-        if report.get("error", {}).get("name") == "DeviceError":
-            _no_browser(report["error"]["message"])
+        page, report = generate_page_run(t, kv_cache="f16")
         if "shader-f16" in report["features"]:
             assert "error" not in report, report["error"]
             model = q4gsw.load_model(t.checkpoint, group_size=GROUP_SIZE, max_positions=MAX_POSITIONS, kv_cache="f16")
