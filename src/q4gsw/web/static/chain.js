@@ -2,8 +2,8 @@
 // against GpuTensors -- every output, params buffer, pipeline and bind group made while
 // recording -- and replays them in one compute pass and one submit, allocating nothing.
 
-import { ArgumentError, DTypeError, Q4gswError, ShaderError, ShapeError, SizeLimitError, describe } from "./errors.js";
-import { KernelKey, PARAMS_FIELDS, foldGrid, problem, reduceWorkgroups, withN } from "./kernels.js";
+import { DTypeError, Q4gswError, ShaderError, ShapeError, SizeLimitError, describe } from "./errors.js";
+import { KernelKey, PARAMS_FIELDS, checkActivations, foldGrid, problem, reduceWorkgroups, withN } from "./kernels.js";
 import { GpuTensor, GpuWeight, PackedWeight } from "./tensor.js";
 
 /**
@@ -111,7 +111,7 @@ export class Chain {
    */
   async linear(x, weight, { bias = null, kernel = null, activations = "f32" } = {}) {
     const fn = "Chain.linear";
-    if (activations !== "f32" && activations !== "int8") throw new ArgumentError(fn, "activations", "\"f32\" or \"int8\"", describe(activations));
+    checkActivations(fn, "activations", activations);
     x = this.tensor(fn, "x", x);
     if (weight instanceof PackedWeight) weight = this.runtime.gpuWeight(weight);
     if (!(weight instanceof GpuWeight)) throw new DTypeError(fn, "weight", "a PackedWeight or GpuWeight", describe(weight));

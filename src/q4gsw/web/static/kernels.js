@@ -4,7 +4,7 @@
 // (kernels/select.py), plus what a browser adds: a kernel over the device's invocation limit
 // or that failed to compile is skipped and listed in `fallbacks`.
 
-import { UnsupportedShapeError } from "./errors.js";
+import { ArgumentError, UnsupportedShapeError, describe } from "./errors.js";
 
 export const ceilDiv = (a, b) => Math.floor((a + b - 1) / b);
 
@@ -43,6 +43,12 @@ export class KernelKey {
     const consts = this.constants.map(([k, v]) => `${k}=${typeof v === "boolean" ? Number(v) : v}`).join(",");
     return consts ? `${this.label}[${consts}]` : this.label;
   }
+}
+
+/** value if it names activations ("f32" or "int8"), else ArgumentError naming `argument` of `fn`. */
+export function checkActivations(fn, argument, value) {
+  if (value !== "f32" && value !== "int8") throw new ArgumentError(fn, argument, '"f32" or "int8"', describe(value));
+  return value;
 }
 
 /** A problem: x (M, K) against an (N, K) weight (kernels/problem.py). */

@@ -5,6 +5,7 @@
 import { openBundle } from "./bundle.js";
 import { Chain } from "./chain.js";
 import { ArgumentError, BundleError, FeatureError, ShapeError, UnsupportedShapeError, describe } from "./errors.js";
+import { checkActivations } from "./kernels.js";
 import * as ops from "./ops.js";
 import { createRuntime } from "./runtime.js";
 import { Tokenizer } from "./tokenizer.js";
@@ -86,7 +87,7 @@ export class CausalLM {
   constructor(runtime, bundle, { weights, tensors }, { maxPositions, kvCache = "f32", decodeActivations = "f32" }) {
     const c = bundle.manifest.model;
     kvCacheDtype("CausalLM", kvCache, runtime);
-    checkDecodeActivations("CausalLM", decodeActivations);
+    checkActivations("CausalLM", "decodeActivations", decodeActivations);
     this.runtime = runtime;
     this.bundle = bundle;
     this.config = c;
@@ -325,14 +326,6 @@ export function kvCacheDtype(fn, kvCache, runtime = null) {
   return KV_CACHES[kvCache];
 }
 
-/** decodeActivations if it is "f32" or "int8", else ArgumentError naming it (model.py decode_activations). */
-export function checkDecodeActivations(fn, decodeActivations) {
-  if (decodeActivations !== "f32" && decodeActivations !== "int8") {
-    throw new ArgumentError(fn, "decodeActivations", "\"f32\" or \"int8\"", describe(decodeActivations));
-  }
-  return decodeActivations;
-}
-
 /**
  * Load a model bundle (`q4gsw export-web --model`) onto the GPU (ready to generate: the
  * decode step is recorded and its kernels compiled).
@@ -354,7 +347,7 @@ export async function loadModel(base, { runtime = null, maxPositions = null, cac
   decodeActivations = "f32", onProgress = () => {} } = {}) {
   const fn = "loadModel";
   kvCacheDtype(fn, kvCache);
-  checkDecodeActivations(fn, decodeActivations);
+  checkActivations(fn, "decodeActivations", decodeActivations);
   const bundle = await openBundle(base, { cache });
   if (bundle.kind !== "model") throw new BundleError(`loadModel reads a "model" bundle; this one holds ${bundle.kind} (use loadBundle)`);
   const c = bundle.manifest.model;

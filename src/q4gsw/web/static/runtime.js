@@ -5,7 +5,7 @@ import { Chain } from "./chain.js";
 import {
   ArgumentError, DTypeError, DeviceError, DeviceLostError, Q4gswError, ShaderError, ShapeError, describe, positiveInt,
 } from "./errors.js";
-import { Router } from "./kernels.js";
+import { Router, checkActivations } from "./kernels.js";
 import { DTYPE_BYTES, GpuTensor, GpuWeight, PackedWeight, paddedSize } from "./tensor.js";
 
 /** Optional features the kernels or the timing use, requested only when offered. */
@@ -299,7 +299,7 @@ export class Runtime {
   async linear(x, weight, { bias = null, m = undefined, kernel = null, activations = "f32", output = undefined,
     timing = undefined } = {}) {
     const fn = "linear";
-    if (activations !== "f32" && activations !== "int8") throw new ArgumentError(fn, "activations", '"f32" or "int8"', describe(activations));
+    checkActivations(fn, "activations", activations);
     if (!(weight instanceof PackedWeight || weight instanceof GpuWeight)) {
       throw new DTypeError(fn, "weight", "a q4gsw PackedWeight or GpuWeight", describe(weight));
     }
