@@ -137,7 +137,7 @@ class CausalLM:
     @prefill_activations.setter
     def prefill_activations(self, value: str) -> None:
         self._prefill_activations = _check_activations("prefill_activations", value)
-        self._release_chains()  # recorded with the other kind
+        self._release_chains(self._prefill)  # recorded with the other kind (decode steps never run it)
 
     @property
     def decode_activations(self) -> str:
@@ -147,11 +147,11 @@ class CausalLM:
     @decode_activations.setter
     def decode_activations(self, value: str) -> None:
         self._decode_activations = _check_activations("decode_activations", value)
-        self._release_chains()
+        self._release_chains(self._decode, self._prefill)  # short prompts run it too
 
-    def _release_chains(self) -> None:
-        """Drop every recorded chain (they are recorded again on next use)."""
-        for cache in (self._decode, self._prefill):
+    def _release_chains(self, *caches) -> None:
+        """Drop the recorded chains of `caches` (they are recorded again on next use)."""
+        for cache in caches:
             for chain, _ in cache.values():
                 chain.release()
             cache.clear()
@@ -349,7 +349,7 @@ class CausalLM:
 
     def release(self) -> None:
         """Free the chains, caches and weights' GPU copies now."""
-        self._release_chains()
+        self._release_chains(self._decode, self._prefill)
         for _, w in _linears(self.weights):
             self.runtime.weights.release(self._dense.get(id(w), w))
 
